@@ -1,0 +1,60 @@
+"""LayerNorm over the last axis: biased variance, eps inside the square root (as torch.nn.LayerNorm).
+
+Backward, with xhat = (x - mean) * rstd and g = dout * weight (N = C entries per row):
+    dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+The two means are the gradient flowing through `mean` and through `rstd`; forgetting either is the classic bug.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backend import Backend, array_namespace
+from .check import check_last_dim
+from .module import Module, Parameter
+
+
+def layernorm_forward(x: Any, weight: Any, bias: Any, eps: float) -> tuple[Any, tuple]:
+    """x (..., C), weight (C,), bias (C,) -> out (..., C)."""
+    xp = array_namespace(x)
+    mean = xp.mean(x, axis=-1, keepdims=True)  # ...,1
+    xc = x - mean  # ...,C
+    var = xp.mean(xc * xc, axis=-1, keepdims=True)  # ...,1 biased: divide by C, not C-1
+    rstd = 1.0 / xp.sqrt(var + eps)  # ...,1 rstd, not std: backward needs 1/sigma twice
+    out = xc * rstd * weight + bias  # ...,C
+    return out, (x, weight, mean, rstd)  # xhat is recomputed in backward: cheap, and saves a (...,C) array
+
+
+def layernorm_backward(dout: Any, cache: tuple) -> tuple[Any, Any, Any]:
+    """dout (..., C) -> dx (..., C), dweight (C,), dbias (C,)."""
+    xp = array_namespace(dout)
+    x, weight, mean, rstd = cache
+    C = x.shape[-1]
+    xhat = (x - mean) * rstd  # ...,C
+    dweight = xp.sum(xp.reshape(dout * xhat, (-1, C)), axis=0)  # C
+    dbias = xp.sum(xp.reshape(dout, (-1, C)), axis=0)  # C
+    g = dout * weight  # ...,C  gradient w.r.t. xhat
+    dx = (g - xp.mean(g, axis=-1, keepdims=True) - xhat * xp.mean(g * xhat, axis=-1, keepdims=True)) * rstd
+    return dx, dweight, dbias
+
+
+class LayerNorm(Module):
+    """torch.nn.LayerNorm(C, eps): weight ones, bias zeros."""
+
+    def __init__(self, C: int, eps: float = 1e-5, *, backend: "str | Backend | None" = None, dtype: str = "float32"):
+        super().__init__(backend, dtype)
+        self.eps = eps
+        self.weight = Parameter(self.backend.ones((C,), dtype))
+        self.bias = Parameter(self.backend.zeros((C,), dtype))
+
+    def forward(self, x: Any) -> Any:
+        check_last_dim("x", x, self.weight.shape[0], self.dtype)
+        out, cache = layernorm_forward(x, self.weight.data, self.bias.data, self.eps)
+        self.keep(cache)
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        dx, dweight, dbias = layernorm_backward(dout, self.take_cache())
+        self.weight.accumulate(dweight)
+        self.bias.accumulate(dbias)
+        return dx
