@@ -1,0 +1,112 @@
+"""DecisionTransformerGPT2Model: GPT-2 as the Decision Transformer uses it (transformers' copy of GPT2Model).
+
+    h = dropout(inputs_embeds + wpe[position_ids])        (inputs_embeds = wte[input_ids] when ids are given)
+    h = block_i(h) for each of the n_layer blocks
+    last_hidden_state = ln_f(h)
+
+`hidden_states` follows the reference (transformers 5.x): n_layer + 1 entries, the input of every block and
+then ln_f's output; the last block's raw output is not among them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .backend import Backend, Generator, array_namespace, device
+from .config import DecisionTransformerConfig
+from .layers import Block, Dropout, Embedding, LayerNorm, Module, ModuleList, attention_bias
+from .layers.check import check_array, check_shape
+
+
+@dataclass
+class GPT2Output:
+    last_hidden_state: Any
+    past_key_values: tuple | None = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+    def __getitem__(self, i: int) -> Any:  # encoder_outputs[0], as in transformers
+        return self.last_hidden_state if i == 0 else (self.past_key_values, self.hidden_states, self.attentions)[i - 1]
+
+
+class DecisionTransformerGPT2Model(Module):
+    """The GPT-2 encoder. Parameters: wte, wpe, h.{i}.*, ln_f (the reference's names)."""
+
+    def __init__(self, config: DecisionTransformerConfig, *, gen: Generator | None = None,
+                 backend: "str | Backend | None" = None, dtype: str = "float32"):
+        super().__init__(backend, dtype)
+        gen = gen or Generator(backend=self.backend)
+        self.config = config
+        C, std = config.hidden_size, config.initializer_range
+        proj_std = std / math.sqrt(2 * config.n_layer)  # GPT-2: residual projections scaled by 1/sqrt(#residuals)
+        kw = dict(backend=self.backend, dtype=dtype)
+        self.wte = Embedding(config.vocab_size, C, std, gen=gen, **kw)
+        self.wpe = Embedding(config.n_positions, C, std, gen=gen, **kw)
+        self.drop = Dropout(config.embd_pdrop, gen)
+        self.h = ModuleList([
+            Block(C, config.n_head, n_inner=config.inner_dim, activation=config.activation_function,
+                  layer_norm_epsilon=config.layer_norm_epsilon, attn_pdrop=config.attn_pdrop,
+                  resid_pdrop=config.resid_pdrop, scale_attn_weights=config.scale_attn_weights,
+                  scale_attn_by_inverse_layer_idx=config.scale_attn_by_inverse_layer_idx, layer_idx=i,
+                  reorder_and_upcast_attn=config.reorder_and_upcast_attn, std=std, proj_std=proj_std, gen=gen, **kw)
+            for i in range(config.n_layer)
+        ])
+        self.ln_f = LayerNorm(C, config.layer_norm_epsilon, **kw)
+
+    def forward(self, input_ids: Any = None, past_key_values: tuple | None = None, attention_mask: Any = None,
+                position_ids: Any = None, inputs_embeds: Any = None, use_cache: bool | None = None,
+                output_attentions: bool = False, output_hidden_states: bool = False) -> GPT2Output:
+        """inputs_embeds (B, T, C) or input_ids (B, T); attention_mask (B, T_past + T) of 1/0; position_ids
+        (B or 1, T), default T_past .. T_past + T - 1; past_key_values: the previous call's, one (k, v) per layer,
+        each (B, H, T_past, D). Returns last_hidden_state (B, T, C) and, as asked, the rest."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("input_ids, inputs_embeds: expected exactly one of them, got "
+                             + ("both" if input_ids is not None else "neither"))
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        self.used_ids = input_ids is not None
+        if self.used_ids:
+            check_array("input_ids", input_ids, self.backend)
+            inputs_embeds = self.wte(input_ids)
+        check_array("inputs_embeds", inputs_embeds, self.backend, self.dtype)
+        check_shape("inputs_embeds", inputs_embeds, (None, None, self.config.hidden_size))
+        xp = array_namespace(inputs_embeds)
+        B, T, C = inputs_embeds.shape
+        T_past = past_key_values[0][0].shape[2] if past_key_values else 0
+        if position_ids is None:
+            position_ids = xp.reshape(xp.arange(T_past, T_past + T, device=device(inputs_embeds)), (1, T))
+        if attention_mask is not None:
+            check_shape("attention_mask", attention_mask, (B, T_past + T))
+        h = self.drop(inputs_embeds + self.wpe(position_ids))  # B,T,C
+        # One additive mask for all layers, in the dtype the scores are computed in.
+        sdtype = xp.float32 if self.config.reorder_and_upcast_attn else self.dtype
+        bias = attention_bias(attention_mask, T, T_past + T, sdtype, h)  # B|1,1,T,T_past+T
+        hidden_states, attentions, presents = [], [], []
+        for i, block in enumerate(self.h):
+            hidden_states.append(h)
+            h, probs, present = block(h, bias=bias, past_kv=past_key_values[i] if past_key_values else None,
+                                      use_cache=use_cache)
+            attentions.append(probs)
+            presents.append(present)
+        h = self.ln_f(h)
+        hidden_states.append(h)
+        return GPT2Output(
+            last_hidden_state=h,
+            past_key_values=tuple(presents) if use_cache else None,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
+
+    def backward(self, dout: Any) -> Any:
+        """dout: gradient of last_hidden_state (B, T, C). Accumulates every parameter's gradient; returns the
+        gradient of inputs_embeds (B, T, C), or None when the forward took input_ids."""
+        dh = self.ln_f.backward(dout)
+        for block in reversed(list(self.h)):
+            dh = block.backward(dh)
+        dh = self.drop.backward(dh)
+        self.wpe.backward(dh)
+        if self.used_ids:
+            self.wte.backward(dh)
+            return None
+        return dh

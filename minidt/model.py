@@ -1,0 +1,219 @@
+"""DecisionTransformerModel: returns-to-go, states and actions interleaved into one GPT-2 sequence.
+
+    tokens per timestep t:   (R_t, s_t, a_t)   each = its own Linear embedding + embed_timestep[t]
+    sequence:                R_1 s_1 a_1 R_2 s_2 a_2 ...  (B, 3T, C), then embed_ln
+    encoder:                 GPT-2, causal, position ids all zero (the timestep embedding is the position)
+    action_preds[t]  read at the token s_t   (the action is predicted from the state, before a_t is seen)
+    state_preds[t], return_preds[t]  read at the token a_t
+
+Same names, shapes and semantics as transformers' DecisionTransformerModel, plus `backward`: there is no autograd,
+so the gradient of whichever predictions the loss used is handed back explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .backend import Backend, Generator, array_namespace, device, get_backend, to_numpy
+from .config import DecisionTransformerConfig
+from .gpt2 import DecisionTransformerGPT2Model
+from .layers import Activation, Embedding, LayerNorm, Linear, Module, ModuleList
+from .layers.check import check_shape
+
+
+@dataclass
+class DecisionTransformerOutput:
+    """The reference's output fields. Arrays are of the model's backend."""
+
+    state_preds: Any = None  # B,T,state_dim
+    action_preds: Any = None  # B,T,act_dim
+    return_preds: Any = None  # B,T,1
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+    last_hidden_state: Any = None  # B,3T,C
+
+    def to_tuple(self) -> tuple:
+        return (self.state_preds, self.action_preds, self.return_preds)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.to_tuple()[i]
+
+
+class DecisionTransformerModel(Module):
+    """`DecisionTransformerModel(config, dtype="float32", backend=None, seed=None)`; keyword fields build a config:
+    `DecisionTransformerModel(state_dim=3, act_dim=1)`. Initialized as the reference does: every weight N(0,
+    initializer_range^2) (the residual projections c_proj divided by sqrt(2 n_layer)), biases zero, LayerNorms
+    one and zero."""
+
+    def __init__(self, config: DecisionTransformerConfig | None = None, dtype: str = "float32",
+                 backend: "str | Backend | None" = None, seed: int | None = None, **fields: Any):
+        super().__init__(backend, dtype)
+        if config is None:
+            config = DecisionTransformerConfig(**fields)
+        elif fields:
+            raise ValueError(f"config: pass either a config or config fields, got both ({', '.join(fields)})")
+        self.config = config
+        self.gen = Generator(seed, self.backend)
+        C, std = config.hidden_size, config.initializer_range
+        kw = dict(gen=self.gen, backend=self.backend, dtype=dtype)
+        self.encoder = DecisionTransformerGPT2Model(config, **kw)
+        self.embed_timestep = Embedding(config.max_ep_len, C, std, **kw)
+        self.embed_return = Linear(1, C, std, **kw)
+        self.embed_state = Linear(config.state_dim, C, std, **kw)
+        self.embed_action = Linear(config.act_dim, C, std, **kw)
+        self.embed_ln = LayerNorm(C, 1e-5, backend=self.backend, dtype=dtype)  # eps 1e-5 always, as the reference
+        self.predict_state = Linear(C, config.state_dim, std, **kw)
+        self.predict_action = ModuleList([Linear(C, config.act_dim, std, **kw)]
+                                         + ([Activation("tanh")] if config.action_tanh else []))
+        self.predict_return = Linear(C, 1, std, **kw)
+
+    # --- forward ---------------------------------------------------------------------------------------------
+    def forward(self, states: Any = None, actions: Any = None, rewards: Any = None, returns_to_go: Any = None,
+                timesteps: Any = None, attention_mask: Any = None, output_hidden_states: bool | None = None,
+                output_attentions: bool | None = None, return_dict: bool | None = None
+                ) -> "DecisionTransformerOutput | tuple":
+        """states (B, T, state_dim), actions (B, T, act_dim), rewards (unused, as in the reference),
+        returns_to_go (B, T, 1), timesteps (B, T) integers in [0, max_ep_len), attention_mask (B, T) of 1 (real)
+        and 0 (padding), default all ones. NumPy or backend arrays; floats are cast to the model's dtype."""
+        cfg, xp = self.config, self.backend.xp
+        states = self._input("states", states, (None, None, cfg.state_dim))
+        B, T = states.shape[0], states.shape[1]
+        actions = self._input("actions", actions, (B, T, cfg.act_dim))
+        returns_to_go = self._input("returns_to_go", returns_to_go, (B, T, 1))
+        timesteps = self._timesteps(timesteps, B, T)
+        if attention_mask is not None:
+            attention_mask = self._input("attention_mask", attention_mask, (B, T))
+        else:
+            attention_mask = xp.ones((B, T), dtype=self.dtype, device=self.backend.device)
+
+        time = self.embed_timestep(timesteps)  # B,T,C  the timestep plays the role of a position
+        r = self.embed_return(returns_to_go) + time  # B,T,C
+        s = self.embed_state(states) + time
+        a = self.embed_action(actions) + time
+        C = cfg.hidden_size
+        x = xp.reshape(xp.stack((r, s, a), axis=2), (B, 3 * T, C))  # B,3T,C  R_1 s_1 a_1 R_2 ...
+        x = self.embed_ln(x)
+        mask3 = xp.reshape(xp.stack((attention_mask,) * 3, axis=2), (B, 3 * T))  # B,3T
+        position_ids = xp.zeros((B, 3 * T), dtype=xp.int64, device=self.backend.device)
+        enc = self.encoder(inputs_embeds=x, attention_mask=mask3, position_ids=position_ids, use_cache=False,
+                           output_attentions=bool(output_attentions), output_hidden_states=bool(output_hidden_states))
+        h = xp.reshape(enc.last_hidden_state, (B, T, 3, C))  # h[:, t, k]: token k of timestep t (R, s, a)
+        h_state, h_action = h[:, :, 1, :], h[:, :, 2, :]
+        return_preds = self.predict_return(h_action)  # B,T,1  next return, given state and action
+        state_preds = self.predict_state(h_action)  # B,T,state_dim  next state, given state and action
+        action_preds = h_state
+        for m in self.predict_action:  # Linear, then tanh if action_tanh
+            action_preds = m(action_preds)  # B,T,act_dim  the action, given the state
+        self.shape = (B, T)
+        if return_dict is False:
+            return state_preds, action_preds, return_preds
+        return DecisionTransformerOutput(state_preds, action_preds, return_preds, enc.hidden_states,
+                                         enc.attentions, enc.last_hidden_state)
+
+    # --- backward --------------------------------------------------------------------------------------------
+    def backward(self, state_preds: Any = None, action_preds: Any = None, return_preds: Any = None) -> None:
+        """Upstream gradients dL/d(prediction) for any subset of the three predictions (NumPy or backend
+        arrays, each the shape of its prediction). Adds dL/dparameter into every parameter's `.grad`."""
+        if state_preds is None and action_preds is None and return_preds is None:
+            raise ValueError("backward: expected the gradient of at least one of state_preds, action_preds, "
+                             "return_preds, got none")
+        cfg, xp = self.config, self.backend.xp
+        B, T = self.shape
+        C = cfg.hidden_size
+        zeros = xp.zeros((B, T, C), dtype=self.dtype, device=self.backend.device)
+        dh_action, dh_state = zeros, zeros
+        if return_preds is not None:
+            dh_action = dh_action + self.predict_return.backward(self._input("return_preds", return_preds, (B, T, 1)))
+        if state_preds is not None:
+            d = self._input("state_preds", state_preds, (B, T, cfg.state_dim))
+            dh_action = dh_action + self.predict_state.backward(d)
+        if action_preds is not None:
+            d = self._input("action_preds", action_preds, (B, T, cfg.act_dim))
+            for m in reversed(list(self.predict_action)):
+                d = m.backward(d)
+            dh_state = d
+        dh = xp.reshape(xp.stack((zeros, dh_state, dh_action), axis=2), (B, 3 * T, C))  # B,3T,C
+        dx = self.embed_ln.backward(self.encoder.backward(dh))  # B,3T,C
+        dx = xp.reshape(dx, (B, T, 3, C))
+        dr, ds, da = dx[:, :, 0, :], dx[:, :, 1, :], dx[:, :, 2, :]
+        self.embed_return.backward(dr)
+        self.embed_state.backward(ds)
+        self.embed_action.backward(da)
+        self.embed_timestep.backward(dr + ds + da)  # the timestep embedding was added to all three tokens
+
+    # --- inputs ----------------------------------------------------------------------------------------------
+    def _input(self, name: str, x: Any, shape: tuple) -> Any:
+        """A float input as a backend array of the model's dtype, its shape checked."""
+        if x is None:
+            raise ValueError(f"{name}: expected an array of shape {_fmt(shape)}, got None")
+        x = self.backend.asarray(x)
+        check_shape(name, x, shape)
+        xp = self.backend.xp
+        if not xp.isdtype(x.dtype, ("real floating", "integral", "bool")):
+            raise ValueError(f"{name}: expected real numbers, got dtype {x.dtype}")
+        return x if x.dtype == self.dtype else xp.astype(x, self.dtype)
+
+    def _timesteps(self, timesteps: Any, B: int, T: int) -> Any:
+        if timesteps is None:
+            raise ValueError(f"timesteps: expected integers of shape ({B}, {T}), got None")
+        timesteps = self.backend.asarray(timesteps)
+        check_shape("timesteps", timesteps, (B, T))
+        xp = self.backend.xp
+        if not xp.isdtype(timesteps.dtype, "integral"):
+            raise ValueError(f"timesteps: expected an integer dtype, got {timesteps.dtype}")
+        if B * T:
+            lo, hi = int(to_numpy(xp.min(timesteps))), int(to_numpy(xp.max(timesteps)))
+            if lo < 0 or hi >= self.config.max_ep_len:
+                raise ValueError(f"timesteps: expected values in [0, {self.config.max_ep_len - 1}] "
+                                 f"(max_ep_len {self.config.max_ep_len}), got values in [{lo}, {hi}]")
+        return xp.astype(timesteps, xp.int64)
+
+    # --- state dicts, devices, checkpoints -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """{reference name: NumPy array}, in the reference's layouts (Conv1D (in, out), Linear (out, in))."""
+        return {name: to_numpy(p.data).copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> "DecisionTransformerModel":
+        """Copy weights in (NumPy arrays, torch tensors, or backend arrays). `strict=False` loads a subset.
+        Legacy GPT-2 buffers (attn.bias, attn.masked_bias) are ignored."""
+        from .checkpoint import load_into
+
+        load_into(self, state, strict)
+        return self
+
+    def to(self, backend: "str | Backend") -> "DecisionTransformerModel":
+        """Move every parameter (and gradient) to another backend, in place; returns self."""
+        b = get_backend(backend)
+        for m in self.modules():
+            if hasattr(m, "backend"):
+                m.backend = b
+                m.dtype = b.dtype(m.dtype)
+            for value in vars(m).values():
+                if isinstance(value, Generator):
+                    value.backend = b
+            m.clear_cache()
+        for p in self.parameters():
+            p.data = b.asarray(to_numpy(p.data))
+            p.grad = None if p.grad is None else b.asarray(to_numpy(p.grad))
+        return self
+
+    def save_pretrained(self, save_directory: "str | os.PathLike") -> None:
+        """Write config.json and model.safetensors, as transformers' save_pretrained does (it loads them)."""
+        from .checkpoint import save_pretrained
+
+        save_pretrained(self, save_directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: "str | os.PathLike", dtype: str = "float32",
+                        backend: "str | Backend | None" = None) -> "DecisionTransformerModel":
+        """Load a directory written by transformers' or minidt's save_pretrained: config.json plus
+        model.safetensors, or pytorch_model.bin (read with torch.load(weights_only=True); needs torch)."""
+        from .checkpoint import from_pretrained
+
+        return from_pretrained(cls, directory, dtype, backend)
+
+
+def _fmt(shape: tuple) -> str:
+    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
