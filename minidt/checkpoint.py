@@ -22,7 +22,7 @@ from .config import DecisionTransformerConfig
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
 TORCH_NAME = "pytorch_model.bin"
-LEGACY_BUFFERS = ("attn.bias", "attn.masked_bias")  # GPT-2's old causal-mask buffers: not parameters
+LEGACY_BUFFERS = (".attn.bias", ".attn.masked_bias")  # GPT-2's old causal-mask buffers: not parameters
 
 
 def atomic_write(path: "str | os.PathLike", write: Callable[[str], None]) -> None:

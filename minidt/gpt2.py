@@ -78,6 +78,7 @@ class DecisionTransformerGPT2Model(Module):
             position_ids = xp.reshape(xp.arange(T_past, T_past + T, device=device(inputs_embeds)), (1, T))
         if attention_mask is not None:
             check_shape("attention_mask", attention_mask, (B, T_past + T))
+        position_ids = xp.broadcast_to(position_ids, (B, T))  # so wpe's backward sees one row per token
         h = self.drop(inputs_embeds + self.wpe(position_ids))  # B,T,C
         # One additive mask for all layers, in the dtype the scores are computed in.
         sdtype = xp.float32 if self.config.reorder_and_upcast_attn else self.dtype

@@ -53,6 +53,7 @@ def reference_model(config: DecisionTransformerConfig, state: dict[str, np.ndarr
     import torch
     import transformers
 
+    transformers.logging.set_verbosity_error()  # its bos/eos vocabulary warning is about text models, not ours
     ref_config = transformers.DecisionTransformerConfig(**{k: v for k, v in config.to_dict().items()
                                                            if k not in ("architectures", "transformers_version")})
     ref_config._attn_implementation = "eager"

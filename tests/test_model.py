@@ -1,0 +1,254 @@
+"""DecisionTransformerModel and its GPT-2 encoder on their own: finite differences through the whole model,
+the strict backend, incremental decoding, initialization, state dicts, modes and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import numerical_grad, rel_error
+from minidt import DecisionTransformerConfig, DecisionTransformerGPT2Model, DecisionTransformerModel, parity, to_numpy
+from minidt.backend import get_backend
+
+SMALL = dict(state_dim=3, act_dim=2, hidden_size=8, n_layer=2, n_head=2, max_ep_len=20, activation_function="gelu",
+             resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+
+
+def inputs(config, B=2, T=4, seed=0):
+    return parity.make_inputs(config, B, T, seed)
+
+
+def upstream(model, x, seed=1):
+    rng = np.random.default_rng(seed)
+    real = x["attention_mask"][..., None]
+    out = model(**x)
+    return out, {k: rng.normal(size=getattr(out, k).shape) * real for k in ("state_preds", "action_preds",
+                                                                             "return_preds")}
+
+
+def test_whole_model_backward_matches_finite_differences():
+    """Every parameter of a small float64 model, a few entries each: relative error <= 1e-6."""
+    config = DecisionTransformerConfig(**SMALL)
+    model = DecisionTransformerModel(config, dtype="float64", seed=0)
+    parity.perturb_layernorms(model)
+    x = inputs(config)
+    out, g = upstream(model, x)
+    model.zero_grad()
+    model.backward(**g)
+
+    def loss():
+        o = model(**x)
+        return sum(float(np.sum(getattr(o, k) * v)) for k, v in g.items())
+
+    rng = np.random.default_rng(0)
+    for name, p in model.named_parameters():
+        if name == "encoder.wte.weight":
+            assert p.grad is None  # the Decision Transformer feeds embeddings, never token ids
+            continue
+        flat = p.data.reshape(-1)
+        idx = rng.choice(flat.size, size=min(4, flat.size), replace=False)
+        num = []
+        for i in idx:
+            old = flat[i]
+            flat[i] = old + 1e-5
+            fp = loss()
+            flat[i] = old - 1e-5
+            fm = loss()
+            flat[i] = old
+            num.append((fp - fm) / 2e-5)
+        # error relative to the scale of this parameter's whole gradient, as rel_error does for full tensors
+        err = np.max(np.abs(p.grad.reshape(-1)[idx] - num)) / np.max(np.abs(p.grad))
+        assert err <= 1e-6, name
+
+
+def test_gpt2_input_ids_backward_reaches_wte():
+    config = DecisionTransformerConfig(**SMALL, vocab_size=7)
+    enc = DecisionTransformerGPT2Model(config, dtype="float64")
+    ids = np.array([[1, 3, 3, 6], [0, 1, 2, 2]])
+    dout = np.random.default_rng(0).normal(size=(2, 4, 8))
+    enc(input_ids=ids, use_cache=False)
+    assert enc.backward(dout) is None
+    w = enc.wte.weight.data
+    num = numerical_grad(lambda: float(np.sum(enc(input_ids=ids, use_cache=False).last_hidden_state * dout)), w)
+    assert rel_error(enc.wte.weight.grad, num) <= 1e-6
+
+
+def test_incremental_decoding_equals_full_pass():
+    config = DecisionTransformerConfig(**SMALL)
+    enc = DecisionTransformerGPT2Model(config, dtype="float64").eval()
+    x = np.random.default_rng(0).normal(size=(2, 7, 8))
+    mask = np.ones((2, 7))
+    mask[0, :2] = 0
+    full = enc(inputs_embeds=x, attention_mask=mask).last_hidden_state
+    past, outs = None, []
+    for t0, t1 in [(0, 3), (3, 4), (4, 7)]:
+        o = enc(inputs_embeds=x[:, t0:t1], attention_mask=mask[:, :t1], past_key_values=past, use_cache=True)
+        past = o.past_key_values
+        outs.append(o.last_hidden_state)
+    inc = np.concatenate(outs, axis=1)
+    real = mask > 0
+    assert rel_error(inc[real], full[real]) <= 1e-12
+
+
+def test_hidden_states_and_attentions_shapes():
+    config = DecisionTransformerConfig(**SMALL)
+    model = DecisionTransformerModel(config, dtype="float64")
+    out = model(**inputs(config, 2, 5), output_hidden_states=True, output_attentions=True)
+    assert out.state_preds.shape == (2, 5, 3) and out.action_preds.shape == (2, 5, 2)
+    assert out.return_preds.shape == (2, 5, 1) and out.last_hidden_state.shape == (2, 15, 8)
+    assert len(out.hidden_states) == config.n_layer + 1 and out.hidden_states[-1] is out.last_hidden_state
+    assert len(out.attentions) == config.n_layer and out.attentions[0].shape == (2, 2, 15, 15)
+    sp, ap, rp = model(**inputs(config, 2, 5), return_dict=False)
+    assert ap.shape == (2, 5, 2)
+    default = model(**inputs(config, 2, 5))
+    assert default.hidden_states is None and default.attentions is None
+
+
+def test_action_tanh_bounds_actions():
+    config = DecisionTransformerConfig(**SMALL, initializer_range=2.0)
+    out = DecisionTransformerModel(config, seed=0)(**inputs(config))
+    assert np.all(np.abs(out.action_preds) <= 1.0)
+
+
+def test_initialization_scheme():
+    config = DecisionTransformerConfig(**{**SMALL, "hidden_size": 64, "n_head": 1, "n_layer": 3, "max_ep_len": 200})
+    model = DecisionTransformerModel(config, dtype="float64", seed=0)
+    p = dict(model.named_parameters())
+    assert np.std(p["encoder.h.0.attn.c_attn.weight"].data) == pytest.approx(0.02, rel=0.05)
+    assert np.std(p["encoder.h.0.mlp.c_proj.weight"].data) == pytest.approx(0.02 / np.sqrt(6), rel=0.05)
+    assert np.std(p["embed_timestep.weight"].data) == pytest.approx(0.02, rel=0.05)
+    assert np.all(p["embed_state.bias"].data == 0) and np.all(p["encoder.ln_f.weight"].data == 1)
+    zero = DecisionTransformerModel(DecisionTransformerConfig(**SMALL, initializer_range=0.0))
+    for name, q in zero.named_parameters():  # the HF check `_config_zero_init`: only LayerNorm weights are 1
+        expected = 1.0 if (".ln_" in name or name.startswith("embed_ln")) and name.endswith("weight") else 0.0
+        assert np.all(q.data == expected), name
+    a = DecisionTransformerModel(config, seed=3).state_dict()
+    b = DecisionTransformerModel(config, seed=3).state_dict()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_gradients_accumulate_and_zero_grad():
+    config = DecisionTransformerConfig(**SMALL)
+    model = DecisionTransformerModel(config, dtype="float64")
+    x = inputs(config)
+    _, g = upstream(model, x)
+    model.backward(**g)
+    first = {n: p.grad.copy() for n, p in model.named_parameters() if p.grad is not None}
+    model(**x)
+    model.backward(**g)
+    for n, p in model.named_parameters():
+        if n in first:
+            np.testing.assert_allclose(p.grad, 2 * first[n], rtol=1e-12, atol=1e-15)
+    model.zero_grad()
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_eval_mode_keeps_no_cache_and_backward_explains():
+    config = DecisionTransformerConfig(**SMALL)
+    model = DecisionTransformerModel(config).eval()
+    out = model(**inputs(config))
+    assert all(getattr(m, "cache", None) is None for m in model.modules())
+    with pytest.raises(RuntimeError, match="train"):
+        model.backward(action_preds=np.ones(out.action_preds.shape, np.float32))
+
+
+def test_dropout_is_reproducible_by_seed_and_off_in_eval():
+    config = DecisionTransformerConfig(**{**SMALL, "resid_pdrop": 0.3, "attn_pdrop": 0.3, "embd_pdrop": 0.3})
+    x = inputs(config)
+    a = DecisionTransformerModel(config, dtype="float64", seed=1)(**x).action_preds
+    b = DecisionTransformerModel(config, dtype="float64", seed=1)(**x).action_preds
+    np.testing.assert_array_equal(a, b)
+    m = DecisionTransformerModel(config, dtype="float64", seed=1).eval()
+    np.testing.assert_array_equal(m(**x).action_preds, m(**x).action_preds)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_strict_backend_equals_numpy_end_to_end(dtype):
+    """The CuPy proof: forward and backward on array_api_strict's non-default device, same numbers as NumPy, and
+    float32 stays float32 in every output and gradient."""
+    config = DecisionTransformerConfig(**{**SMALL, "reorder_and_upcast_attn": dtype == "float32"})
+    ref = DecisionTransformerModel(config, dtype=dtype, seed=0)
+    strict = DecisionTransformerModel(config, dtype=dtype, seed=0, backend="strict")
+    x = inputs(config)
+    o1, g = upstream(ref, x)
+    b = get_backend("strict")
+    o2 = strict(**{k: b.asarray(v) for k, v in x.items()}, output_hidden_states=True, output_attentions=True)
+    assert type(o2.action_preds).__module__.startswith("array_api_strict")
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    for k in ("state_preds", "action_preds", "return_preds"):
+        assert rel_error(to_numpy(getattr(o2, k)), getattr(o1, k)) <= tol
+        assert str(getattr(o2, k).dtype).endswith(dtype)
+    ref.backward(**g)
+    strict.backward(**{k: b.asarray(v, dtype=dtype) for k, v in g.items()})
+    for (n, p), q in zip(ref.named_parameters(), strict.parameters()):
+        if p.grad is None:
+            assert q.grad is None
+            continue
+        assert str(q.grad.dtype).endswith(dtype), n
+        assert rel_error(to_numpy(q.grad), p.grad) <= tol * 10, n
+
+
+def test_float32_model_never_upcasts():
+    config = DecisionTransformerConfig(**SMALL)
+    model = DecisionTransformerModel(config, dtype="float32")
+    out, g = upstream(model, inputs(config))
+    assert all(v.dtype == np.float32 for v in (out.state_preds, out.action_preds, out.return_preds))
+    model.backward(**{k: v.astype(np.float32) for k, v in g.items()})
+    assert all(p.grad.dtype == np.float32 for p in model.parameters() if p.grad is not None)
+
+
+def test_to_moves_between_backends():
+    config = DecisionTransformerConfig(**SMALL)
+    model = DecisionTransformerModel(config, dtype="float64", seed=0)
+    x = inputs(config)
+    before = model(**x).action_preds
+    model.to("strict")
+    after = to_numpy(model(**x).action_preds)
+    model.to("numpy")
+    np.testing.assert_allclose(after, before, rtol=1e-12)
+    np.testing.assert_allclose(model(**x).action_preds, before, rtol=1e-12)
+
+
+def test_state_dict_round_trip_and_strictness():
+    config = DecisionTransformerConfig(**SMALL)
+    a = DecisionTransformerModel(config, seed=0)
+    b = DecisionTransformerModel(config, seed=1)
+    b.load_state_dict(a.state_dict())
+    assert all(np.array_equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    sub = {"embed_ln.weight": np.full(8, 2.0)}
+    with pytest.raises(ValueError, match="missing"):
+        b.load_state_dict(sub)
+    b.load_state_dict(sub, strict=False)
+    assert np.all(b.state_dict()["embed_ln.weight"] == 2.0)
+    with pytest.raises(ValueError, match=r"embed_ln.weight.*expected shape \(8,\), got \(3,\)"):
+        b.load_state_dict({"embed_ln.weight": np.ones(3)}, strict=False)
+    with pytest.raises(ValueError, match="unexpected"):
+        b.load_state_dict({**a.state_dict(), "encoder.h.9.attn.c_attn.weight": np.ones(2)})
+    legacy = {**a.state_dict(), "encoder.h.0.attn.bias": np.ones((1, 1, 4, 4)),
+              "encoder.h.0.attn.masked_bias": np.array(-1e4)}
+    b.load_state_dict(legacy)  # GPT-2's old mask buffers are ignored
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(states=np.zeros((2, 4, 5))), r"states: expected shape \(\*, \*, 3\), got \(2, 4, 5\)"),
+    (dict(actions=np.zeros((2, 3, 2))), r"actions: expected shape \(2, 4, 2\), got \(2, 3, 2\)"),
+    (dict(returns_to_go=np.zeros((2, 4))), r"returns_to_go: expected shape \(2, 4, 1\), got \(2, 4\)"),
+    (dict(timesteps=np.full((2, 4), 20)), r"timesteps: expected values in \[0, 19\]"),
+    (dict(timesteps=np.zeros((2, 4)) + 0.5), "timesteps: expected an integer dtype"),
+    (dict(attention_mask=np.ones((2, 5))), r"attention_mask: expected shape \(2, 4\), got \(2, 5\)"),
+])
+def test_bad_input_names_the_argument(bad, match):
+    config = DecisionTransformerConfig(**SMALL)
+    x = {**inputs(config), **bad}
+    with pytest.raises(ValueError, match=match):
+        DecisionTransformerModel(config)(**x)
+
+
+def test_backward_needs_a_gradient_of_the_right_shape():
+    config = DecisionTransformerConfig(**SMALL)
+    model = DecisionTransformerModel(config)
+    model(**inputs(config))
+    with pytest.raises(ValueError, match="at least one"):
+        model.backward()
+    with pytest.raises(ValueError, match=r"action_preds: expected shape \(2, 4, 2\)"):
+        model.backward(action_preds=np.ones((2, 4, 3)))
