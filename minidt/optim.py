@@ -1,0 +1,207 @@
+"""AdamW, gradient clipping and the linear learning-rate warm-up: PyTorch's semantics, written out.
+
+Each matches its PyTorch counterpart to the last bits in float64 (tests/test_optim.py runs them step for step):
+
+    AdamW            torch.optim.AdamW (amsgrad=False, maximize=False), the single-tensor CPU path
+    clip_grad_norm_  torch.nn.utils.clip_grad_norm_
+    LinearWarmup     torch.optim.lr_scheduler.LambdaLR(opt, lambda steps: min((steps + 1) / warmup_steps, 1)),
+                     as the original Decision Transformer trainer builds it
+
+The update for one parameter p with gradient g, at step t = 1, 2, ...:
+
+    p <- p * (1 - lr * weight_decay)                  decoupled decay: shrinks p, never enters the moments
+    m <- m + (1 - beta1) (g - m)                      = beta1 m + (1 - beta1) g, written as torch's lerp_
+    v <- beta2 v + (1 - beta2) g^2
+    p <- p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+Arrays stay on their device (no host sync); every array operation goes through the parameter's Array API
+namespace. state_dict() moves the moments to NumPy, load_state_dict() moves them back.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+
+from .backend import array_namespace, backend_of, to_numpy
+from .layers.module import Parameter
+
+class AdamW:
+    """AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2).
+
+    params: a list of Parameters, or of param-group dicts {"params": [...], "lr": ..., "weight_decay": ...} whose
+    missing keys take the defaults given here. Parameters whose grad is None are skipped by `step` (their step
+    count does not advance). `param_groups` is a list of dicts, as in PyTorch: a scheduler writes group["lr"]."""
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2):
+        if lr < 0 or eps < 0 or weight_decay < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"AdamW: expected lr, eps, weight_decay >= 0 and betas in [0, 1), got lr={lr}, "
+                             f"betas={betas}, eps={eps}, weight_decay={weight_decay}")
+        self.defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        groups = list(params)
+        if not groups:
+            raise ValueError("AdamW: got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        self.param_groups: list[dict[str, Any]] = []
+        for g in groups:
+            group = {**self.defaults, **g, "params": list(g["params"])}
+            group["betas"] = tuple(group["betas"])
+            self.param_groups.append(group)
+        all_params = self._params()
+        if len({id(p) for p in all_params}) != len(all_params):
+            raise ValueError("AdamW: some parameter appears in more than one place in params")
+        if not all(isinstance(p, Parameter) for p in all_params):
+            raise TypeError("AdamW: expected Parameters (model.parameters()), got "
+                            f"{sorted({type(p).__name__ for p in all_params} - {'Parameter'})}")
+        self.state: dict[Parameter, dict[str, Any]] = {}  # p -> {"step": int, "exp_avg": m, "exp_avg_sq": v}
+
+    def _params(self) -> list[Parameter]:
+        """Every parameter, group by group: the order that numbers them in state_dict()."""
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def step(self) -> None:
+        """One update of every parameter that has a gradient."""
+        for group in self.param_groups:
+            lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                xp = array_namespace(p.data)
+                state = self.state.get(p)
+                if state is None:
+                    state = self.state[p] = {"step": 0, "exp_avg": xp.zeros_like(p.data),
+                                             "exp_avg_sq": xp.zeros_like(p.data)}
+                state["step"] += 1
+                t, g, m, v = state["step"], p.grad, state["exp_avg"], state["exp_avg_sq"]
+                # the moments are ours alone: update them in place
+                m += (1 - beta1) * (g - m)
+                v *= beta2
+                v += (1 - beta2) * g * g
+                step_size = lr / (1 - beta1**t)
+                denom = xp.sqrt(v) / (1 - beta2**t) ** 0.5 + eps
+                # p.data is replaced, not updated in place: it may alias arrays the caller still holds (a loaded
+                # state dict, a torch tensor's memory). Decay first, then the Adam step, in torch's order.
+                p.data = p.data * (1 - lr * wd) - step_size * m / denom
+
+    def zero_grad(self) -> None:
+        """Set every gradient to None (PyTorch's default set_to_none=True)."""
+        for p in self._params():
+            p.grad = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """{"state": {i: {"step", "exp_avg", "exp_avg_sq"}}, "param_groups": [{..., "params": [i, ...]}]}, PyTorch's
+        layout: parameters numbered 0, 1, ... across the groups in order, moments as NumPy copies on the host."""
+        index = {id(p): i for i, p in enumerate(self._params())}
+        state = {index[id(p)]: {"step": s["step"], "exp_avg": np.array(to_numpy(s["exp_avg"])),
+                                "exp_avg_sq": np.array(to_numpy(s["exp_avg_sq"]))} for p, s in self.state.items()}
+        groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [index[id(p)] for p in g["params"]]}
+                  for g in self.param_groups]
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore moments, step counts and group settings (lr, betas, ...) saved by state_dict(), into an
+        optimizer built over the same parameters in the same groups. Moments move to each parameter's backend and
+        dtype. Keys of "state" may be ints or strings (after a JSON round trip)."""
+        saved = state_dict["param_groups"]
+        if [len(g["params"]) for g in saved] != [len(g["params"]) for g in self.param_groups]:
+            raise ValueError("AdamW.load_state_dict: parameter groups do not match: saved sizes "
+                             f"{[len(g['params']) for g in saved]}, this optimizer's "
+                             f"{[len(g['params']) for g in self.param_groups]}")
+        for group, g in zip(self.param_groups, saved):
+            group.update({k: v for k, v in g.items() if k != "params"})
+            group["betas"] = tuple(group["betas"])
+        params = self._params()
+        self.state = {}
+        for i, s in state_dict["state"].items():
+            p = params[int(i)]
+            b = backend_of(p.data)
+            # a copy: step() updates moments in place, and must not write into the caller's arrays
+            self.state[p] = {"step": int(s["step"]),
+                             "exp_avg": b.asarray(np.array(to_numpy(s["exp_avg"])), dtype=p.data.dtype),
+                             "exp_avg_sq": b.asarray(np.array(to_numpy(s["exp_avg_sq"])), dtype=p.data.dtype)}
+
+
+def param_groups_no_decay(named_parameters: Iterable[tuple[str, Parameter]],
+                          weight_decay: float) -> list[dict[str, Any]]:
+    """Two groups for AdamW: matrices (linear and embedding weights) with `weight_decay`, and biases, LayerNorm
+    weights and any other 1-D parameter with none, as nanoGPT does: decaying a LayerNorm gain towards 0 or a bias
+    towards 0 is not a regularizer anyone wants. (The original DT trainer decays everything:
+    `AdamW(model.parameters(), ...)`.) Returns [{"params": decay, "weight_decay": weight_decay},
+    {"params": no_decay, "weight_decay": 0.0}]; either list may be empty."""
+    decay, no_decay = [], []
+    for name, p in named_parameters:
+        parts = name.lower().split(".")
+        # the DT / GPT-2 LayerNorms are embed_ln, ln_1, ln_2, ln_f; other models say layernorm or layer_norm
+        is_layernorm = any(part in ("ln", "embed_ln") or part.startswith("ln_") or "layernorm" in part.replace("_", "")
+                           for part in parts[:-1])
+        if len(p.shape) < 2 or name.endswith(".bias") or is_layernorm:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def clip_grad_norm_(params: "Parameter | Iterable[Parameter]", max_norm: float, eps: float = 1e-6) -> Any:
+    """Scale all gradients together so that their joint 2-norm is at most max_norm; returns the norm before.
+
+    total_norm = ||(||g_1||, ||g_2||, ...)||_2 over the parameters whose grad is not None; every grad is multiplied
+    by min(1, max_norm / (total_norm + eps)). Returns total_norm as a 0-d array on the grads' device (0.0 when no
+    parameter has a gradient). A NaN or inf norm is returned as it is and the grads scaled by it, as torch does
+    with error_if_nonfinite=False: the training loop's loss check is what stops a diverged run."""
+    params = [params] if isinstance(params, Parameter) else list(params)
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    xp = array_namespace(*grads)
+    total_norm = xp.linalg.vector_norm(xp.stack([xp.linalg.vector_norm(g) for g in grads]))
+    clip_coef = xp.clip(max_norm / (total_norm + eps), max=1.0)  # 0-d, on the device: no host sync
+    for p in params:
+        if p.grad is not None:
+            # replaced, not scaled in place: Parameter.accumulate may have stored an array someone else holds
+            p.grad = p.grad * clip_coef
+    return total_norm
+
+
+class LinearWarmup:
+    """lr = base_lr * min(1, (step + 1) / warmup_steps): LambdaLR with the original DT trainer's lambda.
+
+    As LambdaLR, construction is the first step (step 0: lr = base_lr / warmup_steps); call `step()` after each
+    optimizer step. base_lr is each group's "initial_lr" (set here from its "lr" if absent). warmup_steps=1 means
+    no warm-up."""
+
+    def __init__(self, optimizer: AdamW, warmup_steps: int):
+        if warmup_steps < 1:
+            raise ValueError(f"LinearWarmup: expected warmup_steps >= 1 (1 means no warm-up), got {warmup_steps}")
+        self.optimizer = optimizer
+        self.warmup_steps = warmup_steps
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+        self.last_epoch = -1  # LambdaLR's name for the number of steps taken
+        self.step()
+
+    def factor(self, step: int) -> float:
+        return min((step + 1) / self.warmup_steps, 1)
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base_lr * self.factor(self.last_epoch)
+
+    def get_last_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"base_lrs": list(self.base_lrs), "last_epoch": self.last_epoch, "warmup_steps": self.warmup_steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the step count and base lrs, and set the groups' lr to match (so the order of loading the
+        optimizer and the scheduler does not matter)."""
+        self.base_lrs = list(state_dict["base_lrs"])
+        self.last_epoch = int(state_dict["last_epoch"])
+        self.warmup_steps = int(state_dict["warmup_steps"])
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base_lr * self.factor(self.last_epoch)
