@@ -1,0 +1,24 @@
+"""Offline data: episodes, the K-segment sampler, generated datasets, D4RL / Minari readers, normalized scores.
+
+    dataset = load_dataset("medium", env="pendulum")      # or a D4RL .hdf5, a Minari directory or id
+    sampler = SegmentSampler(dataset, K=20, max_ep_len=config.max_ep_len, seed=0)
+    batch = sampler.sample(64)                            # model(**batch): states, actions, rewards, ...
+"""
+
+from .envs import GYM_IDS, RETURN_SCALE, env_name
+from .generate import (DEFAULT_EPISODES, EXPERTS, MEDIUM_EPS, TIERS, cache_dir, collect_episodes,
+                       generate_dataset, generated_dataset_id, make_env)
+from .readers import load_dataset, read_d4rl, read_minari
+from .sampler import SegmentSampler
+from .scores import REF_MAX_SCORE, REF_MIN_SCORE, measure_reference_returns, normalized_score
+from .trajectories import Episode, TrajectoryDataset, returns_to_go
+
+__all__ = [
+    "GYM_IDS", "RETURN_SCALE", "env_name",
+    "DEFAULT_EPISODES", "EXPERTS", "MEDIUM_EPS", "TIERS", "cache_dir", "collect_episodes", "generate_dataset",
+    "generated_dataset_id", "make_env",
+    "load_dataset", "read_d4rl", "read_minari",
+    "SegmentSampler",
+    "REF_MAX_SCORE", "REF_MIN_SCORE", "measure_reference_returns", "normalized_score",
+    "Episode", "TrajectoryDataset", "returns_to_go",
+]

@@ -1,0 +1,56 @@
+"""Normalized scores, D4RL's convention: 100 (R - R_random) / (R_expert - R_random).
+
+0 is a uniform random policy, 100 the expert. For hopper, halfcheetah and walker2d the reference returns are
+D4RL's REF_MIN_SCORE / REF_MAX_SCORE (d4rl/infos.py). For the generated environments they are the mean returns
+of minidt's own random and expert tiers (generate.py), measured by
+`measure_reference_returns(env, episodes=1000, seed=0)`, which reproduces the numbers below exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .envs import GYM_IDS, env_name
+
+REF_MIN_SCORE: dict[str, float] = {  # random policy
+    "hopper": -20.272305,
+    "halfcheetah": -280.178953,
+    "walker2d": 1.629008,
+    "pendulum": -1233.246343,
+    "mountaincar": -33.157944,
+    "invertedpendulum": 5.029,
+}
+REF_MAX_SCORE: dict[str, float] = {  # expert policy
+    "hopper": 3234.3,
+    "halfcheetah": 12135.0,
+    "walker2d": 4592.3,
+    "pendulum": -157.123775,
+    "mountaincar": 90.169419,
+    "invertedpendulum": 994.463,
+}
+
+
+def normalized_score(env: str, returns: float | np.ndarray) -> float | np.ndarray:
+    """100 (R - R_random) / (R_expert - R_random) for a known environment (short name, gymnasium id or D4RL name);
+    elementwise on an array of returns."""
+    name = env_name(env)
+    if name not in REF_MIN_SCORE:
+        raise ValueError(f"env {env!r}: no reference returns; expected one of {', '.join(REF_MIN_SCORE)} "
+                         f"(or their gymnasium ids: {', '.join(GYM_IDS[n] for n in REF_MIN_SCORE)})")
+    lo, hi = REF_MIN_SCORE[name], REF_MAX_SCORE[name]
+    score = 100.0 * (np.asarray(returns, dtype=np.float64) - lo) / (hi - lo)
+    return float(score) if score.ndim == 0 else score
+
+
+def measure_reference_returns(env_id: str, episodes: int = 100, seed: int = 0, *,
+                              progress: bool = True) -> tuple[float, float]:
+    """Re-measure a generated environment's reference returns: -> (R_random, R_expert), the mean returns of the
+    random and the expert tier over `episodes` seeded episodes each (the same episodes those tiers' datasets
+    hold)."""
+    from .generate import collect_episodes  # generate.py writes these constants into Minari's metadata
+
+    means = []
+    for tier in ("random", "expert"):
+        buffers = collect_episodes(env_id, tier, episodes, seed, progress=progress)
+        means.append(float(np.mean([np.sum(b.rewards) for b in buffers])))
+    return means[0], means[1]

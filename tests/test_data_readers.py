@@ -1,0 +1,129 @@
+"""Readers for data the user brings (D4RL hdf5 files, Minari datasets) and load_dataset's errors."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import h5py
+import minari
+import numpy as np
+import pytest
+from minari.data_collector import EpisodeBuffer
+
+from minidt.data import load_dataset, read_d4rl, read_minari
+
+
+@pytest.fixture(autouse=True)
+def roots(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIDT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+
+
+def write_d4rl(path, N=9, terminals=(2,), timeouts=(6,), drop=()):
+    """Rows r = 0..N-1 with observation (r, -r), action r / 10, reward r."""
+    r = np.arange(N)
+    data = dict(observations=np.stack([r, -r], 1).astype(np.float32), actions=(r / 10).astype(np.float32)[:, None],
+                rewards=r.astype(np.float32), terminals=np.isin(r, terminals), timeouts=np.isin(r, timeouts))
+    with h5py.File(path, "w") as f:
+        for k, v in data.items():
+            if k not in drop:
+                f.create_dataset(k, data=v)
+    return path
+
+
+def test_d4rl_episode_splits(tmp_path):
+    # rows 0-2 end in a terminal, rows 3-6 in a timeout, rows 7-8 are unfinished when the data ends
+    d = load_dataset(write_d4rl(tmp_path / "hopper-medium-v2.hdf5"))
+    np.testing.assert_array_equal(d.lengths, [3, 4, 2])
+    e0, e1, e2 = d
+    np.testing.assert_array_equal(e0.observations, [[0, 0], [1, -1], [2, -2]])
+    np.testing.assert_allclose(e1.actions[:, 0], [0.3, 0.4, 0.5, 0.6], rtol=1e-6)
+    np.testing.assert_array_equal(e2.rewards, [7, 8])
+    np.testing.assert_array_equal(e0.terminations, [0, 0, 1])
+    assert not e0.truncations.any()
+    np.testing.assert_array_equal(e1.truncations, [0, 0, 0, 1])
+    assert not e1.terminations.any()
+    np.testing.assert_array_equal(e2.truncations, [0, 1])  # cut by the end of the data
+    assert not e2.terminations.any()
+    np.testing.assert_array_equal(d.returns, [3, 18, 15])
+    assert d.env_id == "hopper" and d.scale == 1000.0 and d.metadata["source"] == "d4rl"
+    assert d.name == "hopper-medium-v2"
+
+
+def test_d4rl_edge_cases(tmp_path):
+    # a terminal and a timeout on the same row end one episode; the last row ending one leaves no stub behind
+    d = read_d4rl(write_d4rl(tmp_path / "x.hdf5", N=6, terminals=(1, 5), timeouts=(1, 3)), env="walker2d")
+    np.testing.assert_array_equal(d.lengths, [2, 2, 2])
+    assert d.env_id == "walker2d" and d[2].terminations[-1] and not d[2].truncations.any()
+    # no end marked at all: one truncated episode
+    d = read_d4rl(write_d4rl(tmp_path / "y.hdf5", N=4, terminals=(), timeouts=()))
+    np.testing.assert_array_equal(d.lengths, [4])
+    assert d[0].truncations[-1] and d.env_id is None
+
+
+def test_d4rl_bad_files(tmp_path):
+    with pytest.raises(ValueError, match=r"missing key\(s\) timeouts; expected observations, actions"):
+        read_d4rl(write_d4rl(tmp_path / "old.hdf5", drop=("timeouts",)))
+    (tmp_path / "text.hdf5").write_text("not hdf5")
+    with pytest.raises(ValueError, match="not a readable hdf5 file"):
+        read_d4rl(tmp_path / "text.hdf5")
+    with pytest.raises(ValueError, match="no such file"):
+        load_dataset(tmp_path / "missing.hdf5")
+
+
+def user_minari_dataset(dataset_id: str) -> list[EpisodeBuffer]:
+    """A dataset as a user would bring it: written by minari itself, without any environment."""
+    rng = np.random.default_rng(0)
+    buffers = []
+    for T in (3, 5):
+        buffers.append(EpisodeBuffer(observations=rng.normal(size=(T + 1, 4)).astype(np.float32),
+                                     actions=rng.uniform(-1, 1, size=(T, 2)).astype(np.float32),
+                                     rewards=rng.normal(size=T), terminations=np.arange(T) == T - 1,
+                                     truncations=np.zeros(T, bool)))
+    minari.create_dataset_from_buffers(
+        dataset_id, buffers, observation_space=gym.spaces.Box(-np.inf, np.inf, (4,), np.float32),
+        action_space=gym.spaces.Box(-1, 1, (2,), np.float32), algorithm_name="test", author="test",
+        author_email="test", code_permalink="test", description="test")
+    return buffers
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_minari_by_id_and_by_path(tmp_path):
+    buffers = user_minari_dataset("tests/point/mixed-v0")
+    by_id = load_dataset("tests/point/mixed-v0")
+    by_dir = load_dataset(tmp_path / "minari" / "tests/point/mixed-v0")
+    by_data_dir = read_minari(tmp_path / "minari" / "tests/point/mixed-v0" / "data", env="pendulum")
+    for d in (by_id, by_dir, by_data_dir):
+        np.testing.assert_array_equal(d.lengths, [3, 5])
+        for e, b in zip(d, buffers, strict=True):
+            np.testing.assert_array_equal(e.observations, b.observations[:-1])  # Minari's final one dropped
+            np.testing.assert_array_equal(e.actions, b.actions)
+            np.testing.assert_allclose(e.rewards, b.rewards)
+            np.testing.assert_array_equal(e.terminations, b.terminations)
+    assert by_id.env_id is None and by_id.metadata["dataset_id"] == by_id.name == "tests/point/mixed-v0"
+    assert by_data_dir.env_id == "pendulum" and by_data_dir.scale == 1000.0
+
+
+def test_load_generated_tier():
+    d = load_dataset("random", env="Pendulum-v1", episodes=2, progress=False)
+    assert len(d) == 2 and d.state_dim == 3 and d.act_dim == 1 and d.env_id == "Pendulum-v1"
+    # generated datasets are found by id too: minidt's cache is searched after Minari's directory
+    assert np.array_equal(load_dataset("minidt/pendulum/random-seed0-n2-v0")[1].actions, d[1].actions)
+
+
+@pytest.mark.parametrize("spec,env,message", [
+    ("expert", None, "dataset 'expert' is a generated tier: pass env= one of pendulum, mountaincar"),
+    ("expert", "cartpole", "env 'cartpole': no generated datasets for it; expected one of pendulum"),
+    ("meduim", "pendulum", "dataset 'meduim': expected a tier (random, medium, expert, medium-replay"),
+    ("nothing/here-v0", None, "Minari dataset 'nothing/here-v0': not found locally (looked in"),
+    ("missing.hdf5", None, "D4RL file 'missing.hdf5': no such file"),
+])
+def test_bad_input_is_a_one_line_value_error(spec, env, message):
+    with pytest.raises(ValueError) as e:
+        load_dataset(spec, env=env)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_not_a_minari_directory(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no metadata.json"):
+        load_dataset(tmp_path / "empty")

@@ -1,0 +1,75 @@
+"""Episodes, returns-to-go, dataset statistics and the return scale."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minidt.data import Episode, TrajectoryDataset, env_name, returns_to_go
+from minidt.data.envs import default_scale
+
+
+def ep(T: int, state_dim: int = 2, act_dim: int = 1, reward: float = 1.0) -> Episode:
+    return Episode(np.arange(T * state_dim, dtype=float).reshape(T, state_dim), np.zeros((T, act_dim)),
+                   np.full(T, reward), np.zeros(T, bool), np.zeros(T, bool))
+
+
+@given(st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=50))
+def test_returns_to_go_is_the_sum_of_future_rewards(rewards):
+    R = returns_to_go(np.array(rewards))
+    assert R.dtype == np.float64 and R.shape == (len(rewards),)
+    for t in range(len(rewards)):
+        assert R[t] == pytest.approx(sum(rewards[t:]), abs=1e-9)
+
+
+def test_returns_to_go_by_hand():
+    np.testing.assert_array_equal(returns_to_go(np.array([1.0, -2.0, 3.0, 0.5])), [2.5, 1.5, 3.5, 0.5])
+    e = Episode(np.zeros((3, 1)), np.zeros((3, 1)), [1, 2, 3], [0, 0, 1], [0, 0, 0])
+    np.testing.assert_array_equal(e.returns_to_go, [6, 5, 3])
+    assert e.ret == 6 and len(e) == 3
+
+
+def test_dataset_statistics():
+    a = Episode([[1.0, 5.0], [3.0, 5.0]], [[0.0], [0.0]], [1, 1], [0, 1], [0, 0])
+    b = Episode([[5.0, 5.0]], [[0.0]], [10], [0], [1])
+    d = TrajectoryDataset([a, b], env_id="Pendulum-v1")
+    np.testing.assert_allclose(d.state_mean, [3, 5])
+    # std over all 3 states, + 1e-6: the constant second dimension gets exactly 1e-6, not 0
+    np.testing.assert_allclose(d.state_std, [np.std([1, 3, 5]) + 1e-6, 1e-6], rtol=1e-12)
+    np.testing.assert_array_equal(d.lengths, [2, 1])
+    np.testing.assert_array_equal(d.returns, [2, 10])
+    assert (d.state_dim, d.act_dim, d.num_steps, len(d)) == (2, 1, 3, 2)
+    assert d.scale == 1000.0  # Pendulum-v1's entry in RETURN_SCALE
+    assert d[1] is b and list(d) == [a, b]
+    assert "episodes=2" in repr(d)
+
+
+def test_scale():
+    assert TrajectoryDataset([ep(3)], scale=7).scale == 7.0
+    assert TrajectoryDataset([ep(3)], env_id="hopper-medium-v2").scale == 1000.0
+    assert TrajectoryDataset([ep(3, reward=150.0)]).scale == 100.0  # unknown env: power of ten below max |R|
+    assert TrajectoryDataset([ep(3, reward=0.1)]).scale == 1.0
+    assert default_scale(None, np.array([-2500.0, 10.0])) == 1000.0
+
+
+def test_env_names():
+    assert env_name("Pendulum-v1") == env_name("pendulum") == "pendulum"
+    assert env_name("MountainCarContinuous-v0") == "mountaincar"
+    assert env_name("Hopper-v2") == env_name("hopper-medium-replay-v2") == "hopper"
+    assert env_name("Walker2d-v5") == "walker2d" and env_name("HalfCheetah-v4") == "halfcheetah"
+    assert env_name("MountainCar-v0") is None and env_name("CartPole-v1") is None and env_name(None) is None
+
+
+def test_episode_validation():
+    with pytest.raises(ValueError, match="same number|T entries"):
+        Episode(np.zeros((3, 2)), np.zeros((2, 1)), np.zeros(3), np.zeros(3), np.zeros(3))
+    with pytest.raises(ValueError, match="at least one step"):
+        Episode(np.zeros((0, 2)), np.zeros((0, 1)), np.zeros(0), np.zeros(0), np.zeros(0))
+    with pytest.raises(ValueError, match=r"\(T, state_dim\)"):
+        Episode(np.zeros(3), np.zeros((3, 1)), np.zeros(3), np.zeros(3), np.zeros(3))
+    with pytest.raises(ValueError, match="same \\(state_dim, act_dim\\)"):
+        TrajectoryDataset([ep(2, state_dim=2), ep(2, state_dim=3)])
+    with pytest.raises(ValueError, match="at least one episode"):
+        TrajectoryDataset([])
