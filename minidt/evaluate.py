@@ -1,0 +1,167 @@
+"""Return-conditioned rollouts: ask for a return, act, subtract what was earned, ask again.
+
+At every step t of every environment the model sees the last K steps of its own episode,
+(R_i, s_i, a_i) for i = t-K+1 .. t, where R is the return still wanted (divided by `scale`), s the normalized
+state and a the action taken (a zero placeholder at step t, which the state token cannot see anyway); it returns
+action_preds[:, -1], read at the token s_t. After the step, R_{t+1} = R_t - r_t / scale.
+
+All episodes of all targets run at once in one gymnasium vector env (autoreset NEXT_STEP), with one batched
+forward per step; each episode counts until its first termination or truncation. `rollout_sequential` is the same
+loop one environment at a time: the tests hold the two equal on the same seeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from .backend import to_numpy
+from .model import DecisionTransformerModel
+
+
+@dataclass
+class Preprocess:
+    """How the training data was normalized; evaluation must do the same. Stored with every checkpoint."""
+
+    state_mean: np.ndarray  # state_dim
+    state_std: np.ndarray  # state_dim (std + 1e-6)
+    scale: float  # returns-to-go are divided by it
+    action_low: np.ndarray  # act_dim: the env's bounds; the model acts in [-1, 1]
+    action_high: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {k: np.asarray(v).tolist() for k, v in vars(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocess":
+        return cls(np.asarray(d["state_mean"], np.float64), np.asarray(d["state_std"], np.float64),
+                   float(d["scale"]), np.asarray(d["action_low"], np.float64),
+                   np.asarray(d["action_high"], np.float64))
+
+    def normalize_actions(self, a: np.ndarray) -> np.ndarray:
+        """env action -> [-1, 1] (what tanh can reach)."""
+        return 2.0 * (a - self.action_low) / (self.action_high - self.action_low) - 1.0
+
+    def env_actions(self, a: np.ndarray) -> np.ndarray:
+        """[-1, 1] -> env action."""
+        return self.action_low + (np.clip(a, -1.0, 1.0) + 1.0) * 0.5 * (self.action_high - self.action_low)
+
+
+def context(states: np.ndarray, actions: np.ndarray, rtg: np.ndarray, t: int, K: int) -> dict[str, np.ndarray]:
+    """The model's input at step t from per-env histories states (N, L, sd), actions (N, L, ad), rtg (N, L):
+    the last K steps up to and including t, left-padded with zeros and mask 0 while t + 1 < K."""
+    N = states.shape[0]
+    lo = max(0, t + 1 - K)
+    n = t + 1 - lo  # real steps in the window
+    pad = K - n
+
+    def window(x: np.ndarray) -> np.ndarray:
+        w = x[:, lo : t + 1]
+        return np.concatenate([np.zeros((N, pad) + x.shape[2:], x.dtype), w], axis=1) if pad else w
+
+    steps = np.arange(lo, t + 1)
+    return {
+        "states": window(states),
+        "actions": window(actions),
+        "rewards": None,
+        "returns_to_go": window(rtg)[..., None],
+        "timesteps": np.tile(np.concatenate([np.zeros(pad, np.int64), steps]), (N, 1)),
+        "attention_mask": np.tile(np.concatenate([np.zeros(pad), np.ones(n)]), (N, 1)),
+    }
+
+
+def rollout(model: DecisionTransformerModel, env_id: str, targets: Sequence[float], episodes: int,
+            pre: Preprocess, K: int, seed: int = 0, max_steps: int | None = None,
+            env_kwargs: dict | None = None, progress: bool = False) -> list[dict]:
+    """Run `episodes` episodes for each target return, all at once. Episode j of every target uses seed
+    seed + j, so targets are compared on the same initial states. Returns one dict per target."""
+    model.eval()
+    targets = [float(x) for x in targets]
+    n_targets = len(targets)
+    N = n_targets * episodes
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id, **(env_kwargs or {})) for _ in range(N)],
+                                    autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    try:
+        L = max_steps or envs.envs[0].spec.max_episode_steps or model.config.max_ep_len
+        L = min(L, model.config.max_ep_len)
+        obs, _ = envs.reset(seed=[seed + j for _ in targets for j in range(episodes)])
+        sd, ad = model.config.state_dim, model.config.act_dim
+        states = np.zeros((N, L, sd), np.float32)
+        actions = np.zeros((N, L, ad), np.float32)
+        rtg = np.zeros((N, L), np.float32)
+        rtg[:, 0] = np.repeat(np.asarray(targets) / pre.scale, episodes)
+        returns = np.zeros(N)
+        lengths = np.zeros(N, np.int64)
+        alive = np.ones(N, bool)
+        steps = range(L)
+        if progress:
+            from tqdm import tqdm
+
+            steps = tqdm(steps, desc=f"evaluate {env_id}", leave=False)
+        for t in steps:
+            states[:, t] = (obs - pre.state_mean) / pre.state_std
+            out = model(**context(states, actions, rtg, t, K))
+            a = to_numpy(out.action_preds)[:, -1].astype(np.float32)  # N,ad  read at the token s_t
+            actions[:, t] = a
+            obs, reward, terminated, truncated, _ = envs.step(pre.env_actions(a).astype(np.float32))
+            returns += np.where(alive, reward, 0.0)
+            lengths += alive
+            if t + 1 < L:
+                rtg[:, t + 1] = rtg[:, t].astype(np.float64) - reward / pre.scale
+            alive &= ~(terminated | truncated)
+            if not alive.any():
+                break
+    finally:
+        envs.close()
+    return summarize(targets, returns.reshape(n_targets, episodes), lengths.reshape(n_targets, episodes))
+
+
+def rollout_sequential(model: DecisionTransformerModel, env_id: str, targets: Sequence[float], episodes: int,
+                       pre: Preprocess, K: int, seed: int = 0, max_steps: int | None = None,
+                       env_kwargs: dict | None = None) -> list[dict]:
+    """The same evaluation one environment and one episode at a time, batch 1 per forward: the plain loop the
+    vectorized version must equal."""
+    model.eval()
+    returns = np.zeros((len(targets), episodes))
+    lengths = np.zeros((len(targets), episodes), np.int64)
+    for i, target in enumerate(targets):
+        for j in range(episodes):
+            env = gym.make(env_id, **(env_kwargs or {}))
+            L = min(max_steps or env.spec.max_episode_steps or model.config.max_ep_len, model.config.max_ep_len)
+            obs, _ = env.reset(seed=seed + j)
+            states = np.zeros((1, L, model.config.state_dim), np.float32)
+            actions = np.zeros((1, L, model.config.act_dim), np.float32)
+            rtg = np.zeros((1, L), np.float32)
+            rtg[0, 0] = target / pre.scale
+            for t in range(L):
+                states[0, t] = (obs - pre.state_mean) / pre.state_std
+                a = to_numpy(model(**context(states, actions, rtg, t, K)).action_preds)[0, -1].astype(np.float32)
+                actions[0, t] = a
+                obs, reward, terminated, truncated, _ = env.step(pre.env_actions(a).astype(np.float32))
+                returns[i, j] += reward
+                lengths[i, j] += 1
+                if t + 1 < L:
+                    rtg[0, t + 1] = float(rtg[0, t]) - float(reward) / pre.scale
+                if terminated or truncated:
+                    break
+            env.close()
+    return summarize(list(targets), returns, lengths)
+
+
+def summarize(targets: list[float], returns: np.ndarray, lengths: np.ndarray) -> list[dict]:
+    """returns, lengths (n_targets, episodes) -> one dict per target."""
+    return [{"target_return": float(target), "return_mean": float(np.mean(r)), "return_std": float(np.std(r)),
+             "length_mean": float(np.mean(n)), "episodes": int(r.size), "returns": [float(x) for x in r]}
+            for target, r, n in zip(targets, returns, lengths)]
+
+
+def add_normalized_scores(results: list[dict], score_fn: Any) -> list[dict]:
+    """Adds normalized_score_mean / _std from score_fn(return) -> 100 (R - R_random) / (R_expert - R_random)."""
+    for r in results:
+        s = np.array([score_fn(x) for x in r["returns"]])
+        r["normalized_score_mean"] = float(np.mean(s))
+        r["normalized_score_std"] = float(np.std(s))
+    return results

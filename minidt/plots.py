@@ -1,0 +1,63 @@
+"""The two pictures of a training run: the loss curve, and achieved return against the return asked for."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a server or in CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: "str | os.PathLike") -> None:
+    from .checkpoint import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
+
+
+def plot_loss(steps: Sequence[int], losses: Sequence[float], path: "str | os.PathLike", title: str = "") -> None:
+    """Training loss against step, log scale, with a moving average over the noise of single batches."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps, losses = np.asarray(steps), np.asarray(losses)
+    ax.plot(steps, losses, lw=0.8, alpha=0.4, label="loss")
+    w = max(1, len(losses) // 20)
+    if len(losses) > w:
+        smooth = np.convolve(losses, np.ones(w) / w, mode="valid")
+        ax.plot(steps[w - 1:], smooth, lw=2, label=f"moving average ({w})")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("action MSE")
+    ax.set_title(title or "training loss")
+    ax.legend()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_return_conditioning(evaluations: list[dict], path: "str | os.PathLike", dataset_best: float,
+                             title: str = "") -> None:
+    """Achieved return (mean +- std over episodes) against the target return; y = x is perfect conditioning."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    t = np.array([e["target_return"] for e in evaluations])
+    m = np.array([e["return_mean"] for e in evaluations])
+    s = np.array([e["return_std"] for e in evaluations])
+    ax.fill_between(t, m - s, m + s, alpha=0.25, label="achieved: mean +- std")
+    ax.plot(t, m, "o-", label="achieved: mean")
+    lo, hi = min(t.min(), (m - s).min()), max(t.max(), (m + s).max())
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
+    ax.axhline(dataset_best, color="tab:red", lw=1, ls=":", label="best return in the dataset")
+    ax.set_xlabel("target return")
+    ax.set_ylabel("achieved return")
+    ax.set_title(title or "return conditioning")
+    ax.legend()
+    _save(fig, path)
+    plt.close(fig)
