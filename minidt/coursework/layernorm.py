@@ -1,0 +1,78 @@
+"""Assignment 2: LayerNorm, forward and the backward pass derived by hand.
+
+The reference solution is minidt's own pair (minidt/layers/layernorm.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..layers.layernorm import layernorm_backward, layernorm_forward
+from .checks import Case, Draw, Pair
+from .spec import Assignment, Function
+
+__all__ = ["layernorm_forward", "layernorm_backward", "ASSIGNMENT"]
+
+INTRO = """
+LayerNorm normalizes each row (the last axis, C entries) to zero mean and unit variance, then scales and shifts:
+
+    mean = sum_i x_i / C        var = sum_i (x_i - mean)^2 / C   (biased: divide by C, as torch)
+    rstd = 1 / sqrt(var + eps)  xhat = (x - mean) * rstd         out = xhat * weight + bias
+
+The backward pass. With g = dout * weight (the gradient with respect to xhat), and every mean over the row:
+
+    dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+    dweight = sum of dout * xhat over every leading dimension      dbias = sum of dout over them
+
+The two subtracted means are the gradient flowing through `mean` and through `rstd`: x appears three times in
+the forward pass (directly, in the mean, in the variance), and each path adds its part. Forgetting either mean is
+the classic bug; a finite-difference check catches it at once. Keep rstd (not std) in the cache: the backward
+needs 1/sigma twice, and xhat is cheap to recompute from x, mean and rstd.
+"""
+
+PREAMBLE = """
+from typing import Any
+
+from minidt.backend import array_namespace
+"""
+
+FUNCTIONS = (
+    Function("layernorm_forward", """
+        x (..., C), weight (C,), bias (C,), eps (float) -> (out (..., C), cache).
+
+        out = (x - mean) / sqrt(var + eps) * weight + bias, mean and biased var over the last axis.
+        cache: what the backward needs, e.g. (x, weight, mean, rstd) with mean and rstd of shape (..., 1).
+        """),
+    Function("layernorm_backward", """
+        dout (..., C), cache from layernorm_forward -> (dx (..., C), dweight (C,), dbias (C,)).
+
+        g = dout * weight;  dx = rstd * (g - mean(g) - xhat * mean(g * xhat))  (means over the last axis);
+        dweight = sum(dout * xhat), dbias = sum(dout), summed over every leading dimension.
+        """),
+)
+
+
+def _draw(d: Draw) -> Case:
+    lead = tuple(d.int(1, 3, f"leading dim {i}") for i in range(d.int(1, 2, "number of leading dims")))
+    C = d.int(2, 8, "C")
+    eps = d.choice((1e-5, 1e-3, 0.1), "eps")
+    scale, shift = d.float(0.1, 10.0, "input scale"), d.float(-3.0, 3.0, "input shift")
+    rng = d.rng()
+    return Case({"x": rng.standard_normal((*lead, C)) * scale + shift, "weight": 1.0 + rng.standard_normal(C),
+                 "bias": rng.standard_normal(C)}, {"eps": eps}, seed=int(rng.integers(2**31)))
+
+
+def _call(f: Any, a: dict, c: dict) -> tuple[Any, Any]:
+    return f(a["x"], a["weight"], a["bias"], c["eps"])
+
+
+def _grads(f: Any, dout: Any, cache: Any) -> dict[str, Any]:
+    dx, dweight, dbias = f(dout, cache)
+    return {"x": dx, "weight": dweight, "bias": dbias}
+
+
+UNITS = (Pair("layernorm_forward", "layernorm_backward", _draw, _call, _grads,
+              (("dx", ("x",)), ("dweight", ("weight",)), ("dbias", ("bias",)))),)
+
+ASSIGNMENT = Assignment(name="layernorm", number=2, title="LayerNorm", intro=INTRO, preamble=PREAMBLE,
+                        functions=FUNCTIONS, module=__name__, units=UNITS)

@@ -1,0 +1,121 @@
+"""What an assignment is: its functions (reference, signature, student docstring), its checks, and the source of
+the file a student starts from (skeleton) or an instructor reads (solution).
+
+The reference of a function is the function of that name in the assignment's module: either the library's own
+layer function re-exported (the solution *is* minidt's code) or, where the library has no pure function pair of
+that shape, one written in the assignment module. Either way the solution file is generated from the reference's
+source text, so it cannot drift from what the grader compares against.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import textwrap
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Callable
+
+HEADER = "# minidt assignment: "
+
+
+@dataclass(frozen=True)
+class Function:
+    """A function the student writes. `doc` is the docstring of the skeleton: shapes and the math."""
+
+    name: str
+    doc: str
+
+
+@dataclass
+class Check:
+    """One graded check: `run(student, reference, max_examples)` returns on success and raises on failure
+    (AssertionError with a message saying what differs; NotImplementedError from a skeleton)."""
+
+    name: str
+    points: int
+    run: Callable[[Any, ModuleType, int], None]
+
+
+@dataclass
+class Assignment:
+    name: str
+    number: int
+    title: str
+    intro: str  # the module docstring's body: what the assignment is about, the math shared by its functions
+    preamble: str  # imports and constants the functions use (the same in skeleton and solution)
+    functions: tuple[Function, ...]
+    module: str  # dotted name of the module holding the reference functions
+    units: tuple[Any, ...] = field(default=())  # each has .checks(backend_name) -> list[Check]
+
+    def reference(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+    def reference_function(self, name: str) -> Callable:
+        return getattr(self.reference(), name)
+
+    def parameters(self, name: str) -> tuple[str, ...]:
+        """The parameter names the student's function must have, in order."""
+        return tuple(inspect.signature(self.reference_function(name)).parameters)
+
+    def checks(self, backends: tuple[str, ...] = ("numpy", "strict")) -> list[Check]:
+        return [c for unit in self.units for b in backends for c in unit.checks(b)]
+
+    def max_score(self, backends: tuple[str, ...] = ("numpy", "strict")) -> int:
+        return sum(c.points for c in self.checks(backends))
+
+    def source(self, solution: bool = False) -> str:
+        """The text of NAME.py: the skeleton (bodies raise NotImplementedError) or the reference solution."""
+        kind = "reference solution" if solution else "skeleton"
+        intro = textwrap.dedent(self.intro).strip()
+        parts = [
+            f"{HEADER}{self.name}\n"
+            f'"""minidt assignment {self.number}: {self.title} ({kind}).\n\n{intro}\n\n'
+            "Each docstring gives the shapes and the math. Grade your file with\n\n"
+            f"    minidt grade {self.name}.py\n\n"
+            "which runs each function on inputs drawn by hypothesis: outputs against the reference solution,\n"
+            "gradients against central finite differences (float64) and against the reference, on NumPy and on the\n"
+            "strict Array API backend. For the strict backend, use only the namespace of your inputs\n"
+            "(xp = array_namespace(x)) and the Array API standard on it: no NumPy calls on the arrays.\n"
+            '"""\n\n'
+            "from __future__ import annotations\n\n"
+            + textwrap.dedent(self.preamble).strip() + "\n"
+        ]
+        for f in self.functions:
+            parts.append(function_source(self.reference_function(f.name), f.name, f.doc, solution))
+        return "\n\n".join(parts)
+
+
+def function_source(fn: Callable, name: str, doc: str, solution: bool) -> str:
+    """`def` line(s) of the reference as written, the student docstring, then the reference body (solution) or
+    `raise NotImplementedError` (skeleton)."""
+    lines = textwrap.dedent(inspect.getsource(fn)).splitlines()
+    node = ast.parse("\n".join(lines)).body[0]
+    if not isinstance(node, ast.FunctionDef) or node.name != name:
+        raise ValueError(f"reference of {name}: expected a plain function named {name}, got {fn!r}")
+    first = node.body[0]
+    has_doc = (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+               and isinstance(first.value.value, str))
+    header_end = first.lineno - 1  # 1-based line of the last header line, before comments ahead of the body
+    while header_end > node.lineno and (not lines[header_end - 1].strip()
+                                        or lines[header_end - 1].strip().startswith("#")):
+        header_end -= 1
+    body = lines[first.end_lineno:] if has_doc else lines[header_end:]
+    while body and not body[0].strip():
+        body = body[1:]
+    out = lines[node.lineno - 1:header_end] + [_docstring(doc)]
+    if solution:
+        out += body
+    else:
+        n = sum(1 for line in body if line.strip() and not line.strip().startswith("#"))
+        out += [f"    # your code here (the reference solution takes {n} line{'s' if n != 1 else ''})",
+                "    raise NotImplementedError"]
+    return "\n".join(out) + "\n"
+
+
+def _docstring(doc: str) -> str:
+    text = inspect.cleandoc(doc)
+    if "\n" not in text:
+        return f'    """{text}"""'
+    return '    """' + textwrap.indent(text, "    ").lstrip() + '\n    """'

@@ -1,0 +1,413 @@
+"""Tests of minidt/coursework: the references score full marks, skeletons zero, planted bugs lose points on the right
+check, ungradeable files exit 2 with their message, and the references agree with the library and with torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minidt.backend import get_backend, to_numpy
+from minidt.cli import main
+from minidt.coursework import assignments, get_assignment
+from minidt.coursework.grader import grade_file, grade_module
+
+from conftest import rel_error
+
+N = 2  # hypothesis examples per check: the CI budget for this file is 120 s on 2 cores
+NAMES = list(assignments())
+
+
+def write(tmp_path, name: str, text: str) -> str:
+    path = tmp_path / f"{name}.py"
+    path.write_text(text)
+    return str(path)
+
+
+def scores(results) -> dict[str, tuple[int, int]]:
+    return {r.name: (r.score, r.max_score) for r in results}
+
+
+def test_at_least_six_assignments_with_points():
+    assert NAMES == ["linear_activations", "layernorm", "attention", "gpt2_block", "dt_embedding", "training"]
+    for a in assignments().values():
+        checks = a.checks()
+        assert {c.name.rsplit(" ", 1)[-1] for c in checks} == {"[numpy]", "[strict]"}
+        assert len({c.name for c in checks}) == len(checks)  # names identify checks
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reference_module_scores_full_marks(name):
+    a = get_assignment(name)
+    results = grade_module(a.reference(), a, max_examples=N)
+    assert [r.name for r in results if r.score < r.max_score] == []
+    assert sum(r.score for r in results) == a.max_score() > 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_solution_file_full_marks_skeleton_zero(tmp_path, name):
+    a = get_assignment(name)
+    (tmp_path / "solution").mkdir()
+    solution = grade_file(write(tmp_path / "solution", name, a.source(solution=True)), a, max_examples=N)
+    assert sum(r.score for r in solution) == a.max_score()
+    skeleton = grade_file(write(tmp_path, name, a.source(solution=False)), a, max_examples=N)
+    assert sum(r.score for r in skeleton) == 0
+    assert all(r.output.startswith("not implemented: ") for r in skeleton)
+    text = a.source(solution=False)
+    assert text.startswith(f"# minidt assignment: {name}\n")
+    assert text.count("raise NotImplementedError") == len(a.functions)
+
+
+# Planted bugs: (assignment, edits, checks that must lose points, checks that must not). An edit (old, new) replaces
+# text of the solution file (the coursework modules' own functions); (None, source) appends a buggy redefinition
+# of a function whose reference is the library's (the later def wins; independent of how the library is written).
+GELU_WITHOUT_X_PDF = """
+def gelu_forward(x):
+    return 0.5 * x * (1.0 + erf(x * INV_SQRT_2)), x
+
+
+def gelu_backward(dout, x):
+    return dout * 0.5 * (1.0 + erf(x * INV_SQRT_2))  # planted: Phi(x) only, the x phi(x) term forgotten
+"""
+RELU_THROUGH_NUMPY = """
+def relu_forward(x):
+    import numpy as np
+
+    out = np.maximum(x, 0.0)  # planted: a NumPy call, fine on numpy, rejected by the strict backend
+    return out, out
+
+
+def relu_backward(dout, out):
+    return array_namespace(dout).where(out > 0, dout, 0.0)
+"""
+LAYERNORM_WITHOUT_MEAN = """
+def layernorm_forward(x, weight, bias, eps):
+    xp = array_namespace(x)
+    mean = xp.mean(x, axis=-1, keepdims=True)
+    rstd = 1.0 / xp.sqrt(xp.mean((x - mean) ** 2, axis=-1, keepdims=True) + eps)
+    return (x - mean) * rstd * weight + bias, (x, weight, mean, rstd)
+
+
+def layernorm_backward(dout, cache):
+    xp = array_namespace(dout)
+    x, weight, mean, rstd = cache
+    xhat = (x - mean) * rstd
+    C = x.shape[-1]
+    g = dout * weight
+    dx = (g - xhat * xp.mean(g * xhat, axis=-1, keepdims=True)) * rstd  # planted: the - mean(g) term forgotten
+    return dx, xp.sum(xp.reshape(dout * xhat, (-1, C)), axis=0), xp.sum(xp.reshape(dout, (-1, C)), axis=0)
+"""
+
+PLANTED = {
+    "gelu derivative without the x phi(x) term": (
+        "linear_activations", [(None, GELU_WITHOUT_X_PDF)],
+        ["gelu_backward: dx vs finite differences [numpy]", "gelu_backward: dx vs reference [strict]"],
+        ["gelu_forward: output vs reference [numpy]", "gelu_new_backward: dx vs reference [numpy]"]),
+    "relu through NumPy: fine on numpy, rejected by the strict backend": (
+        "linear_activations", [(None, RELU_THROUGH_NUMPY)],
+        ["relu_forward: output vs reference [strict]", "relu_backward: dx vs finite differences [strict]"],
+        ["relu_forward: output vs reference [numpy]", "relu_backward: dx vs finite differences [numpy]"]),
+    "LayerNorm backward without the mean term": (
+        "layernorm", [(None, LAYERNORM_WITHOUT_MEAN)],
+        ["layernorm_backward: dx vs finite differences [numpy]", "layernorm_backward: dx vs reference [numpy]",
+         "layernorm_backward: dx vs finite differences [strict]"],
+        ["layernorm_forward: output vs reference [numpy]", "layernorm_backward: dweight vs reference [numpy]",
+         "layernorm_backward: dbias vs finite differences [strict]"]),
+    "attention backward recomputing softmax without the mask": (
+        "attention", [("    q, k, v, probs, scale = cache\n",
+                       "    q, k, v, probs, scale = cache\n"
+                       "    probs = softmax_forward(q @ xp.matrix_transpose(k) * scale)\n")],
+        ["attention_backward: dq vs finite differences [numpy]", "attention_backward: dk vs reference [numpy]",
+         "attention_backward: dv vs reference [strict]"],
+        ["attention_forward: output vs reference [numpy]", "softmax_backward: dx vs reference [numpy]"]),
+    "GPT-2 block backward forgetting the MLP's residual path": (
+        "gpt2_block", [("dx1 = dout + dx1_branch", "dx1 = dx1_branch")],
+        ["block_backward: dx vs finite differences [numpy]", "block_backward: dx vs reference [strict]"],
+        ["block_forward: output vs reference [numpy]", "block_backward: dmlp vs finite differences [numpy]",
+         "block_backward: dln_2 vs reference [strict]"]),
+    "interleave backward forgetting the state and action tokens' timestep gradient": (
+        "dt_embedding", [("embedding_backward(dr + ds + da, time_cache)", "embedding_backward(dr, time_cache)")],
+        ["dt_embed_backward: dembed_timestep vs finite differences [numpy]",
+         "dt_embed_backward: dembed_timestep vs reference [strict]"],
+        ["dt_embed_forward: output vs reference [numpy]", "dt_embed_backward: dembed_state vs reference [numpy]",
+         "embedding_backward: dweight vs reference [numpy]"]),
+    "AdamW without bias correction": (
+        "training", [("step_size = lr / (1 - beta1**step)", "step_size = lr"),
+                     ("xp.sqrt(exp_avg_sq) / (1 - beta2**step) ** 0.5 + eps", "xp.sqrt(exp_avg_sq) + eps")],
+        ["adamw_step: 5 steps vs reference [numpy]", "adamw_step: 5 steps vs reference [strict]",
+         "train_step: 3 steps on a tiny model vs reference [numpy]"],
+        ["masked_mse: dpred vs finite differences [numpy]", "clip_grad_norm: vs reference [strict]"]),
+}
+
+
+def plant(text: str, edits: list) -> str:
+    for old, new in edits:
+        if old is None:
+            text += new
+        else:
+            assert text.count(old) == 1, f"the planted edit no longer applies: {old!r}"
+            text = text.replace(old, new)
+    return text
+
+
+@pytest.mark.parametrize("bug", list(PLANTED))
+def test_planted_bug_loses_points_on_the_right_check(tmp_path, bug):
+    name, edits, lose, keep = PLANTED[bug]
+    a = get_assignment(name)
+    got = scores(grade_file(write(tmp_path, name, plant(a.source(solution=True), edits)), a, max_examples=3))
+    for check in lose + keep:
+        assert check in got, check
+    assert [c for c in lose if got[c][0] != 0] == []
+    assert [c for c in keep if got[c][0] != got[c][1]] == []
+
+
+def test_failure_output_says_what_differs(tmp_path):
+    a = get_assignment("layernorm")
+    text = plant(a.source(solution=True), [(None, LAYERNORM_WITHOUT_MEAN)])
+    results = {r.name: r for r in grade_file(write(tmp_path, "layernorm", text), a, max_examples=2)}
+    fd = results["layernorm_backward: dx vs finite differences [numpy]"].output
+    assert "finite differences" in fd and "inputs drawn:" in fd and "C = " in fd
+    assert "max |got - expected|" in results["layernorm_backward: dx vs reference [numpy]"].output
+
+
+# --- ungradeable files: exit 2 with a one-line message ---------------------------------------------------------
+
+
+def _ungradeable(tmp_path, capsys, text: str, *extra: str) -> str:
+    path = write(tmp_path, "student", text)
+    assert main(["grade", path, *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("minidt grade: error: ")
+    return err
+
+
+def test_syntax_error_exits_2_with_its_line(tmp_path, capsys):
+    text = get_assignment("layernorm").source().replace("    raise NotImplementedError", "    return (", 1)
+    line = text.splitlines().index("    return (") + 1
+    err = _ungradeable(tmp_path, capsys, text)
+    assert f"line {line}: syntax error" in err
+
+
+def test_missing_function_exits_2(tmp_path, capsys):
+    text = get_assignment("attention").source().replace("def attention_backward(", "def attention_bwd(")
+    assert "missing function attention_backward" in _ungradeable(tmp_path, capsys, text)
+
+
+def test_wrong_signature_exits_2_naming_expected_and_got(tmp_path, capsys):
+    text = get_assignment("layernorm").source().replace("def layernorm_forward(x: Any, weight: Any, bias: Any,",
+                                                        "def layernorm_forward(x: Any, w: Any, bias: Any,")
+    err = _ungradeable(tmp_path, capsys, text)
+    assert "wrong signature for layernorm_forward: expected (x, weight, bias, eps), got (x, w, bias, eps)" in err
+
+
+def test_unknown_assignment_and_missing_header_exit_2(tmp_path, capsys):
+    err = _ungradeable(tmp_path, capsys, "def f():\n    pass\n")
+    assert "cannot tell which assignment" in err and "--assignment" in err
+    err = _ungradeable(tmp_path, capsys, "# minidt assignment: nope\n")
+    assert "'nope'" in err and "layernorm" in err
+    # --assignment overrides a missing header: the skeleton text without its first line grades to zero
+    body = get_assignment("layernorm").source().split("\n", 1)[1]
+    path = write(tmp_path, "noheader", body)
+    assert main(["grade", path, "--assignment", "layernorm", "--max-examples", "1"]) == 0
+    assert "total" in capsys.readouterr().out
+
+
+def test_import_error_exits_2(tmp_path, capsys):
+    text = get_assignment("layernorm").source().replace("from typing import Any", "from typing import Any\n1 / 0")
+    assert "importing it raised ZeroDivisionError" in _ungradeable(tmp_path, capsys, text)
+
+
+# --- the commands ----------------------------------------------------------------------------------------------
+
+
+def test_grade_json_shape_and_exit_0_when_points_are_lost(tmp_path, capsys):
+    assert main(["assignment", "start", "layernorm", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["grade", str(tmp_path / "layernorm.py"), "--json", "--max-examples", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"score", "max_score", "tests"}
+    assert out["score"] == 0 and out["max_score"] == get_assignment("layernorm").max_score()
+    assert all(set(t) == {"name", "score", "max_score", "output"} for t in out["tests"])
+    assert sum(t["max_score"] for t in out["tests"]) == out["max_score"]
+
+
+def test_assignment_start_refuses_to_overwrite(tmp_path, capsys):
+    assert main(["assignment", "start", "training", str(tmp_path)]) == 0
+    path = tmp_path / "training.py"
+    path.write_text("# my work\n")
+    assert main(["assignment", "start", "training", str(tmp_path), "--solution"]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert path.read_text() == "# my work\n"
+    assert main(["assignment", "start", "training", str(tmp_path), "--solution", "--force"]) == 0
+    assert path.read_text() == get_assignment("training").source(solution=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["training.py"]  # the atomic write left no temporary file
+
+
+def test_assignment_start_unknown_name_lists_the_names(tmp_path, capsys):
+    assert main(["assignment", "start", "lstm", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown assignment 'lstm'" in err and all(n in err for n in NAMES)
+
+
+def test_assignment_list(capsys):
+    assert main(["assignment", "list", "--names"]) == 0
+    assert capsys.readouterr().out.split() == NAMES
+    assert main(["assignment", "list"]) == 0
+    out = capsys.readouterr().out
+    assert all(n in out for n in NAMES) and "layernorm_backward" in out
+
+
+def test_real_cli_in_a_subprocess(tmp_path):
+    run = [sys.executable, "-m", "minidt.cli"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    r = subprocess.run(run + ["assignment", "start", "dt_embedding", str(tmp_path), "--solution"], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(run + ["grade", str(tmp_path / "dt_embedding.py"), "--max-examples", "1"], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "total" in r.stdout and r.stdout.rstrip().endswith("24/24")
+    r = subprocess.run(run + ["assignment", "start", "dt_embedding", str(tmp_path)], env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "pass --force" in r.stderr
+
+
+# --- the references the assignment modules hold themselves agree with the library and with torch ---------------
+
+
+def test_attention_reference_matches_library_pair():
+    from minidt.coursework.attention import attention_backward, attention_forward
+    from minidt.layers import attention as lib
+
+    rng = np.random.default_rng(0)
+    B, H, T, D = 2, 2, 5, 3
+    q, k, v, dout = (rng.standard_normal((B, H, T, D)) for _ in range(4))
+    mask = np.ones((B, T))
+    mask[1, :2] = 0.0
+    out, cache = attention_forward(q, k, v, mask, D ** -0.5)
+    want, _, lib_cache = lib.attention_forward(q, k, v, lib.attention_bias(mask, T, T, np.float64, q), D ** -0.5,
+                                               0.0, None)
+    assert rel_error(out, want) < 1e-14
+    for got, w in zip(attention_backward(dout, cache), lib.attention_backward(dout, lib_cache)):
+        assert rel_error(got, w) < 1e-14
+
+
+def test_block_reference_matches_library_block():
+    from minidt.coursework.gpt2_block import PARAM_NAMES, block_backward, block_forward
+    from minidt.layers import Block
+
+    rng = np.random.default_rng(1)
+    B, T, C, H = 2, 4, 8, 2
+    block = Block(C, H, activation="gelu_new", dtype="float64", backend="numpy")
+    params = dict(block.named_parameters())
+    for p in params.values():
+        p.data = rng.standard_normal(p.shape) * 0.5
+    x, dout = rng.standard_normal((B, T, C)), rng.standard_normal((B, T, C))
+    mask = np.ones((B, T))
+    out, cache = block_forward(x, {k: params[k].data for k in PARAM_NAMES}, H, mask, "gelu_new", 1e-5)
+    want, _, _ = block(x, attention_mask=mask)
+    assert rel_error(out, want) < 1e-13
+    dx, grads = block_backward(dout, cache)
+    assert rel_error(dx, block.backward(dout)) < 1e-13
+    assert set(grads) == set(PARAM_NAMES) == set(params)
+    for k in PARAM_NAMES:
+        assert rel_error(grads[k], params[k].grad) < 1e-13, k
+
+
+def test_dt_embed_reference_matches_the_model():
+    from minidt import DecisionTransformerModel
+    from minidt.coursework.dt_embedding import PARAM_NAMES, dt_embed_backward, dt_embed_forward
+    from minidt.layers.layernorm import layernorm_forward
+
+    model = DecisionTransformerModel(state_dim=3, act_dim=2, hidden_size=8, n_layer=1, max_ep_len=10,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, dtype="float64", seed=0)
+    rng = np.random.default_rng(2)
+    B, T = 2, 4
+    R, s, a = rng.standard_normal((B, T, 1)), rng.standard_normal((B, T, 3)), rng.standard_normal((B, T, 2))
+    t = np.array([[0, 1, 2, 3], [5, 5, 6, 7]])  # a repeated timestep: the scatter-add must sum
+    p = dict(model.named_parameters())
+    x, cache = dt_embed_forward(R, s, a, t, {k: p[k].data for k in PARAM_NAMES})
+    out = model(states=s, actions=a, returns_to_go=R, timesteps=t, output_hidden_states=True)
+    embedded = layernorm_forward(x, p["embed_ln.weight"].data, p["embed_ln.bias"].data, 1e-5)[0]
+    assert rel_error(embedded + p["encoder.wpe.weight"].data[0], out.hidden_states[0]) < 1e-13
+
+    seen = {}
+    ln_backward = model.embed_ln.backward
+    model.embed_ln.backward = lambda d: seen.setdefault("dx", ln_backward(d))  # the gradient at x
+    model.backward(action_preds=rng.standard_normal((B, T, 2)))
+    grads = dt_embed_backward(seen["dx"], cache)
+    for k in PARAM_NAMES:
+        assert rel_error(grads[k], p[k].grad) < 1e-13, k
+
+
+def test_adamw_step_and_clip_match_torch(torch):
+    from minidt.coursework.training import adamw_step, clip_grad_norm
+
+    rng = np.random.default_rng(3)
+    shapes = [(3, 4), (4,), ()]
+    params = [rng.standard_normal(s) for s in shapes]
+    tparams = [torch.tensor(p, requires_grad=True) for p in params]
+    opt = torch.optim.AdamW(tparams, lr=0.05, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)
+    state = [(np.zeros(s), np.zeros(s)) for s in shapes]
+    for t in range(1, 6):
+        grads = [rng.standard_normal(s) * 3.0 for s in shapes]
+        clipped, norm = clip_grad_norm(grads, 1.5)
+        for tp, g in zip(tparams, grads):
+            tp.grad = torch.tensor(g)
+        tnorm = torch.nn.utils.clip_grad_norm_(tparams, 1.5)
+        assert rel_error(norm, tnorm.numpy()) < 1e-15
+        opt.step()
+        for i, (g, (m, v)) in enumerate(zip(clipped, state)):
+            assert rel_error(g, tparams[i].grad.numpy()) < 1e-15
+            params[i], m, v = adamw_step(params[i], g, m, v, t, 0.05, 0.8, 0.99, 1e-6, 0.1)
+            state[i] = (m, v)
+            assert rel_error(params[i], tparams[i].detach().numpy()) < 1e-14
+
+
+def test_train_step_matches_torch_adamw_on_a_tiny_model(torch):
+    """train_step against the same step written with torch's clip_grad_norm_ and AdamW on the model's gradients."""
+    from minidt import DecisionTransformerModel
+    from minidt.coursework.training import masked_mse, train_step
+
+    kw = dict(state_dim=2, act_dim=1, hidden_size=8, n_layer=1, max_ep_len=8, resid_pdrop=0.0, embd_pdrop=0.0,
+              attn_pdrop=0.0, initializer_range=0.2, dtype="float64", seed=4)
+    ours, theirs = DecisionTransformerModel(**kw), DecisionTransformerModel(**kw)
+    rng = np.random.default_rng(5)
+    B, K = 2, 3
+    mask = np.array([[0.0, 1, 1], [1, 1, 1]])
+    batch = {"states": rng.standard_normal((B, K, 2)), "actions": rng.standard_normal((B, K, 1)),
+             "returns_to_go": rng.standard_normal((B, K, 1)), "timesteps": np.array([[0, 1, 2], [3, 4, 5]]),
+             "attention_mask": mask}
+    named = list(theirs.named_parameters())
+    tparams = {n: torch.tensor(p.data, requires_grad=True) for n, p in named}
+    opt = torch.optim.AdamW(list(tparams.values()), lr=1e-2, weight_decay=0.1)
+    opt_state = {}
+    for _ in range(3):
+        loss = train_step(ours, batch, opt_state, 1e-2, 0.1, 0.05)
+        out = theirs(**{k: v for k, v in batch.items()})
+        want_loss, d = masked_mse(out.action_preds, batch["actions"], mask)
+        theirs.zero_grad()
+        theirs.backward(action_preds=d)
+        for n, p in named:
+            tparams[n].grad = None if p.grad is None else torch.tensor(p.grad)
+        torch.nn.utils.clip_grad_norm_(list(tparams.values()), 0.05)
+        opt.step()
+        for n, p in named:
+            p.data = tparams[n].detach().numpy().copy()
+        assert loss == pytest.approx(float(want_loss), rel=1e-12)
+    for n, p in ours.named_parameters():
+        assert rel_error(p.data, tparams[n].detach().numpy()) < 1e-10, n
+
+
+def test_strict_backend_reference_outputs_are_strict_arrays():
+    """The graders' strict runs are real: the reference's outputs there are array_api_strict arrays."""
+    from minidt.coursework.layernorm import layernorm_forward
+
+    b = get_backend("strict")
+    out, _ = layernorm_forward(b.asarray(np.ones((2, 3)), "float64"), b.asarray(np.ones(3), "float64"),
+                               b.asarray(np.zeros(3), "float64"), 1e-5)
+    assert type(out).__module__.startswith("array_api_strict") and to_numpy(out).shape == (2, 3)
