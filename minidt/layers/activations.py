@@ -18,6 +18,7 @@ import math
 from typing import Any, Callable
 
 from ..backend import array_namespace, erf
+from .check import check_shape
 from .module import Module
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -111,4 +112,6 @@ class Activation(Module):
         return out
 
     def backward(self, dout: Any) -> Any:
-        return self._backward(dout, self.take_cache())
+        cache = self.take_cache()  # the input or the output: either has the output's shape and dtype
+        check_shape("dout", dout, tuple(cache.shape), cache.dtype)
+        return self._backward(dout, cache)

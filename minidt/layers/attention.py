@@ -28,13 +28,16 @@ def softmax_forward(x: Any) -> Any:
     """Softmax over the last axis. Returns out, which is also the cache its backward needs."""
     xp = array_namespace(x)
     e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))  # subtract the row max: exp never overflows
-    return e / xp.sum(e, axis=-1, keepdims=True)
+    e /= xp.sum(e, axis=-1, keepdims=True)  # in place: e is ours
+    return e
 
 
 def softmax_backward(dout: Any, out: Any) -> Any:
     """dx_i = y_i (dout_i - sum_j dout_j y_j): the Jacobian diag(y) - y y^T applied to dout, row by row."""
     xp = array_namespace(dout)
-    return out * (dout - xp.sum(dout * out, axis=-1, keepdims=True))
+    dx = dout - xp.vecdot(dout, out, axis=-1)[..., None]  # vecdot: the row sums without a dout * y array
+    dx *= out
+    return dx
 
 
 def attention_bias(attention_mask: Any, Tq: int, Tk: int, dtype: Any, like: Any) -> Any:
@@ -60,7 +63,9 @@ def attention_forward(q: Any, k: Any, v: Any, bias: Any, scale: float, p: float,
     xp = array_namespace(q)
     sdtype = xp.float32 if upcast else q.dtype
     qs, ks = xp.astype(q, sdtype, copy=False), xp.astype(k, sdtype, copy=False)
-    scores = qs @ xp.matrix_transpose(ks) * scale + xp.astype(bias, sdtype, copy=False)  # B,H,Tq,Tk
+    scores = qs @ xp.matrix_transpose(ks)  # B,H,Tq,Tk
+    scores *= scale  # in place: one (B,H,Tq,Tk) array instead of three
+    scores += xp.astype(bias, sdtype, copy=False)
     probs = xp.astype(softmax_forward(scores), v.dtype, copy=False)  # B,H,Tq,Tk
     mask = None
     if p > 0.0:
@@ -81,10 +86,10 @@ def attention_backward(dout: Any, cache: tuple) -> tuple[Any, Any, Any]:
     dv = xp.matrix_transpose(probs_dropped) @ dout  # B,H,Tk,D
     dprobs = dout @ xp.matrix_transpose(v)  # B,H,Tq,Tk
     if mask is not None:
-        dprobs = dprobs * mask
+        dprobs *= mask
     sdtype = qs.dtype
     dscores = softmax_backward(xp.astype(dprobs, sdtype, copy=False), xp.astype(probs, sdtype, copy=False))
-    dscores = dscores * scale  # B,H,Tq,Tk
+    dscores *= scale  # B,H,Tq,Tk
     dq = xp.astype(dscores @ ks, v.dtype, copy=False)  # B,H,Tq,D
     dk = xp.astype(xp.matrix_transpose(dscores) @ qs, v.dtype, copy=False)  # B,H,Tk,D
     return dq, dk, dv

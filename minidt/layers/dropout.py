@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import Backend, Generator, array_namespace
+from .check import check_shape
 from .module import Module
 
 
@@ -14,8 +15,9 @@ def dropout_forward(x: Any, p: float, gen: Generator) -> tuple[Any, Any]:
     if p == 0.0:
         return x, None
     xp = array_namespace(x)
-    keep = gen.uniform(tuple(x.shape), x.dtype) >= p  # bool, P(keep) = 1 - p
-    mask = xp.astype(keep, x.dtype) * (1.0 / (1.0 - p))
+    keep = gen.bernoulli(tuple(x.shape), 1.0 - p)  # bool, P(keep) = 1 - p
+    mask = xp.astype(keep, x.dtype)
+    mask *= 1.0 / (1.0 - p)  # in place: the cast is already a new array
     return x * mask, mask
 
 
@@ -43,4 +45,6 @@ class Dropout(Module):
 
     def backward(self, dout: Any) -> Any:
         mask, self.cache = self.cache, None
+        if mask is not None:  # dout * mask would broadcast a wrong-shaped dout silently
+            check_shape("dout", dout, tuple(mask.shape), mask.dtype)
         return dropout_backward(dout, mask)

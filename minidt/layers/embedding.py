@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import Backend, Generator, array_namespace, device, scatter_add, to_numpy
+from .check import check_last_dim
 from .module import Module, Parameter
 
 
@@ -49,4 +50,9 @@ class Embedding(Module):
 
     def backward(self, dout: Any) -> None:
         """Accumulates into weight.grad. Returns None: integer ids have no gradient."""
-        self.weight.accumulate(embedding_backward(dout, self.take_cache()))
+        cache = self.take_cache()
+        check_last_dim("dout", dout, self.weight.shape[1], self.dtype)
+        if dout.size != cache[0].shape[0] * self.weight.shape[1]:
+            raise ValueError(f"dout: expected shape (..., {self.weight.shape[1]}) with one row per id "
+                             f"({cache[0].shape[0]} ids), got {tuple(dout.shape)}")
+        self.weight.accumulate(embedding_backward(dout, cache))

@@ -10,18 +10,21 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import Backend, array_namespace
-from .check import check_last_dim
+from .check import check_last_dim, check_shape
 from .module import Module, Parameter
 
 
 def layernorm_forward(x: Any, weight: Any, bias: Any, eps: float) -> tuple[Any, tuple]:
     """x (..., C), weight (C,), bias (C,) -> out (..., C)."""
     xp = array_namespace(x)
+    C = x.shape[-1]
     mean = xp.mean(x, axis=-1, keepdims=True)  # ...,1
-    xc = x - mean  # ...,C
-    var = xp.mean(xc * xc, axis=-1, keepdims=True)  # ...,1 biased: divide by C, not C-1
+    out = x - mean  # ...,C  the centred input; becomes the output in place below (one array, not four)
+    var = xp.vecdot(out, out, axis=-1)[..., None] / C  # ...,1 biased: divide by C, not C-1; vecdot: no x^2 array
     rstd = 1.0 / xp.sqrt(var + eps)  # ...,1 rstd, not std: backward needs 1/sigma twice
-    out = xc * rstd * weight + bias  # ...,C
+    out *= rstd  # ...,C  xhat
+    out *= weight
+    out += bias
     return out, (x, weight, mean, rstd)  # xhat is recomputed in backward: cheap, and saves a (...,C) array
 
 
@@ -30,11 +33,13 @@ def layernorm_backward(dout: Any, cache: tuple) -> tuple[Any, Any, Any]:
     xp = array_namespace(dout)
     x, weight, mean, rstd = cache
     C = x.shape[-1]
-    xhat = (x - mean) * rstd  # ...,C
+    xhat = x - mean  # ...,C
+    xhat *= rstd
     dweight = xp.sum(xp.reshape(dout * xhat, (-1, C)), axis=0)  # C
     dbias = xp.sum(xp.reshape(dout, (-1, C)), axis=0)  # C
     g = dout * weight  # ...,C  gradient w.r.t. xhat
-    dx = (g - xp.mean(g, axis=-1, keepdims=True) - xhat * xp.mean(g * xhat, axis=-1, keepdims=True)) * rstd
+    mean_g_xhat = xp.vecdot(g, xhat, axis=-1)[..., None] / C  # ...,1  vecdot: no g * xhat array
+    dx = (g - xp.mean(g, axis=-1, keepdims=True) - xhat * mean_g_xhat) * rstd
     return dx, dweight, dbias
 
 
@@ -54,7 +59,9 @@ class LayerNorm(Module):
         return out
 
     def backward(self, dout: Any) -> Any:
-        dx, dweight, dbias = layernorm_backward(dout, self.take_cache())
+        cache = self.take_cache()
+        check_shape("dout", dout, tuple(cache[0].shape), self.dtype)  # a broadcast dout would sum silently
+        dx, dweight, dbias = layernorm_backward(dout, cache)
         self.weight.accumulate(dweight)
         self.bias.accumulate(dbias)
         return dx

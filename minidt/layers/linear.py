@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import Backend, Generator, array_namespace
-from .check import check_last_dim
+from .check import check_last_dim, check_shape
 from .module import Module, Parameter
 
 
@@ -20,7 +20,8 @@ def conv1d_forward(x: Any, weight: Any, bias: Any) -> tuple[Any, tuple]:
     xp = array_namespace(x)
     I, O = weight.shape
     x2 = xp.reshape(x, (-1, I))  # N,I
-    out = x2 @ weight + bias  # N,O
+    out = x2 @ weight  # N,O
+    out += bias  # in place: the product is a new array, no need for another
     return xp.reshape(out, (*x.shape[:-1], O)), (x2, weight, x.shape)
 
 
@@ -40,7 +41,8 @@ def linear_forward(x: Any, weight: Any, bias: Any) -> tuple[Any, tuple]:
     xp = array_namespace(x)
     O, I = weight.shape
     x2 = xp.reshape(x, (-1, I))  # N,I
-    out = x2 @ weight.T + bias  # N,O
+    out = x2 @ weight.T  # N,O
+    out += bias
     return xp.reshape(out, (*x.shape[:-1], O)), (x2, weight, x.shape)
 
 
@@ -73,7 +75,9 @@ class Conv1D(Module):
         return out
 
     def backward(self, dout: Any) -> Any:
-        dx, dweight, dbias = conv1d_backward(dout, self.take_cache())
+        cache = self.take_cache()
+        check_shape("dout", dout, (*cache[2][:-1], self.weight.shape[1]), self.dtype)  # the output's shape
+        dx, dweight, dbias = conv1d_backward(dout, cache)
         self.weight.accumulate(dweight)
         self.bias.accumulate(dbias)
         return dx
@@ -97,7 +101,9 @@ class Linear(Module):
         return out
 
     def backward(self, dout: Any) -> Any:
-        dx, dweight, dbias = linear_backward(dout, self.take_cache())
+        cache = self.take_cache()
+        check_shape("dout", dout, (*cache[2][:-1], self.weight.shape[0]), self.dtype)  # the output's shape
+        dx, dweight, dbias = linear_backward(dout, cache)
         self.weight.accumulate(dweight)
         self.bias.accumulate(dbias)
         return dx

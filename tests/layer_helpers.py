@@ -1,0 +1,168 @@
+"""What the per-layer tests (test_linear.py ... test_block.py) share: the five checks of issue 2 as small tools.
+
+- `fd_check`        check 1: a Module's backward against central differences, every parameter and input
+- `copy_to_torch`, `torch_grads`, `assert_close`   check 2: the same pass through PyTorch / transformers
+- `strict_twin`     check 4: the same module on the strict backend
+- `randomize`       weights away from their init (zero biases and unit LayerNorm weights hide terms of a backward)
+- `make_mask`, `fully_masked`, `reference_mask`   padding masks, and the 4-D mask transformers builds from one
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import numpy as np
+from hypothesis import assume
+
+from conftest import numerical_grad, rel_error
+from minidt import to_numpy
+from minidt.backend import get_backend
+from minidt.layers import LayerNorm, Module
+
+FD_TOL = 1e-6  # check 1: backward vs central finite differences, float64
+FD_FLOOR = 1e-3  # see fd_errors
+TORCH_TOL = 1e-10  # check 2: forward and backward vs PyTorch / transformers, float64
+STRICT_TOL = 1e-12  # check 4: strict wraps NumPy, so the same math gives the same numbers up to round-off
+
+seeds = dict(min_value=0, max_value=2**32 - 1)
+
+
+def randomize(module: Module, rng: np.random.Generator, scale: float = 0.5) -> Module:
+    """Every parameter drawn afresh (float64 or the module's dtype): LayerNorm weights 1 + N(0, 0.3^2), the rest
+    N(0, scale^2)."""
+    for m in module.modules():
+        for name, p in vars(m).items():
+            if not hasattr(p, "accumulate"):
+                continue
+            base, s = (1.0, 0.3) if isinstance(m, LayerNorm) and name == "weight" else (0.0, scale)
+            p.data = m.backend.asarray(base + s * rng.normal(size=p.shape), dtype=p.data.dtype)
+    return module
+
+
+def fd_errors(loss: Callable[[], float], pairs: dict[str, tuple[Any, np.ndarray]], scale: float) -> dict[str, float]:
+    """Check 1: each analytic gradient against central differences of `loss` at the array it differentiates
+    (float64, perturbed in place and restored), within FD_TOL. pairs: {name: (analytic gradient, array)}.
+
+    Central differences (step h = 1e-6) cannot see below their round-off floor, about eps * scale / h = 1e-10 *
+    scale with scale = sum |out * dout| (the size of the terms the loss sums): a gradient near that is noise, and
+    no relative error of it means anything. So an example where some nonzero numerical gradient is below
+    FD_FLOOR * scale (the noise is then at most ~1e-7 of it) is rejected with `assume`, and hypothesis draws
+    another. A bug still fails: it shows in the well-conditioned examples, and if it left only ill-conditioned
+    ones, hypothesis fails the test as unsatisfiable. (A larger h lowers the floor but raises the truncation error
+    h^2 |f^(3)| / 6, which a LayerNorm over 2 features with var ~ eps makes large.) Returns {name: relative error}."""
+    errors = {}
+    for name, (analytic, x) in pairs.items():
+        numerical = numerical_grad(loss, x)
+        top = float(np.max(np.abs(numerical))) if numerical.size else 0.0
+        assume(not 0.0 < top < FD_FLOOR * scale)
+        errors[name] = rel_error(to_numpy(analytic), numerical)
+    bad = {name: e for name, e in errors.items() if not e <= FD_TOL}
+    assert not bad, f"backward disagrees with central differences (relative errors): {bad}"
+    return errors
+
+
+def fd_check(module: Module, run: Callable[[], Any], dout: np.ndarray,
+             inputs: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """Check 1 for a Module in float64. `run()` is a forward pass that reads the module's parameters and the arrays
+    of `inputs` and returns the output; the loss is sum(out * dout). `inputs` names the float input whose gradient
+    module.backward returns (dx). Every parameter and input gradient is compared (fd_errors)."""
+    module.zero_grad()
+    scale = float(np.sum(np.abs(run() * dout)))
+    dx = module.backward(dout)
+    pairs = {name: (p.grad, p.data) for name, p in module.named_parameters()}
+    for name, x in (inputs or {}).items():
+        pairs[name] = (dx, x)
+    return fd_errors(lambda: float(np.sum(run() * dout)), pairs, scale)
+
+
+def copy_to_torch(torch, ours: Module, ref) -> None:
+    """Copy our parameters into a torch module with the same parameter names (the reference's names)."""
+    theirs = dict(ref.named_parameters())
+    assert set(theirs) == {name for name, _ in ours.named_parameters()}
+    with torch.no_grad():
+        for name, p in ours.named_parameters():
+            theirs[name].copy_(torch.from_numpy(np.array(to_numpy(p.data))))
+
+
+def torch_grads(torch, out, dout: np.ndarray, tensors: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Backpropagate sum(out * dout) in torch; the gradient of each named tensor (zeros where torch has None)."""
+    (out * torch.from_numpy(np.array(dout))).sum().backward()
+    return {name: (t.grad if t.grad is not None else torch.zeros_like(t)).detach().numpy()
+            for name, t in tensors.items()}
+
+
+def assert_close(ours: dict[str, Any], theirs: dict[str, Any], tol: float) -> dict[str, float]:
+    """rel_error of every named pair within tol; returns the errors."""
+    assert set(ours) == set(theirs), (sorted(ours), sorted(theirs))
+    errors = {name: rel_error(to_numpy(ours[name]), to_numpy(theirs[name])) for name in ours}
+    bad = {name: e for name, e in errors.items() if not e <= tol}
+    assert not bad, f"relative errors above {tol:g}: {bad}"
+    return errors
+
+
+def param_grads(module: Module) -> dict[str, Any]:
+    return {name: p.grad for name, p in module.named_parameters()}
+
+
+def strict_twin(module: Module, make: Callable[..., Module]) -> Module:
+    """make(backend="strict") with `module`'s parameter values copied onto the strict device."""
+    twin = make(backend="strict")
+    strict = get_backend("strict")
+    for (name, p), (name2, q) in zip(module.named_parameters(), twin.named_parameters()):
+        assert name == name2
+        q.data = strict.asarray(to_numpy(p.data), dtype=p.data.dtype.name)
+    return twin
+
+
+def is_strict(x: Any) -> bool:
+    return type(x).__module__.startswith("array_api_strict")
+
+
+# --- masks, for attention and the block ------------------------------------------------------------------
+
+
+def make_mask(rng: np.random.Generator, B: int, T: int, kind: str | None) -> np.ndarray | None:
+    """None; "left": each row left-padded by 0 .. T-1 steps; "random": any pattern with the last step real."""
+    if kind is None:
+        return None
+    if kind == "left":
+        mask = np.ones((B, T))
+        for b in range(B):
+            mask[b, : rng.integers(0, T)] = 0.0
+        return mask
+    mask = (rng.random((B, T)) > 0.4).astype(np.float64)
+    mask[:, -1] = 1.0
+    return mask
+
+
+def fully_masked(mask: np.ndarray | None, B: int, Tq: int, Tk: int) -> np.ndarray:
+    """(B, Tq) bool: query rows whose every visible key (positions <= its own) is padded."""
+    if mask is None:
+        return np.zeros((B, Tq), bool)
+    seen = np.cumsum(mask, axis=1)[:, Tk - Tq:]  # real keys visible to each query
+    return seen == 0
+
+
+def reference_mask(torch, x_t, mask: np.ndarray | None):
+    """The 4-D additive mask transformers' GPT2Model hands its blocks, from create_causal_mask itself (keyword
+    names looked up: they moved within 5.x)."""
+    from transformers import GPT2Config
+    from transformers.masking_utils import create_causal_mask
+
+    config = GPT2Config(n_embd=x_t.shape[-1], n_head=1)
+    config._attn_implementation = "eager"
+    T = x_t.shape[1]
+    params = inspect.signature(create_causal_mask).parameters
+    kw = {"config": config, "attention_mask": None if mask is None else torch.from_numpy(mask).long()}
+    kw["inputs_embeds" if "inputs_embeds" in params else "input_embeds"] = x_t
+    for name in ("cache", "past_key_values"):
+        if name in params:
+            kw[name] = None
+    if "cache_position" in params:
+        kw["cache_position"] = torch.arange(T)
+    if "position_ids" in params:
+        kw["position_ids"] = torch.arange(T)[None]
+    out = create_causal_mask(**kw)
+    assert out is not None and out.ndim == 4  # eager attention needs the explicit mask
+    return out

@@ -1,0 +1,178 @@
+"""backend.py: choosing a backend, transfers, dtypes, and the kernels the Array API lacks (erf, scatter_add,
+seeded random numbers), each on numpy and strict, against PyTorch where it has the same function."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import array_api_strict
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import minidt
+from conftest import rel_error
+from layer_helpers import TORCH_TOL, is_strict, seeds
+from minidt import backend as backend_module
+from minidt.backend import (Backend, Generator, array_namespace, backend_of, dtype_name, erf, get_backend,
+                            scatter_add, set_backend, to_numpy)
+
+
+@pytest.fixture
+def fresh_default(monkeypatch):
+    """Forget the process default, so the test sees $MINIDT_BACKEND afresh and leaves no default behind."""
+    monkeypatch.setattr(backend_module, "_default", None)
+    monkeypatch.delenv("MINIDT_BACKEND", raising=False)
+
+
+def test_named_backends():
+    numpy, strict = get_backend("numpy"), get_backend("strict")
+    assert numpy.xp is np and numpy.device == "cpu"
+    assert strict.xp is array_api_strict and strict.device == array_api_strict.Device("device1")
+    assert strict.device != array_api_strict.Device("CPU_DEVICE")  # a non-default device: no accidental mixing
+    assert get_backend(strict) is strict and Backend("strict") == strict and hash(Backend("strict")) == hash(strict)
+
+
+def test_unknown_backend_lists_the_choices():
+    with pytest.raises(ValueError, match="backend: expected one of numpy, cupy, strict, got 'jax'"):
+        get_backend("jax")
+
+
+def test_process_default_from_environment_and_set_backend(fresh_default, monkeypatch):
+    monkeypatch.setenv("MINIDT_BACKEND", "strict")
+    assert get_backend().name == "strict"
+    assert minidt.set_backend("numpy") == get_backend("numpy") and get_backend().name == "numpy"
+    assert set_backend(get_backend("strict")).name == "strict" and get_backend(None).name == "strict"
+
+
+def test_default_is_numpy(fresh_default):
+    assert get_backend().name == "numpy"
+
+
+def test_cupy_without_cupy_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` now raises ImportError, CuPy installed or not
+    with pytest.raises(RuntimeError, match=r"backend 'cupy' needs CuPy: pip install 'minidt\[gpu\]'"):
+        get_backend("cupy")
+
+
+def test_dtypes():
+    for name in ("numpy", "strict"):
+        b = get_backend(name)
+        assert b.dtype("float32") == b.xp.float32 and b.dtype(b.xp.float64) == b.xp.float64
+        assert dtype_name(b.dtype("float32")) == "float32"
+    with pytest.raises(ValueError, match="dtype: expected one of float32, float64, got 'float16'"):
+        get_backend("numpy").dtype("float16")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_transfers_round_trip_and_keep_the_dtype(dtype):
+    x = np.random.default_rng(0).normal(size=(3, 4))
+    s = get_backend("strict").asarray(x, dtype)
+    assert is_strict(s) and s.device == array_api_strict.Device("device1") and dtype_name(s.dtype) == dtype
+    back = to_numpy(s)
+    assert isinstance(back, np.ndarray) and back.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(back, x.astype(dtype))
+    assert get_backend("strict").asarray(s) is s  # already there: no copy
+    n = get_backend("numpy").asarray(s, dtype)
+    assert isinstance(n, np.ndarray) and n.dtype == np.dtype(dtype)
+    assert backend_of(s).name == "strict" and backend_of(n).name == "numpy"
+    assert backend_of(np.float64(1.0)).name == "numpy"  # NumPy returns 0-d results as scalars
+    assert array_namespace(s) is array_api_strict and array_namespace(n) is np
+    with pytest.raises(TypeError, match="expected a NumPy, CuPy or array_api_strict array, got list"):
+        backend_of([1.0])
+
+
+def test_to_numpy_takes_torch_tensors_lists_and_scalars(torch):
+    np.testing.assert_array_equal(to_numpy(torch.arange(3.0)), [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(to_numpy([1, 2]), [1, 2])
+    assert to_numpy(2.5) == 2.5
+
+
+def test_strict_rejects_what_breaks_a_gpu_run():
+    """The point of the strict backend: host arrays, other devices and NumPy-only calls are errors there."""
+    s = get_backend("strict").asarray(np.ones(3), "float64")
+    with pytest.raises((TypeError, ValueError)):
+        s + np.ones(3)  # mixing with a host array
+    with pytest.raises(ValueError):
+        s + array_api_strict.ones(3, dtype=array_api_strict.float64)  # the default device
+    with pytest.raises((TypeError, ValueError, RuntimeError)):
+        np.asarray(s)  # implicit conversion to NumPy
+    assert not hasattr(array_api_strict, "einsum")  # only the standard's functions
+
+
+@given(st.lists(st.floats(-6, 6), min_size=1, max_size=20))
+def test_erf_matches_math_erf_on_both_backends(values):
+    x = np.array(values)
+    expected = np.array([math.erf(v) for v in values])
+    assert rel_error(erf(x), expected) <= 1e-15
+    s = erf(get_backend("strict").asarray(x))
+    assert is_strict(s) and s.device == array_api_strict.Device("device1")
+    np.testing.assert_array_equal(to_numpy(s), erf(x))
+
+
+@given(st.integers(**seeds), st.sampled_from([0.5, 3.0]))
+def test_erf_matches_torch(torch, seed, scale):
+    x = scale * np.random.default_rng(seed).normal(size=17)
+    assert rel_error(erf(x), torch.special.erf(torch.from_numpy(x)).numpy()) <= TORCH_TOL
+
+
+@pytest.mark.parametrize("backend", ["numpy", "strict"])
+def test_erf_keeps_float32(backend):
+    b = get_backend(backend)
+    assert dtype_name(erf(b.asarray(np.linspace(-2, 2, 5), "float32")).dtype) == "float32"
+
+
+@st.composite
+def scatters(draw):
+    V, C, N = draw(st.integers(1, 5)), draw(st.integers(1, 3)), draw(st.integers(0, 12))
+    idx = np.array(draw(st.lists(st.integers(0, V - 1), min_size=N, max_size=N)), dtype=np.int64)
+    return V, C, idx, draw(st.integers(**seeds))
+
+
+@given(scatters())
+def test_scatter_add_sums_repeated_indices_on_both_backends(case):
+    V, C, idx, seed = case
+    rng = np.random.default_rng(seed)
+    src, base = rng.normal(size=(len(idx), C)), rng.normal(size=(V, C))
+    expected = base.copy()
+    for i, j in enumerate(idx):  # the definition, one row at a time
+        expected[j] += src[i]
+    out = base.copy()
+    assert scatter_add(out, idx, src) is out  # in place
+    np.testing.assert_allclose(out, expected, rtol=1e-15, atol=1e-15)
+    b = get_backend("strict")
+    out_s = b.asarray(base)
+    assert scatter_add(out_s, b.asarray(idx), b.asarray(src)) is out_s and is_strict(out_s)
+    np.testing.assert_array_equal(to_numpy(out_s), out)
+
+
+@given(scatters())
+def test_scatter_add_matches_torch_index_add(torch, case):
+    V, C, idx, seed = case
+    rng = np.random.default_rng(seed)
+    src, base = rng.normal(size=(len(idx), C)), rng.normal(size=(V, C))
+    theirs = torch.from_numpy(base.copy()).index_add_(0, torch.from_numpy(idx), torch.from_numpy(src)).numpy()
+    assert rel_error(scatter_add(base.copy(), idx, src), theirs) <= TORCH_TOL
+
+
+def test_generator_is_seeded_and_the_same_on_every_backend():
+    a, b, s = Generator(3), Generator(3), Generator(3, "strict")
+    x, y, z = a.normal((4, 5), 0.5, "float64"), b.normal((4, 5), 0.5, "float64"), s.normal((4, 5), 0.5, "float64")
+    np.testing.assert_array_equal(x, y)
+    assert is_strict(z)
+    np.testing.assert_array_equal(to_numpy(z), x)
+    state = a.get_state()
+    u = a.uniform((100,), "float32")
+    a.set_state(state)
+    np.testing.assert_array_equal(a.uniform((100,), "float32"), u)
+    assert u.dtype == np.float32 and np.all((u >= 0) & (u < 1))
+    assert not np.array_equal(Generator(4).normal((4, 5), 0.5, "float64"), x)
+
+
+def test_generator_normal_has_the_asked_std():
+    """N = 10^6 draws: the sample std of N(0, s^2) is within 6 * s / sqrt(2N) of s with probability 1 - 2e-9."""
+    z = Generator(0).normal((1_000_000,), 0.02, "float64")
+    assert abs(np.std(z) - 0.02) <= 6 * 0.02 / np.sqrt(2e6) and abs(np.mean(z)) <= 6 * 0.02 / 1e3
+    assert np.all(Generator(0).normal((3,), 0.0, "float32") == 0)  # std 0: zeros (initializer_range = 0)

@@ -1,0 +1,136 @@
+"""layers/dropout.py: inverted dropout (survivors scaled by 1/(1-p)), mask kept for backward, seeded; the identity
+in eval mode and at p = 0."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from layer_helpers import STRICT_TOL, TORCH_TOL, assert_close, fd_check, is_strict, seeds, torch_grads
+from minidt.backend import Generator, dtype_name, get_backend
+from minidt.layers import Dropout
+from minidt.layers.dropout import dropout_forward
+
+shapes = st.lists(st.integers(1, 4), min_size=1, max_size=3)
+probabilities = st.sampled_from([0.1, 0.5, 0.9])
+
+
+def seeded(p: float, seed: int) -> tuple[Dropout, callable]:
+    """A Dropout and a `run(x)` that draws the same mask on every call (a fixed function for finite differences)."""
+    layer = Dropout(p, Generator(seed))
+    state = layer.gen.get_state()
+
+    def run(x):
+        layer.gen.set_state(state)
+        return layer(x)
+
+    return layer, run
+
+
+@given(shape=shapes, p=probabilities, seed=st.integers(**seeds))
+def test_backward_matches_finite_differences(shape, p, seed):
+    rng = np.random.default_rng(seed)
+    x, dout = rng.normal(size=shape), rng.normal(size=shape)
+    layer, run = seeded(p, seed)
+    assert fd_check(layer, lambda: run(x), dout, {"x": x}).keys() == {"x"}
+
+
+@given(shape=shapes, p=probabilities, seed=st.integers(**seeds))
+def test_forward_and_backward_follow_torch_semantics(torch, shape, p, seed):
+    """The two libraries draw different masks; what they share is the rule: a dropped entry is 0 and its
+    gradient 0, a kept one is x / (1-p) with gradient dout / (1-p). So each library's output and gradient, divided
+    by its own keep pattern, must give the same x * scale and dout * scale."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.5, 2.0, size=shape) * rng.choice([-1.0, 1.0], size=shape)  # nonzero: 0 marks a drop
+    dout = rng.normal(size=shape)
+    layer = Dropout(p, Generator(seed))
+    out = layer(x)
+    dx = layer.backward(dout)
+    keep = out != 0
+    assert np.array_equal(dx != 0, keep & (dout != 0))
+
+    torch.manual_seed(seed)
+    xt = torch.tensor(x, requires_grad=True)
+    out_t = torch.nn.functional.dropout(xt, p, training=True)
+    dx_t = torch_grads(torch, out_t, dout, {"x": xt})["x"]
+    keep_t = out_t.detach().numpy() != 0
+
+    def scaled(values, kept, x_or_dout):  # fill the dropped entries with what a kept one would be
+        return np.where(kept, values, 0.0) + np.where(kept, 0.0, x_or_dout / (1 - p))
+
+    assert_close({"out": scaled(out, keep, x), "x": scaled(dx, keep, dout)},
+                 {"out": scaled(out_t.detach().numpy(), keep_t, x), "x": scaled(dx_t, keep_t, dout)}, TORCH_TOL)
+    # and the scale is 1 / (1 - p), exactly as torch computes it
+    np.testing.assert_allclose(out[keep], x[keep] / (1 - p), rtol=1e-15)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_expected_value_is_preserved(p):
+    """E[dropout(x)] = x. Over N = 200_000 draws per entry the sample mean of out / x has standard deviation
+    s = sqrt(p / ((1-p) N)) (0.0007 .. 0.0067); the tolerance 6 s fails by chance with probability 2e-9 for any
+    seed, and catches the classic bugs: no rescaling (mean 1-p), scaling by 1-p (mean (1-p)^2), keeping with
+    probability p (mean p / (1-p))."""
+    N = 200_000
+    x = np.array([-2.0, 0.5, 3.0])
+    out, mask = dropout_forward(np.tile(x, (N, 1)), p, Generator(0))
+    s = np.sqrt(p / ((1 - p) * N))
+    np.testing.assert_array_less(np.abs(np.mean(out, axis=0) / x - 1.0), 6 * s)
+    kept = np.mean(mask != 0)  # the fraction kept is 1 - p, within 6 binomial standard deviations
+    assert abs(kept - (1 - p)) <= 6 * np.sqrt(p * (1 - p) / (3 * N))
+    assert set(np.unique(mask)) == {0.0, 1.0 / (1 - p)}
+
+
+def test_identity_in_eval_mode_and_at_p_zero():
+    x = np.random.default_rng(0).normal(size=(3, 4))
+    dout = np.ones((3, 4))
+    layer = Dropout(0.5, Generator(0))
+    layer(x)
+    layer.eval()
+    assert layer.cache is None  # eval() drops the training mask
+    assert layer(x) is x and layer.cache is None  # eval mode keeps no mask
+    assert layer.backward(dout) is dout  # the identity's backward is the identity
+    off = Dropout(0.0, Generator(0))
+    assert off(x) is x and off.backward(dout) is dout
+    out, mask = dropout_forward(x, 0.0, Generator(0))
+    assert out is x and mask is None
+
+
+def test_mask_is_kept_for_backward_and_seeded():
+    x = np.random.default_rng(0).normal(size=(50,))
+    a, b = Dropout(0.5, Generator(7)), Dropout(0.5, Generator(7))
+    out_a, out_b = a(x), b(x)
+    np.testing.assert_array_equal(out_a, out_b)  # same seed, same mask
+    assert not np.array_equal(a(x), out_a)  # the next call draws a new mask...
+    np.testing.assert_array_equal(b.backward(np.ones(50)) != 0, out_b != 0)  # ...backward uses the forward's
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_strict_backend_equals_numpy_and_float32_stays_float32(dtype):
+    """One seed gives the same mask on both backends (draws happen on the host)."""
+    rng = np.random.default_rng(0)
+    x, dout = rng.normal(size=(2, 3, 4)).astype(dtype), rng.normal(size=(2, 3, 4)).astype(dtype)
+    b = get_backend("strict")
+    layer, twin = Dropout(0.3, Generator(5)), Dropout(0.3, Generator(5, "strict"))
+    out, dx = layer(x), layer.backward(dout)
+    out_s = twin(b.asarray(x))
+    dx_s = twin.backward(b.asarray(dout))
+    assert is_strict(out_s) and is_strict(dx_s)
+    assert out.dtype == dx.dtype == np.dtype(dtype) and dtype_name(out_s.dtype) == dtype_name(dx_s.dtype) == dtype
+    assert_close({"out": out_s, "x": dx_s}, {"out": out, "x": dx}, STRICT_TOL if dtype == "float64" else 1e-6)
+
+
+def test_bad_dout_names_argument_expected_and_received():
+    layer = Dropout(0.5, Generator(0))
+    for dout, match in [(np.ones((1, 3), np.float32), r"dout: expected shape \(2, 3\), got \(1, 3\)"),
+                        (np.ones((2, 3)), "dout: expected dtype float32, got float64")]:
+        layer(np.ones((2, 3), np.float32))
+        with pytest.raises(ValueError, match=match):
+            layer.backward(dout)
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5])
+def test_bad_probability_names_argument_expected_and_received(p):
+    with pytest.raises(ValueError, match=rf"p: expected a dropout probability in \[0, 1\), got {p}"):
+        Dropout(p)

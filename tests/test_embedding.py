@@ -1,0 +1,127 @@
+"""layers/embedding.py: a table lookup forward; a scatter-add backward that sums the gradients of repeated ids."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import rel_error
+from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_close, fd_check, is_strict, randomize, seeds,
+                           strict_twin, torch_grads)
+from minidt.backend import dtype_name, get_backend
+from minidt.layers import Embedding
+
+
+@st.composite
+def lookups(draw):
+    """(V, C, ids): ids of 0..2 dimensions, repeats likely (V is small)."""
+    V, C = draw(st.integers(1, 6)), draw(st.integers(1, 4))
+    shape = tuple(draw(st.lists(st.integers(1, 4), min_size=0, max_size=2)))
+    ids = np.array(draw(st.lists(st.integers(0, V - 1), min_size=int(np.prod(shape)),
+                                 max_size=int(np.prod(shape))))).reshape(shape)
+    return V, C, ids
+
+
+def make(V: int, C: int, seed: int, dtype: str = "float64") -> Embedding:
+    return randomize(Embedding(V, C, dtype=dtype), np.random.default_rng(seed))
+
+
+@given(lookups(), st.integers(**seeds))
+def test_backward_matches_finite_differences(lookup, seed):
+    V, C, ids = lookup
+    emb = make(V, C, seed)
+    dout = np.random.default_rng(seed).normal(size=(*ids.shape, C))
+    assert fd_check(emb, lambda: emb(ids), dout).keys() == {"weight"}
+
+
+@given(lookups(), st.integers(**seeds))
+def test_forward_and_backward_match_torch(torch, lookup, seed):
+    V, C, ids = lookup
+    emb = make(V, C, seed)
+    dout = np.random.default_rng(seed).normal(size=(*ids.shape, C))
+    out = emb(ids)
+    assert emb.backward(dout) is None  # integer ids have no gradient
+    w = torch.tensor(emb.weight.data, requires_grad=True)
+    out_t = torch.nn.functional.embedding(torch.from_numpy(ids), w)
+    theirs = torch_grads(torch, out_t, dout, {"weight": w})
+    assert_close({"out": out, "weight": emb.weight.grad}, {"out": out_t.detach().numpy(), **theirs}, TORCH_TOL)
+
+
+def test_repeated_ids_sum_and_unused_rows_get_zero():
+    emb = make(5, 2, 0)
+    ids = np.array([[3, 1, 3], [3, 0, 1]])
+    dout = np.arange(12.0).reshape(2, 3, 2)
+    emb(ids)
+    emb.backward(dout)
+    expected = np.zeros((5, 2))
+    expected[3] = dout[0, 0] + dout[0, 2] + dout[1, 0]
+    expected[1] = dout[0, 1] + dout[1, 2]
+    expected[0] = dout[1, 1]
+    np.testing.assert_array_equal(emb.weight.grad, expected)  # row 2 and 4 never looked up: zero
+
+
+def test_gradients_accumulate_across_two_backward_calls():
+    emb = make(4, 3, 0)
+    ids = np.array([[0, 2, 2, 1]])
+    dout = np.random.default_rng(0).normal(size=(1, 4, 3))
+    emb(ids)
+    emb.backward(dout)
+    once = emb.weight.grad.copy()
+    emb(ids)
+    emb.backward(dout)
+    assert rel_error(emb.weight.grad, 2 * once) <= 1e-15
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_strict_backend_equals_numpy(dtype):
+    emb = make(6, 3, 0, dtype)
+    twin = strict_twin(emb, lambda backend: Embedding(6, 3, backend=backend, dtype=dtype))
+    b = get_backend("strict")
+    ids = np.array([[5, 0, 5], [2, 2, 2]])
+    dout = np.random.default_rng(1).normal(size=(2, 3, 3)).astype(dtype)
+    out = emb(ids)
+    emb.backward(dout)
+    out_s = twin(b.asarray(ids))
+    twin.backward(b.asarray(dout))
+    assert is_strict(out_s) and is_strict(twin.weight.grad)
+    assert dtype_name(out_s.dtype) == dtype_name(twin.weight.grad.dtype) == dtype
+    assert_close({"out": out_s, "weight": twin.weight.grad}, {"out": out, "weight": emb.weight.grad},
+                 STRICT_TOL if dtype == "float64" else 1e-6)
+
+
+def test_float32_stays_float32():
+    emb = Embedding(5, 3)
+    out = emb(np.array([1, 1, 4]))
+    emb.backward(np.ones((3, 3), np.float32))
+    assert out.dtype == emb.weight.grad.dtype == np.float32
+
+
+def test_bad_input_names_argument_expected_and_received():
+    emb = Embedding(5, 3)
+    with pytest.raises(ValueError, match="ids: expected an integer array, got dtype float64"):
+        emb(np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"ids: expected values in \[0, 4\], got values in \[1, 5\]"):
+        emb(np.array([1, 5]))
+    with pytest.raises(ValueError, match=r"ids: expected values in \[0, 4\], got values in \[-1, 2\]"):
+        emb(np.array([-1, 2]))  # a negative index must not wrap around to the last row
+
+
+def test_bad_dout_names_argument_expected_and_received():
+    emb = Embedding(5, 3)
+    for dout, match in [(np.ones((2, 3, 2), np.float32), r"dout: expected shape \(\.\.\., 3\), got \(2, 3, 2\)"),
+                        (np.ones((1, 3, 3), np.float32), r"dout: expected shape \(\.\.\., 3\) with one row per id "
+                                                         r"\(6 ids\), got \(1, 3, 3\)"),
+                        (np.ones((2, 3, 3)), "dout: expected dtype float32, got float64")]:
+        emb(np.zeros((2, 3), np.int64))
+        with pytest.raises(ValueError, match=match):
+            emb.backward(dout)
+
+
+def test_eval_keeps_no_cache_and_backward_explains():
+    emb = Embedding(5, 3).eval()
+    emb(np.array([1, 2]))
+    assert emb.cache is None
+    with pytest.raises(RuntimeError, match="no forward pass to differentiate"):
+        emb.backward(np.ones((2, 3), np.float32))

@@ -1,0 +1,160 @@
+"""layers/linear.py: Conv1D (weight (in, out), x @ W + b) and Linear (weight (out, in), x @ W.T + b)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import rel_error
+from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_close, copy_to_torch, fd_check, is_strict, param_grads,
+                           randomize, seeds, strict_twin, torch_grads)
+from minidt.backend import get_backend
+from minidt.layers import Conv1D, Linear
+
+LAYERS = {"conv1d": Conv1D, "linear": Linear}
+
+lead_dims = st.lists(st.integers(1, 3), min_size=0, max_size=2)  # 0..2 leading dimensions, flattened inside
+
+
+def make(kind: str, I: int, O: int, seed: int, dtype: str = "float64", scale: float = 0.5):
+    return randomize(LAYERS[kind](I, O, dtype=dtype), np.random.default_rng(seed), scale)
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+@given(lead=lead_dims, I=st.integers(1, 5), O=st.integers(1, 5), seed=st.integers(**seeds),
+       scale=st.sampled_from([0.1, 1.0, 10.0]))
+def test_backward_matches_finite_differences(kind, lead, I, O, seed, scale):
+    rng = np.random.default_rng(seed + 1)
+    layer = make(kind, I, O, seed, scale=scale)
+    x = scale * rng.normal(size=(*lead, I))
+    dout = rng.normal(size=(*lead, O))
+    errors = fd_check(layer, lambda: layer(x), dout, {"x": x})
+    assert set(errors) == {"x", "weight", "bias"}
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+@given(lead=lead_dims, I=st.integers(1, 6), O=st.integers(1, 6), seed=st.integers(**seeds))
+def test_forward_and_backward_match_torch(torch, kind, lead, I, O, seed):
+    """Conv1D against transformers' own Conv1D; Linear against torch.nn.functional.linear."""
+    from transformers.pytorch_utils import Conv1D as RefConv1D
+
+    rng = np.random.default_rng(seed)
+    layer = make(kind, I, O, seed)
+    x = rng.normal(size=(*lead, I))
+    dout = rng.normal(size=(*lead, O))
+    out = layer(x)
+    dx = layer.backward(dout)
+
+    xt = torch.tensor(x, requires_grad=True)
+    if kind == "conv1d":
+        ref = RefConv1D(O, I)  # transformers' argument order: (nf = out features, nx = in features)
+        copy_to_torch(torch, layer, ref)
+        out_t = ref(xt)
+        tensors = dict(ref.named_parameters())
+    else:
+        tensors = {"weight": torch.tensor(layer.weight.data, requires_grad=True),
+                   "bias": torch.tensor(layer.bias.data, requires_grad=True)}
+        out_t = torch.nn.functional.linear(xt, tensors["weight"], tensors["bias"])
+    theirs = torch_grads(torch, out_t, dout, {"x": xt, **tensors})
+    assert_close({"out": out, "x": dx, **param_grads(layer)}, {"out": out_t.detach().numpy(), **theirs}, TORCH_TOL)
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+def test_layouts_are_the_references(kind):
+    """Conv1D holds (in, out) and computes x @ W; Linear holds (out, in) and computes x @ W.T."""
+    layer = make(kind, 3, 2, 0)
+    assert layer.weight.shape == ((3, 2) if kind == "conv1d" else (2, 3))
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    W = layer.weight.data if kind == "conv1d" else layer.weight.data.T
+    np.testing.assert_allclose(layer(x), x @ W + layer.bias.data, rtol=1e-14)
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+def test_gradients_accumulate_across_two_backward_calls(kind):
+    rng = np.random.default_rng(0)
+    layer = make(kind, 4, 3, 0)
+    x, dout = rng.normal(size=(2, 5, 4)), rng.normal(size=(2, 5, 3))
+    layer(x)
+    layer.backward(dout)
+    once = {n: g.copy() for n, g in param_grads(layer).items()}
+    layer(x)
+    layer.backward(dout)
+    for n, g in param_grads(layer).items():
+        assert rel_error(g, 2 * once[n]) <= 1e-15, n
+    layer.zero_grad()
+    assert all(p.grad is None for p in layer.parameters())
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_strict_backend_equals_numpy(kind, dtype):
+    rng = np.random.default_rng(0)
+    layer = make(kind, 4, 3, 0, dtype)
+    twin = strict_twin(layer, lambda backend: LAYERS[kind](4, 3, backend=backend, dtype=dtype))
+    b = get_backend("strict")
+    x, dout = rng.normal(size=(2, 5, 4)).astype(dtype), rng.normal(size=(2, 5, 3)).astype(dtype)
+    out, dx = layer(x), layer.backward(dout)
+    out_s = twin(b.asarray(x))
+    dx_s = twin.backward(b.asarray(dout))
+    assert is_strict(out_s) and is_strict(dx_s) and all(is_strict(p.grad) for p in twin.parameters())
+    tol = STRICT_TOL if dtype == "float64" else 1e-6
+    assert_close({"out": out_s, "x": dx_s, **param_grads(twin)}, {"out": out, "x": dx, **param_grads(layer)}, tol)
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+def test_float32_stays_float32(kind):
+    rng = np.random.default_rng(0)
+    layer = LAYERS[kind](4, 3)  # float32 is the default
+    out = layer(rng.normal(size=(2, 4)).astype(np.float32))
+    dx = layer.backward(rng.normal(size=(2, 3)).astype(np.float32))
+    assert out.dtype == dx.dtype == np.float32
+    assert all(p.data.dtype == p.grad.dtype == np.float32 for p in layer.parameters())
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+def test_bad_input_names_argument_expected_and_received(kind):
+    layer = LAYERS[kind](4, 3, dtype="float64")
+    with pytest.raises(ValueError, match=r"x: expected shape \(\.\.\., 4\), got \(2, 5\)"):
+        layer(np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="x: expected dtype float64, got float32"):
+        layer(np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"x: expected shape \(\.\.\., 4\), got \(\)"):
+        layer(np.float64(1.0) * np.ones(()))
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+def test_bad_dout_names_argument_expected_and_received(kind):
+    """A transposed or broadcast dout would otherwise give silently wrong gradients; a float64 dout would make a
+    float32 layer's gradients float64."""
+    layer = LAYERS[kind](4, 3)
+    for dout, match in [(np.ones((5, 2, 3), np.float32), r"dout: expected shape \(2, 5, 3\), got \(5, 2, 3\)"),
+                        (np.ones((1, 5, 3), np.float32), r"dout: expected shape \(2, 5, 3\), got \(1, 5, 3\)"),
+                        (np.ones((2, 5, 3)), "dout: expected dtype float32, got float64")]:
+        layer(np.ones((2, 5, 4), np.float32))
+        with pytest.raises(ValueError, match=match):
+            layer.backward(dout)
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+def test_eval_keeps_no_cache_and_backward_explains(kind):
+    layer = LAYERS[kind](4, 3, dtype="float64")
+    layer(np.ones((2, 4)))
+    layer.eval()
+    assert layer.cache is None  # eval() drops the training cache too
+    layer(np.ones((2, 4)))
+    assert layer.cache is None
+    with pytest.raises(RuntimeError, match=r"no forward pass to differentiate.*module.train\(\)"):
+        layer.backward(np.ones((2, 3)))
+    layer.train()
+    layer(np.ones((2, 4)))
+    layer.backward(np.ones((2, 3)))
+    with pytest.raises(RuntimeError, match="no forward pass"):  # one forward serves one backward
+        layer.backward(np.ones((2, 3)))
+
+
+def test_init_scheme():
+    layer = Conv1D(200, 300, std=0.02, dtype="float64")
+    assert np.std(layer.weight.data) == pytest.approx(0.02, rel=0.02) and np.all(layer.bias.data == 0)
+    assert Linear(3, 2).weight.data.dtype == np.float32
