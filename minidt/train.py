@@ -160,11 +160,15 @@ def build_model(s: TrainSettings, state_dim: int, act_dim: int, max_ep_len: int)
     return DecisionTransformerModel(config, dtype=s.dtype, backend=s.backend, seed=s.seed)
 
 
-def evaluation_targets(lo: float, hi: float, n: int = 5) -> list[float]:
-    """n targets evenly spanning the dataset's episode returns [lo, hi], and one beyond its best by a quarter of
-    the range: the paper's question is whether achieved return follows the target, and what happens past the
-    data."""
-    return [float(x) for x in np.linspace(lo, hi, n)] + [hi + 0.25 * (hi - lo)]
+def evaluation_targets(returns: Any, n: int = 5) -> list[float]:
+    """Target returns for a dataset with these episode returns: n evenly spanning [min, max]; the mean of its
+    best 10% of episodes (its expert-level return: the best episode alone is often an outlier, e.g. a Pendulum
+    episode that starts upright); and one beyond the best by a quarter of the range. The paper's questions:
+    does the achieved return follow the target, how high can it go, and what happens past the data?"""
+    returns = np.sort(np.asarray(returns, np.float64))
+    lo, hi = float(returns[0]), float(returns[-1])
+    top = float(np.mean(returns[-max(1, len(returns) // 10):]))
+    return sorted({*(float(x) for x in np.linspace(lo, hi, n)), top}) + [hi + 0.25 * (hi - lo)]
 
 
 def spearman(x: list[float], y: list[float]) -> float:
@@ -221,7 +225,8 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
         atomic_write_text(run_dir / "run.json", json.dumps(
             {"settings": asdict(s), "env": s.env, "dataset": data.name, "preprocess": pre.to_dict(),
              "dataset_returns": {"min": float(np.min(data.returns)), "max": float(np.max(data.returns)),
-                                 "mean": float(np.mean(data.returns)), "episodes": len(data.returns)}}, indent=1))
+                                 "mean": float(np.mean(data.returns)), "episodes": len(data.returns),
+                                 "all": [float(r) for r in data.returns]}}, indent=1))
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     model.train()
     evaluations_during = []
@@ -298,8 +303,7 @@ def restore(run_dir: Path, model: DecisionTransformerModel, opt: AdamW, sched: L
 
 def run_evaluation(model: DecisionTransformerModel, s: TrainSettings, pre: Preprocess, data: Any, episodes: int,
                    progress: bool) -> list[dict]:
-    lo, hi = float(np.min(data.returns)), float(np.max(data.returns))
-    return evaluate_targets(model, s.env, evaluation_targets(lo, hi), episodes, pre, s.K, progress=progress)
+    return evaluate_targets(model, s.env, evaluation_targets(data.returns), episodes, pre, s.K, progress=progress)
 
 
 def evaluate_targets(model: DecisionTransformerModel, env: str, targets: list[float], episodes: int,
@@ -332,7 +336,7 @@ def evaluate_run(run_dir: "str | os.PathLike", env: str | None = None, targets: 
     pre = Preprocess.from_dict(run["preprocess"])
     pre.action_low, pre.action_high = spec["action_low"], spec["action_high"]
     if targets is None:
-        targets = evaluation_targets(run["dataset_returns"]["min"], run["dataset_returns"]["max"])
+        targets = evaluation_targets(run["dataset_returns"]["all"])
     return evaluate_targets(model, env, targets, episodes, pre, run["settings"]["K"], seed, progress)
 
 

@@ -199,8 +199,9 @@ def test_evaluate_rejects_a_checkpoint_of_another_environment(cache, tmp_path, c
 
 
 def test_evaluation_targets_span_the_data_and_beyond():
-    t = evaluation_targets(-1000.0, -200.0)
-    assert len(t) == 6 and t[0] == -1000.0 and t[4] == -200.0 and t[5] == -0.0
+    returns = np.array([-1000.0] + [-600.0] * 8 + [-250.0] * 10 + [-200.0])  # 20 episodes: the best 2 average -225
+    t = evaluation_targets(returns)
+    assert t == [-1000.0, -800.0, -600.0, -400.0, -225.0, -200.0, 0.0]
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 2, 3], [5, 5, 5]) == 0.0
