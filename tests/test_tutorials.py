@@ -1,0 +1,55 @@
+"""The tutorials are executed, not just read: each runs as a plain script in smoke mode (tiny sizes), must exit 0
+(a tutorial asserts its own gradient checks, so a rotted derivation fails here) and must write its figures; each
+must also parse as a jupytext notebook with markdown cells."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import require
+
+ROOT = Path(__file__).resolve().parent.parent
+TUTORIALS = sorted(ROOT.glob("tutorials/[0-9][0-9]_*.py"))
+TIMEOUT = 120  # seconds per tutorial in smoke mode (each should take well under 60)
+
+
+def _id(path: Path) -> str:
+    return path.stem
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=_id)
+def test_tutorial_runs_in_smoke_mode(path: Path, tmp_path: Path) -> None:
+    env = dict(os.environ, MINIDT_SMOKE="1", MINIDT_FIGURES=str(tmp_path), MPLBACKEND="Agg")
+    try:
+        proc = subprocess.run([sys.executable, str(path)], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{path.name} took more than {TIMEOUT} s in smoke mode:\n{(e.stdout or '')[-2000:]}")
+    assert proc.returncode == 0, (f"{path.name} exited with {proc.returncode}\n--- stdout (tail)\n"
+                                  f"{proc.stdout[-3000:]}\n--- stderr (tail)\n{proc.stderr[-3000:]}")
+    pngs = sorted(p.name for p in tmp_path.rglob("*.png"))
+    assert pngs, f"{path.name} wrote no PNG figure into MINIDT_FIGURES={tmp_path}"
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=_id)
+def test_tutorial_is_a_jupytext_notebook(path: Path) -> None:
+    jupytext = require("jupytext")  # a test dependency: fails instead of skipping under CI=true
+    notebook = jupytext.read(path)
+    kinds = [cell.cell_type for cell in notebook.cells]
+    assert "markdown" in kinds, f"{path.name}: no markdown cell (expected '# %% [markdown]' cells with the prose)"
+    assert "code" in kinds, f"{path.name}: no code cell"
+    assert kinds[0] == "markdown", f"{path.name}: expected the first cell to be the markdown title, got {kinds[0]}"
+
+
+def test_there_are_at_least_ten_tutorials() -> None:
+    assert len(TUTORIALS) >= 10, f"expected >= 10 tutorials in tutorials/, got {[p.name for p in TUTORIALS]}"
+
+
+def test_readme_lists_every_tutorial() -> None:
+    readme = (ROOT / "tutorials" / "README.md").read_text()
+    missing = [p.name for p in TUTORIALS if p.name not in readme]
+    assert not missing, f"tutorials/README.md does not list {missing}"

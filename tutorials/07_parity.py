@@ -1,0 +1,281 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · Parity: the whole model against transformers, every output and every gradient
+#
+# Each layer's backward pass was checked by finite differences. That proves each piece is the derivative of
+# *our* forward pass; it does not prove our forward pass is the Decision Transformer. For that we need an
+# independent implementation: Hugging Face transformers' `DecisionTransformerModel`, with PyTorch's autograd
+# computing its gradients. If the two agree to float64 round-off on every output and every parameter gradient,
+# then the token layout, the embeddings, the quirks (position ids all zero, `embed_ln` with eps $10^{-5}$, the
+# predictions read at the state and action tokens) and all the hand-written backward passes are right together.
+#
+# The plan, llm.c's `test_gpt2.c` in Python:
+#
+# 1. build the reference and copy its weights into minidt (`load_state_dict` with the reference's own names);
+# 2. run both forward on the same left-padded batch, compare every output at the real positions;
+# 3. backward from the same upstream gradient, compare every parameter gradient;
+# 4. print the table `minidt parity` prints;
+# 5. save a checkpoint with one library and load it with the other.
+#
+# Needs torch and transformers (`pip install -e ".[test]"`); without them the minidt-only parts still run.
+
+# %%
+import os
+import tempfile
+
+import numpy as np
+
+import minidt
+from minidt import DecisionTransformerConfig, DecisionTransformerModel
+from minidt.backend import to_numpy
+from minidt.parity import format_table, make_inputs, rel_error
+
+SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
+
+try:
+    import torch
+    import transformers
+
+    HAVE_REFERENCE = True
+    torch.set_default_dtype(torch.float64)
+    transformers.logging.set_verbosity_error()  # its vocabulary (bos/eos) warning is about text models
+    transformers.logging.disable_progress_bar()
+except ImportError:
+    HAVE_REFERENCE = False
+    print("torch / transformers not installed: skipping every comparison with the reference; "
+          "running the minidt-only parts (pip install -e '.[test]' for the rest)")
+
+# %% [markdown]
+# ## A configuration both libraries read
+#
+# minidt's `DecisionTransformerConfig` takes the reference's field names, so one dict configures both. Dropout is
+# off: the two libraries cannot draw the same dropout masks, and parity is about the deterministic math.
+# `activation_function="gelu_new"` exercises the tanh GELU; `n_head > 1` exercises the head split.
+
+# %%
+fields = dict(state_dim=3, act_dim=2, hidden_size=32 if SMOKE else 128, n_layer=2 if SMOKE else 3,
+              n_head=2 if SMOKE else 4, n_inner=None, activation_function="gelu_new", max_ep_len=64 if SMOKE else 1000,
+              resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, action_tanh=True)
+B, T = (3, 6) if SMOKE else (8, 20)
+config = DecisionTransformerConfig(**fields)
+print(config)
+
+# %% [markdown]
+# ## Step 1: identical weights
+#
+# We let transformers initialize its model, then copy its `state_dict` into minidt. The names are the same
+# (`encoder.h.0.attn.c_attn.weight`, ...), and so are the layouts: GPT-2's Conv1D stores weights as (in, out) and
+# computes $xW + b$, the embedding and prediction heads are `nn.Linear` with (out, in). The reference ties nothing
+# and has no buffers we need (GPT-2's legacy `attn.bias` causal-mask buffers, when present, are skipped).
+#
+# Before copying we perturb every LayerNorm: at initialization its weight is 1 and its bias 0, and then
+# $\mathrm{LN}(\mathrm{LN}(x)) = \mathrm{LN}(x)$, so a hidden state taken on the wrong side of the final `ln_f`
+# would still agree. Random gains and biases make such a mistake visible.
+
+# %%
+if HAVE_REFERENCE:
+    ref_config = transformers.DecisionTransformerConfig(**fields)
+    ref_config._attn_implementation = "eager"  # the plain softmax(QK^T)V path: what minidt writes out
+    torch.manual_seed(0)
+    ref = transformers.DecisionTransformerModel(ref_config).to(torch.float64)
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if "ln" in name.split(".")[-2]:  # embed_ln, ln_1, ln_2, ln_f
+                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(p))
+    state = ref.state_dict()
+    model = DecisionTransformerModel(config, dtype="float64").load_state_dict(state)
+    for name in ("embed_timestep.weight", "encoder.h.0.attn.c_attn.weight", "encoder.h.0.mlp.c_fc.weight",
+                 "predict_action.0.weight"):
+        print(f"{name:35s} transformers {tuple(state[name].shape)}  minidt {dict(model.named_parameters())[name].shape}")
+    assert [n for n, _ in model.named_parameters()] == [n for n, _ in ref.named_parameters()]
+else:
+    model = DecisionTransformerModel(config, dtype="float64", seed=0)
+print(sum(int(np.prod(p.shape)) for p in model.parameters()), "parameters")
+
+# %% [markdown]
+# ## Step 2: forward, compared where it is defined
+#
+# The batch is left-padded, as the trainer's segment sampler makes it: row $b$ has some padded timesteps first
+# (`attention_mask` 0), then real ones. Padding is *key* masking: a real token never attends to a padded one.
+# But a padded token is still a query. In a left-padded row, every key a padded query may see (the causal mask
+# lets it see only earlier tokens) is padding too, so its softmax has no legitimate key at all. What comes out is
+# an accident of how the masks are added. transformers 5.x folds causality and padding into one additive mask
+# holding the dtype's most negative number; in such a row every score, future keys included, becomes that same
+# number, and the softmax is uniform over the *whole* row. minidt keeps future keys at $-\infty$ and averages over
+# the visible (padded) keys. Both are finite, neither means anything, and other transformers versions (or its
+# SDPA path) do something else again. No real output depends on these rows, and the masked loss ignores them. So
+# we compare outputs at real positions only, and we check the two properties that make that legitimate:
+#
+# - padded rows are finite (a NaN there would poison the backward pass: $\mathrm{NaN} \times 0 = \mathrm{NaN}$);
+# - changing what sits at padded positions does not change any real output.
+
+# %%
+inputs = make_inputs(config, B, T, seed=0)  # float64, each row left-padded by 0 .. T-1 steps, timesteps random
+real = inputs["attention_mask"] > 0  # B,T
+print("attention_mask:\n", inputs["attention_mask"].astype(int))
+
+model.train()  # train mode keeps the caches backward needs (dropout is 0, so outputs equal eval mode's)
+out = model(**inputs, output_hidden_states=True, output_attentions=True)
+assert all(np.isfinite(to_numpy(x)).all() for x in out.to_tuple()), "NaN or inf at a padded position"
+
+scrambled = dict(inputs)
+rng = np.random.default_rng(1)
+for key in ("states", "actions", "returns_to_go"):
+    scrambled[key] = np.where(real[..., None], inputs[key], rng.normal(size=inputs[key].shape) * 100)
+out_scrambled = DecisionTransformerModel(config, dtype="float64").load_state_dict(model.state_dict()).eval()(
+    **scrambled)
+err = np.max(np.abs(to_numpy(out_scrambled.action_preds)[real] - to_numpy(out.action_preds)[real]))
+print(f"real action_preds after scrambling the padding: max change {err:.1e}")
+assert err < 1e-12, err
+
+# %%
+if HAVE_REFERENCE:
+    t_inputs = {k: torch.tensor(v, dtype=torch.long if k == "timesteps" else torch.float64)
+                for k, v in inputs.items()}
+    ref.train()
+    ref_out = ref(**t_inputs, output_hidden_states=True, output_attentions=True, return_dict=True)
+    real3 = np.repeat(real, 3, axis=1)  # B,3T: three tokens (R, s, a) per timestep
+    pairs = [(name, getattr(out, name), getattr(ref_out, name), real)
+             for name in ("state_preds", "action_preds", "return_preds")]
+    pairs += [(f"hidden_states[{i}]", a, b, real3) for i, (a, b) in enumerate(zip(out.hidden_states,
+                                                                                  ref_out.hidden_states))]
+    pairs += [(f"attentions[{i}]", a, b, np.broadcast_to(real3[:, None, :], tuple(b.shape[:3])))
+              for i, (a, b) in enumerate(zip(out.attentions, ref_out.attentions))]
+    for name, ours, theirs, keep in pairs:
+        theirs = theirs.detach().numpy()
+        _, rel = rel_error(to_numpy(ours)[keep], theirs[keep])
+        _, rel_pad = rel_error(to_numpy(ours)[~keep], theirs[~keep])
+        print(f"{name:18s} real positions rel err {rel:.1e}   padded positions {rel_pad:.1e} (not compared)")
+        assert rel < 1e-9, (name, rel)
+
+    b = int(np.argmin(inputs["attention_mask"].sum(axis=1)))  # the most padded row
+    np.set_printoptions(precision=3, suppress=True, linewidth=120)
+    print(f"attention of the first query (a padded token) in row {b}, layer 0, head 0, over all {3 * T} keys:")
+    print("  transformers", ref_out.attentions[0][b, 0, 0].detach().numpy())
+    print("  minidt      ", to_numpy(out.attentions[0])[b, 0, 0])
+
+# %% [markdown]
+# ## Step 3: backward, from the same upstream gradient
+#
+# There is no autograd in minidt: `model.backward(action_preds=g, ...)` takes $\partial L/\partial(\text{prediction})$
+# and accumulates $\partial L/\partial\theta$ into each `Parameter.grad`. To give PyTorch the same upstream
+# gradient we use llm.c's "fake loss": $L = \sum g \odot \hat{y}$ has $\partial L / \partial \hat{y} = g$ exactly.
+#
+# $g$ is random at real positions and **zero at padded ones**: that is what the masked MSE produces, and it keeps
+# the meaningless padded rows out of the gradients (a nonzero $g$ there would push gradient through rows that
+# differ between implementations). All three heads get a gradient, so every parameter has one.
+
+# %%
+grads = {name: rng.normal(size=getattr(out, name).shape) * real[..., None]
+         for name in ("state_preds", "action_preds", "return_preds")}
+model.zero_grad()
+model.backward(**grads)
+
+if HAVE_REFERENCE:
+    fake_loss = sum((getattr(ref_out, k) * torch.tensor(g)).sum() for k, g in grads.items())
+    fake_loss.backward()
+    # A parameter the loss does not reach has grad None in both libraries: GPT-2's word embedding `wte`
+    # (the Decision Transformer feeds `inputs_embeds`, never token ids). Compare it as zeros.
+    unused = [name for name, p in ref.named_parameters() if p.grad is None]
+    print("no gradient in transformers:", unused, " in minidt:",
+          [name for name, p in model.named_parameters() if p.grad is None])
+    ref_grads = {name: np.zeros(tuple(p.shape)) if p.grad is None else p.grad.numpy()
+                 for name, p in ref.named_parameters()}
+    worst = max((rel_error(np.zeros(p.shape) if p.grad is None else to_numpy(p.grad), ref_grads[name])[1], name)
+                for name, p in model.named_parameters())
+    print(f"worst relative gradient error: {worst[0]:.1e} ({worst[1]})")
+    assert worst[0] < 1e-8, worst
+
+# %% [markdown]
+# ## Step 4: the `minidt parity` table
+#
+# `minidt.parity.run` does steps 1 to 3 for any configuration (here the one above) and returns one row per output
+# and per gradient; `format_table` prints them. Its tolerances, relative to the reference's largest entry:
+# float64 outputs $10^{-9}$ and gradients $10^{-8}$ (round-off, nothing else), and for minidt in float32 against
+# the float64 reference $10^{-4}$ and $2 \times 10^{-3}$ (float32 has 24 bits, about $6 \times 10^{-8}$ per
+# operation, accumulated over a few thousand-term sums). The same command-line tool: `minidt parity --dtype float64`.
+
+# %%
+if HAVE_REFERENCE:
+    from minidt import parity
+
+    tables = {}
+    for dtype in ("float64", "float32"):
+        rows = tables[dtype] = parity.run(config, dtype=dtype, batch=B, steps=T, seed=0)
+        table = format_table(rows)
+        print(f"--- minidt {dtype} against the float64 reference ---")
+        print(table if not SMOKE else "\n".join(table.splitlines()[:8] + ["..."] + table.splitlines()[-3:]))
+        assert all(r.ok for r in rows), [r.name for r in rows if not r.ok]
+
+# %% [markdown]
+# The same numbers as a picture: each row's relative error, with the tolerances as vertical lines. float64 sits at
+# $10^{-16}$, the unit round-off: there is no error left to find. float32 sits near $10^{-7}$, float32's own.
+# (An exact zero, the unused `wte`, is drawn at $10^{-18}$.)
+
+# %%
+if HAVE_REFERENCE:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    FIGURES = os.environ.get("MINIDT_FIGURES", "tutorials/figures")
+    os.makedirs(FIGURES, exist_ok=True)
+    names = [r.name for r in tables["float64"]]
+    fig, ax = plt.subplots(figsize=(8, 0.16 * len(names) + 1.5))
+    for (dtype, rows), color in zip(tables.items(), ("tab:blue", "tab:orange")):
+        ax.scatter([max(r.max_rel, 1e-18) for r in rows], np.arange(len(rows)), s=10, color=color,
+                   label=f"minidt {dtype}")
+        for tol, ls in zip(parity.TOLERANCES[dtype], ("-", ":")):
+            ax.axvline(tol, color=color, ls=ls, lw=1)
+    ax.set_yticks(np.arange(len(names)), names, fontsize=5)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("max relative error against transformers (float64); lines: tolerances (solid outputs, "
+                  "dotted gradients)")
+    ax.legend(loc="lower right")
+    fig.savefig(os.path.join(FIGURES, "07_parity_errors.png"), dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    print("figure in", FIGURES)
+
+# %% [markdown]
+# ## Step 5: checkpoints, both ways
+#
+# Both libraries write `config.json` plus `model.safetensors` (`save_pretrained`) and read them back
+# (`from_pretrained`). A checkpoint trained with minidt loads into transformers, and the reverse; the outputs must
+# then agree as before.
+
+# %%
+with tempfile.TemporaryDirectory() as tmp:
+    model.save_pretrained(os.path.join(tmp, "minidt"))
+    print("minidt wrote:", sorted(os.listdir(os.path.join(tmp, "minidt"))))
+    again = DecisionTransformerModel.from_pretrained(os.path.join(tmp, "minidt"), dtype="float64").eval()
+    ours = to_numpy(model.eval()(**inputs).action_preds)
+    assert np.array_equal(to_numpy(again(**inputs).action_preds), ours)  # minidt -> minidt: bit for bit
+    if HAVE_REFERENCE:
+        # minidt -> transformers
+        loaded = transformers.DecisionTransformerModel.from_pretrained(os.path.join(tmp, "minidt"),
+                                                                       attn_implementation="eager", dtype=torch.float64)
+        loaded = loaded.to(torch.float64).eval()
+        with torch.no_grad():
+            theirs = loaded(**t_inputs).action_preds.numpy()
+        err_a = rel_error(ours[real], theirs[real])[1]
+        # transformers -> minidt
+        ref.save_pretrained(os.path.join(tmp, "transformers"))
+        print("transformers wrote:", sorted(os.listdir(os.path.join(tmp, "transformers"))))
+        from_ref = DecisionTransformerModel.from_pretrained(os.path.join(tmp, "transformers"), dtype="float64")
+        err_b = rel_error(to_numpy(from_ref.eval()(**inputs).action_preds)[real], theirs[real])[1]
+        print(f"minidt checkpoint in transformers: rel err {err_a:.1e}; transformers checkpoint in minidt: {err_b:.1e}")
+        assert err_a < 1e-9 and err_b < 1e-9, (err_a, err_b)
+
+# %% [markdown]
+# That is the whole model checked. From here on we trust it and train it: tutorial 8 builds the data.

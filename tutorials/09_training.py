@@ -1,0 +1,228 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 09 · Training on Pendulum: the loop written out
+#
+# Every piece exists now: the model with its backward pass (checked against transformers in tutorial 7), the
+# segment sampler (tutorial 8), a loss, an optimizer. Training is five lines repeated:
+#
+# ```
+# batch = sampler.sample(B)                  K-step segments, left-padded, with a mask
+# out = model(**batch)                       action_preds (B, K, act_dim), read at the state tokens
+# loss, daction = masked_mse(...)            mean squared error over real timesteps, and dL/d(action_preds)
+# model.backward(action_preds=daction)       dL/dtheta into every Parameter.grad
+# clip_grad_norm_(...); opt.step()           AdamW with a linear warm-up
+# ```
+#
+# `minidt train --env Pendulum-v1 --dataset full-replay` runs this same loop with checkpoints, resuming and
+# evaluation; here it is in the open.
+
+# %%
+import atexit
+import inspect
+import os
+import shutil
+import tempfile
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import gymnasium as gym
+import matplotlib.pyplot as plt
+import numpy as np
+
+SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
+FIGURES = os.environ.get("MINIDT_FIGURES", "tutorials/figures")
+os.makedirs(FIGURES, exist_ok=True)
+if SMOKE:  # tiny throwaway datasets: keep them out of the user's cache (~/.cache/minidt)
+    os.environ["MINIDT_CACHE"] = tempfile.mkdtemp(prefix="minidt-cache-")
+    atexit.register(shutil.rmtree, os.environ["MINIDT_CACHE"], ignore_errors=True)
+
+from minidt import DecisionTransformerConfig, DecisionTransformerModel
+from minidt.backend import to_numpy
+from minidt.data import SegmentSampler, load_dataset
+from minidt.evaluate import Preprocess
+from minidt.losses import masked_mse
+from minidt.optim import AdamW, LinearWarmup, clip_grad_norm_, param_groups_no_decay
+
+ENV = "Pendulum-v1"
+STEPS = 30 if SMOKE else 1000
+BATCH = 16 if SMOKE else 64
+K = 20  # the paper's context length for its gym tasks
+
+# %% [markdown]
+# ## Data and preprocessing
+#
+# The full-replay tier: a simulated learning curve from a random policy to the expert, so the data holds every
+# return from about $-1700$ to $0$. Three kinds of preprocessing, all stored with a checkpoint because evaluation
+# must repeat them exactly (`minidt.evaluate.Preprocess`):
+#
+# - states: $(s - \mu)/\sigma$ (the sampler does it);
+# - returns-to-go: divided by `scale` = 1000 (the sampler does it);
+# - actions: mapped from the environment's box $[\text{low}, \text{high}] = [-2, 2]$ to $[-1, 1]$, because the
+#   model's action head ends in $\tanh$ (`action_tanh=True`) and could never reach $\pm 2$. Padded slots keep the
+#   sampler's $-10$.
+
+# %%
+data = load_dataset("full-replay", env=ENV, episodes=10 if SMOKE else None, progress=not SMOKE)
+print(data)
+space = gym.make(ENV).action_space
+pre = Preprocess(data.state_mean, data.state_std, data.scale, space.low.astype(np.float64),
+                 space.high.astype(np.float64))
+a = np.array([[-2.0], [0.0], [1.0], [2.0]])
+print("torques", a.ravel(), "-> model actions", pre.normalize_actions(a).ravel())
+assert np.allclose(pre.env_actions(pre.normalize_actions(a)), a)  # the two maps are inverses on the box
+
+max_ep_len = gym.make(ENV).spec.max_episode_steps  # 200: the timestep embedding needs one row per step
+sampler = SegmentSampler(data, K=K, max_ep_len=max_ep_len, seed=0)
+
+
+def training_batch(sampler: SegmentSampler, batch_size: int) -> dict[str, np.ndarray]:
+    """A sampler batch with actions in the model's [-1, 1] (padding stays -10)."""
+    batch = sampler.sample(batch_size)
+    real = batch["attention_mask"][..., None] > 0  # B,K,1
+    batch["actions"] = np.where(real, pre.normalize_actions(batch["actions"]), -10.0).astype(np.float32)
+    return batch
+
+
+# %% [markdown]
+# ## The model
+#
+# Smaller than the paper's (hidden 128, 3 layers) so that a CPU trains it in minutes: hidden size 64, two layers,
+# one head, ReLU MLPs, dropout 0.1. `max_ep_len` is the size of the timestep embedding: Pendulum's 200 steps.
+
+# %%
+config = DecisionTransformerConfig(
+    state_dim=data.state_dim, act_dim=data.act_dim, hidden_size=16 if SMOKE else 64, n_layer=1 if SMOKE else 2,
+    n_head=1, n_inner=None, activation_function="relu", max_ep_len=max_ep_len, action_tanh=True,
+    resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
+model = DecisionTransformerModel(config, dtype="float32", seed=0)
+print(sum(int(np.prod(p.shape)) for p in model.parameters()), "parameters")
+
+# %% [markdown]
+# ## The loss
+#
+# The paper trains on actions alone. With $m_{bk} \in \{0, 1\}$ the mask, $N = \sum_{bk} m_{bk}$ the number of real
+# timesteps and $d$ the action dimension,
+#
+# $$L = \frac{1}{N d} \sum_{b,k} m_{bk} \sum_{j=1}^{d} (\hat a_{bkj} - a_{bkj})^2, \qquad
+#   \frac{\partial L}{\partial \hat a_{bkj}} = \frac{2\, m_{bk} (\hat a_{bkj} - a_{bkj})}{N d} .$$
+#
+# The gradient is zero at padded slots, which is what keeps the meaningless padded rows out of training. minidt
+# writes it with `where` rather than a multiplication by the mask: a padded prediction times 0 is NaN if the
+# prediction is NaN.
+
+# %%
+print(inspect.getsource(masked_mse))
+
+rng = np.random.default_rng(0)
+pred, target = rng.normal(size=(3, 5, 2)), rng.normal(size=(3, 5, 2))
+mask = (rng.random((3, 5)) > 0.4).astype(np.float64)
+mask[0, -1] = 1.0
+loss, dpred = masked_mse(pred, target, mask)
+num = np.zeros_like(pred)
+for i in np.ndindex(pred.shape):  # central differences in float64
+    h = np.zeros_like(pred)
+    h[i] = 1e-6
+    num[i] = (masked_mse(pred + h, target, mask)[0] - masked_mse(pred - h, target, mask)[0]) / 2e-6
+err = np.max(np.abs(num - dpred)) / np.max(np.abs(dpred))
+print(f"masked_mse gradient against finite differences: relative error {err:.1e}")
+assert err < 1e-6, err
+
+# %% [markdown]
+# ## The optimizer
+#
+# AdamW, with the original trainer's settings scaled for a short run: learning rate $10^{-3}$ reached by a linear
+# warm-up ($\text{lr}_t = \text{lr} \cdot \min(1, (t+1)/\text{warmup})$: Adam's first steps, taken with
+# poorly estimated second moments, are the ones most likely to throw a transformer off), weight decay $10^{-4}$ on
+# the weight matrices only (decaying a LayerNorm gain or a bias towards zero regularizes nothing), and the
+# gradient's global norm clipped at 0.25 before each step:
+#
+# $$g \leftarrow g \cdot \min\left(1, \frac{0.25}{\lVert g \rVert_2 + 10^{-6}}\right), \qquad
+#   \lVert g \rVert_2 = \sqrt{\textstyle\sum_{\text{parameters}} \lVert g_p \rVert_2^2} .$$
+#
+# All three match PyTorch's `AdamW`, `LambdaLR` and `clip_grad_norm_` step for step (tests/test_optim.py).
+
+# %%
+LR, WARMUP, CLIP = 1e-3, 10 if SMOKE else 100, 0.25
+opt = AdamW(param_groups_no_decay(model.named_parameters(), weight_decay=1e-4), lr=LR)
+sched = LinearWarmup(opt, WARMUP)
+print([(len(g["params"]), g["weight_decay"]) for g in opt.param_groups], "(parameters, weight decay) per group")
+
+# %% [markdown]
+# ## The loop
+#
+# `model.train()` turns dropout on and makes every layer keep the cache its backward needs. `model.zero_grad()`
+# matters: gradients *accumulate* into `Parameter.grad`, as in PyTorch. Only `action_preds` gets a gradient, so
+# `model.backward` skips the state and return heads.
+
+# %%
+model.train()
+losses, grad_norms, lrs = [], [], []
+t0 = time.perf_counter()
+for step in range(STEPS):
+    batch = training_batch(sampler, BATCH)
+    out = model(**batch)
+    loss, daction = masked_mse(out.action_preds, model.backend.asarray(batch["actions"], "float32"),
+                               model.backend.asarray(batch["attention_mask"], "float32"))
+    model.zero_grad()
+    model.backward(action_preds=daction)
+    grad_norm = clip_grad_norm_(model.parameters(), CLIP)
+    lrs.append(sched.get_last_lr()[0])
+    opt.step()
+    sched.step()
+    losses.append(float(to_numpy(loss)))
+    grad_norms.append(float(to_numpy(grad_norm)))
+    if (step + 1) % max(1, STEPS // 10) == 0:
+        print(f"step {step + 1:5d}  loss {losses[-1]:.4f}  grad norm {grad_norms[-1]:.3f}  lr {lrs[-1]:.1e}")
+elapsed = time.perf_counter() - t0
+print(f"{STEPS} steps in {elapsed:.1f} s ({STEPS / elapsed:.1f} steps/s)")
+assert all(np.isfinite(losses)), "the loss diverged"
+
+# %% [markdown]
+# ## The loss curve
+#
+# What is a good loss? Predicting the dataset's mean action for every state is the best a model can do without
+# looking at its input: its loss is the variance of the (normalized) actions. Anything below that line was
+# learned from the states and returns. The full-replay data is noisy (many actions were random), so the loss
+# cannot approach zero: the model learns the *average* action taken in each situation at each return.
+
+# %%
+all_actions = pre.normalize_actions(np.concatenate([e.actions for e in data]))
+baseline = float(np.var(all_actions))
+w = max(1, STEPS // 20)
+smooth = np.convolve(losses, np.ones(w) / w, mode="valid")
+print(f"first {w} steps: mean loss {np.mean(losses[:w]):.4f}; last {w} steps: {np.mean(losses[-w:]):.4f}; "
+      f"constant-action baseline {baseline:.4f}")
+
+fig, (ax0, ax1) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+ax0.plot(np.arange(1, STEPS + 1), losses, lw=0.8, alpha=0.4, label="loss (one batch)")
+ax0.plot(np.arange(w, STEPS + 1), smooth, lw=2, label=f"moving average over {w} steps")
+ax0.axhline(baseline, color="k", ls="--", lw=1, label="predict the mean action")
+ax0.set_yscale("log")
+ax0.set_ylabel("action MSE (normalized actions)")
+ax0.set_title(f"{ENV} / full-replay: hidden {config.hidden_size}, {config.n_layer} layers, batch {BATCH}")
+ax0.legend()
+ax1.plot(np.arange(1, STEPS + 1), lrs)
+ax1.set_ylabel("learning rate")
+ax1.set_xlabel("step")
+fig.savefig(os.path.join(FIGURES, "09_loss.png"), dpi=100, bbox_inches="tight")
+plt.close(fig)
+print("figure in", FIGURES)
+
+if not SMOKE:  # at full size the model must have learned something from its inputs
+    assert np.mean(losses[-w:]) < 0.85 * baseline, (np.mean(losses[-w:]), baseline)
+    assert np.mean(losses[-w:]) < 0.85 * np.mean(losses[:w]), (np.mean(losses[:w]), np.mean(losses[-w:]))
+
+# %% [markdown]
+# A lower loss says the model imitates the data; it does not yet say that asking for a high return *gets* one.
+# That is the question of tutorial 10.
