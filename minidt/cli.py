@@ -206,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, FileNotFoundError) as e:
         print(f"minidt {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `minidt parity | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
