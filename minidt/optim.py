@@ -76,15 +76,25 @@ class AdamW:
                                              "exp_avg_sq": xp.zeros_like(p.data)}
                 state["step"] += 1
                 t, g, m, v = state["step"], p.grad, state["exp_avg"], state["exp_avg_sq"]
-                # the moments are ours alone: update them in place
-                m += (1 - beta1) * (g - m)
+                # The moments and every temporary are ours alone: update them in place, one new array per line
+                # instead of one per operator (the same operations in the same order: the same bits).
+                d = g - m
+                d *= 1 - beta1
+                m += d  # m + (1 - beta1) (g - m)
+                g2 = (1 - beta2) * g
+                g2 *= g
                 v *= beta2
-                v += (1 - beta2) * g * g
+                v += g2  # beta2 v + (1 - beta2) g^2
                 step_size = lr / (1 - beta1**t)
-                denom = xp.sqrt(v) / (1 - beta2**t) ** 0.5 + eps
+                denom = xp.sqrt(v)
+                denom /= (1 - beta2**t) ** 0.5
+                denom += eps
+                update = step_size * m
+                update /= denom
                 # p.data is replaced, not updated in place: it may alias arrays the caller still holds (a loaded
                 # state dict, a torch tensor's memory). Decay first, then the Adam step, in torch's order.
-                p.data = p.data * (1 - lr * wd) - step_size * m / denom
+                p.data = p.data * (1 - lr * wd)
+                p.data -= update
 
     def zero_grad(self) -> None:
         """Set every gradient to None (PyTorch's default set_to_none=True)."""
@@ -157,7 +167,7 @@ def clip_grad_norm_(params: "Parameter | Iterable[Parameter]", max_norm: float, 
         return 0.0
     xp = array_namespace(*grads)
     total_norm = xp.linalg.vector_norm(xp.stack([xp.linalg.vector_norm(g) for g in grads]))
-    clip_coef = xp.clip(max_norm / (total_norm + eps), max=1.0)  # 0-d, on the device: no host sync
+    clip_coef = xp.minimum(max_norm / (total_norm + eps), 1.0)  # 0-d, on the device: no host sync
     for p in params:
         if p.grad is not None:
             # replaced, not scaled in place: Parameter.accumulate may have stored an array someone else holds
