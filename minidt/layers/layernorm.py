@@ -39,7 +39,10 @@ def layernorm_backward(dout: Any, cache: tuple) -> tuple[Any, Any, Any]:
     dbias = xp.sum(xp.reshape(dout, (-1, C)), axis=0)  # C
     g = dout * weight  # ...,C  gradient w.r.t. xhat
     mean_g_xhat = xp.vecdot(g, xhat, axis=-1)[..., None] / C  # ...,1  vecdot: no g * xhat array
-    dx = (g - xp.mean(g, axis=-1, keepdims=True) - xhat * mean_g_xhat) * rstd
+    dx = g - xp.mean(g, axis=-1, keepdims=True)  # dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),
+    xhat *= mean_g_xhat  # built in place: each line of the formula as a separate array would cost
+    dx -= xhat  # three more (..., C) temporaries, and the backward pass is bound by memory traffic
+    dx *= rstd
     return dx, dweight, dbias
 
 
