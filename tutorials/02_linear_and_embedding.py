@@ -30,29 +30,12 @@ import minidt
 from minidt.backend import get_backend, scatter_add, to_numpy
 from minidt.layers.embedding import embedding_backward, embedding_forward
 from minidt.layers.linear import conv1d_backward, conv1d_forward, linear_backward, linear_forward
+from minidt.gradcheck import numerical_grad, rel_error  # tutorial 01 derives them
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
 FIGURES = os.environ.get("MINIDT_FIGURES", "tutorials/figures")
 os.makedirs(FIGURES, exist_ok=True)
 rng = np.random.default_rng(0)
-
-
-def numerical_grad(f, x, h=1e-6):
-    """Central differences of the scalar f() with respect to every entry of x (perturbed in place, restored)."""
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + h
-        fp = f()
-        x[i] = old - h
-        fm = f()
-        x[i] = old
-        g[i] = (fp - fm) / (2 * h)
-    return g
-
-
-def rel_error(a, b):
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
 try:

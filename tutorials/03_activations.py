@@ -32,14 +32,11 @@ import numpy as np
 
 from minidt.backend import get_backend, to_numpy
 from minidt.layers.activations import ACTIVATIONS
+from minidt.gradcheck import rel_error  # tutorial 01 derives them
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
 FIGURES = os.environ.get("MINIDT_FIGURES", "tutorials/figures")
 os.makedirs(FIGURES, exist_ok=True)
-
-
-def rel_error(a, b):
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
 try:

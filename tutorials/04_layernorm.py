@@ -28,29 +28,12 @@ import numpy as np
 
 from minidt.backend import get_backend, to_numpy
 from minidt.layers.layernorm import layernorm_backward, layernorm_forward
+from minidt.gradcheck import numerical_grad, rel_error  # tutorial 01 derives them
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
 FIGURES = os.environ.get("MINIDT_FIGURES", "tutorials/figures")
 os.makedirs(FIGURES, exist_ok=True)
 rng = np.random.default_rng(0)
-
-
-def numerical_grad(f, x, h=1e-6):
-    """Central differences of the scalar f() with respect to every entry of x (perturbed in place, restored)."""
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + h
-        fp = f()
-        x[i] = old - h
-        fm = f()
-        x[i] = old
-        g[i] = (fp - fm) / (2 * h)
-    return g
-
-
-def rel_error(a, b):
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
 try:

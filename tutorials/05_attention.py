@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minidt.backend import Generator, get_backend, to_numpy
+from minidt.gradcheck import numerical_grad, rel_error  # tutorial 01 derives them
 from minidt.layers.attention import (CausalSelfAttention, attention_backward, attention_bias, attention_forward,
                                      merge_heads, softmax_backward, softmax_forward, split_heads)
 
@@ -39,24 +40,6 @@ SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
 FIGURES = os.environ.get("MINIDT_FIGURES", "tutorials/figures")
 os.makedirs(FIGURES, exist_ok=True)
 rng = np.random.default_rng(0)
-
-
-def numerical_grad(f, x, h=1e-6):
-    """Central differences of the scalar f() with respect to every entry of x (perturbed in place, restored)."""
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + h
-        fp = f()
-        x[i] = old - h
-        fm = f()
-        x[i] = old
-        g[i] = (fp - fm) / (2 * h)
-    return g
-
-
-def rel_error(a, b):
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
 try:

@@ -32,30 +32,12 @@ from minidt.backend import Generator
 from minidt.layers import Block
 from minidt.layers.attention import attention_bias
 from minidt.layers.layernorm import layernorm_forward
+from minidt.gradcheck import numerical_grad, rel_error  # tutorial 01 derives them
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
 FIGURES = os.environ.get("MINIDT_FIGURES", "tutorials/figures")
 os.makedirs(FIGURES, exist_ok=True)
 rng = np.random.default_rng(0)
-
-
-def numerical_grad(f, x, h=1e-6, entries=None):
-    """Central differences of the scalar f() with respect to x (perturbed in place, restored): at every entry, or
-    at the given list of index tuples (a spot check, for big arrays)."""
-    g = np.zeros_like(x)
-    for i in (np.ndindex(x.shape) if entries is None else entries):
-        old = x[i]
-        x[i] = old + h
-        fp = f()
-        x[i] = old - h
-        fm = f()
-        x[i] = old
-        g[i] = (fp - fm) / (2 * h)
-    return g
-
-
-def rel_error(a, b):
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
 try:
