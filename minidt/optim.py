@@ -27,6 +27,30 @@ import numpy as np
 from .backend import array_namespace, backend_of, to_numpy
 from .layers.module import Parameter
 
+def adamw_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, step: int, lr: float, beta1: float,
+               beta2: float, eps: float, weight_decay: float) -> tuple[Any, Any, Any]:
+    """One AdamW update of one parameter at step t = `step` (1, 2, ...) -> (param, exp_avg, exp_avg_sq), all new
+    arrays of param's shape: the inputs are never written to (param may alias arrays the caller still holds: a
+    loaded state dict, a torch tensor's memory). torch's operations in torch's order, so float64 bits agree."""
+    xp = array_namespace(param)
+    # Each result is a new array updated in place: one new array per line, not one per operator.
+    m = grad - exp_avg
+    m *= 1 - beta1
+    m += exp_avg  # exp_avg + (1 - beta1) (grad - exp_avg) = beta1 m + (1 - beta1) g, as torch's lerp_
+    v = (1 - beta2) * grad
+    v *= grad
+    v += beta2 * exp_avg_sq  # beta2 v + (1 - beta2) g^2
+    step_size = lr / (1 - beta1**step)  # bias corrections: m and v start at 0, so early averages are too small
+    denom = xp.sqrt(v)
+    denom /= (1 - beta2**step) ** 0.5
+    denom += eps
+    update = step_size * m
+    update /= denom
+    param = param * (1 - lr * weight_decay)  # decoupled decay first, then the Adam step, in torch's order
+    param -= update
+    return param, m, v
+
+
 class AdamW:
     """AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2).
 
@@ -75,26 +99,8 @@ class AdamW:
                     state = self.state[p] = {"step": 0, "exp_avg": xp.zeros_like(p.data),
                                              "exp_avg_sq": xp.zeros_like(p.data)}
                 state["step"] += 1
-                t, g, m, v = state["step"], p.grad, state["exp_avg"], state["exp_avg_sq"]
-                # The moments and every temporary are ours alone: update them in place, one new array per line
-                # instead of one per operator (the same operations in the same order: the same bits).
-                d = g - m
-                d *= 1 - beta1
-                m += d  # m + (1 - beta1) (g - m)
-                g2 = (1 - beta2) * g
-                g2 *= g
-                v *= beta2
-                v += g2  # beta2 v + (1 - beta2) g^2
-                step_size = lr / (1 - beta1**t)
-                denom = xp.sqrt(v)
-                denom /= (1 - beta2**t) ** 0.5
-                denom += eps
-                update = step_size * m
-                update /= denom
-                # p.data is replaced, not updated in place: it may alias arrays the caller still holds (a loaded
-                # state dict, a torch tensor's memory). Decay first, then the Adam step, in torch's order.
-                p.data = p.data * (1 - lr * wd)
-                p.data -= update
+                p.data, state["exp_avg"], state["exp_avg_sq"] = adamw_step(
+                    p.data, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"], lr, beta1, beta2, eps, wd)
 
     def zero_grad(self) -> None:
         """Set every gradient to None (PyTorch's default set_to_none=True)."""
@@ -154,24 +160,30 @@ def param_groups_no_decay(named_parameters: Iterable[tuple[str, Parameter]],
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def clip_grad_norm_(params: "Parameter | Iterable[Parameter]", max_norm: float, eps: float = 1e-6) -> Any:
-    """Scale all gradients together so that their joint 2-norm is at most max_norm; returns the norm before.
+def clip_grad_norm(grads: list[Any], max_norm: float, eps: float = 1e-6) -> tuple[list[Any], Any]:
+    """grads (a list of arrays, None allowed) -> (the grads scaled so that their joint norm is at most max_norm,
+    the norm before). New arrays: the inputs are not written to.
 
-    total_norm = ||(||g_1||, ||g_2||, ...)||_2 over the parameters whose grad is not None; every grad is multiplied
-    by min(1, max_norm / (total_norm + eps)). Returns total_norm as a 0-d array on the grads' device (0.0 when no
-    parameter has a gradient). A NaN or inf norm is returned as it is and the grads scaled by it, as torch does
-    with error_if_nonfinite=False: the training loop's loss check is what stops a diverged run."""
-    params = [params] if isinstance(params, Parameter) else list(params)
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return 0.0
-    xp = array_namespace(*grads)
-    total_norm = xp.linalg.vector_norm(xp.stack([xp.linalg.vector_norm(g) for g in grads]))
+    total_norm = ||(||g_1||, ||g_2||, ...)||_2 over the grads that are not None; each is multiplied by
+    min(1, max_norm / (total_norm + eps)). total_norm is a 0-d array on the grads' device (0.0 when every entry
+    is None). A NaN or inf norm is returned as it is and the grads scaled by it, as torch does with
+    error_if_nonfinite=False: the training loop's loss check is what stops a diverged run."""
+    present = [g for g in grads if g is not None]
+    if not present:
+        return list(grads), 0.0
+    xp = array_namespace(*present)
+    total_norm = xp.linalg.vector_norm(xp.stack([xp.linalg.vector_norm(g) for g in present]))  # 0-d
     clip_coef = xp.minimum(max_norm / (total_norm + eps), 1.0)  # 0-d, on the device: no host sync
-    for p in params:
-        if p.grad is not None:
-            # replaced, not scaled in place: Parameter.accumulate may have stored an array someone else holds
-            p.grad = p.grad * clip_coef
+    return [None if g is None else g * clip_coef for g in grads], total_norm
+
+
+def clip_grad_norm_(params: "Parameter | Iterable[Parameter]", max_norm: float, eps: float = 1e-6) -> Any:
+    """torch.nn.utils.clip_grad_norm_: clip_grad_norm on the parameters' .grad, which are replaced (not scaled in
+    place: Parameter.accumulate may have stored an array someone else holds). Returns the norm before."""
+    params = [params] if isinstance(params, Parameter) else list(params)
+    clipped, total_norm = clip_grad_norm([p.grad for p in params], max_norm, eps)
+    for p, g in zip(params, clipped):
+        p.grad = g
     return total_norm
 
 

@@ -1,8 +1,8 @@
 """Assignment 6: the loss, gradient clipping, AdamW, and one training step of a (tiny) Decision Transformer.
 
-masked_mse is minidt's own (minidt/losses.py). adamw_step and clip_grad_norm are the pure-function forms of
-minidt.optim.AdamW.step and clip_grad_norm_ (which work in place on Parameters), written here;
-tests/test_coursework.py checks them against torch.optim.AdamW and torch.nn.utils.clip_grad_norm_.
+masked_mse, adamw_step and clip_grad_norm are minidt's own (minidt/losses.py, minidt/optim.py: the pure functions
+under AdamW.step and clip_grad_norm_); train_step is written here. tests/test_coursework.py checks them against
+torch.optim.AdamW and torch.nn.utils.clip_grad_norm_.
 """
 
 from __future__ import annotations
@@ -13,34 +13,11 @@ import numpy as np
 
 from ..backend import Backend, array_namespace, to_numpy
 from ..losses import masked_mse
+from ..optim import adamw_step, clip_grad_norm
 from .checks import FORWARD_TOL, GRAD_TOL, Case, Custom, Draw, compare, host, on_backend
 from .spec import Assignment, Function
 
 __all__ = ["masked_mse", "adamw_step", "clip_grad_norm", "train_step", "ASSIGNMENT"]
-
-
-def adamw_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, step: int, lr: float, beta1: float,
-               beta2: float, eps: float, weight_decay: float) -> tuple[Any, Any, Any]:
-    """One AdamW update of one parameter at step t = `step` (1, 2, ...) -> (param, exp_avg, exp_avg_sq)."""
-    xp = array_namespace(param)
-    exp_avg = exp_avg + (1 - beta1) * (grad - exp_avg)  # = beta1 m + (1 - beta1) g, as torch's lerp_
-    exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * grad * grad
-    step_size = lr / (1 - beta1**step)  # bias corrections: m and v start at 0, so early averages are too small
-    denom = xp.sqrt(exp_avg_sq) / (1 - beta2**step) ** 0.5 + eps
-    # decoupled weight decay: shrink the parameter directly, never through the moments
-    param = param * (1 - lr * weight_decay) - step_size * exp_avg / denom
-    return param, exp_avg, exp_avg_sq
-
-
-def clip_grad_norm(grads: list[Any], max_norm: float, eps: float = 1e-6) -> tuple[list[Any], Any]:
-    """grads (a list of arrays, None allowed) -> (the grads scaled so their joint norm is <= max_norm, the norm)."""
-    present = [g for g in grads if g is not None]
-    if not present:
-        return list(grads), 0.0
-    xp = array_namespace(*present)
-    total_norm = xp.linalg.vector_norm(xp.stack([xp.linalg.vector_norm(g) for g in present]))  # 0-d
-    clip_coef = xp.clip(max_norm / (total_norm + eps), max=1.0)  # stays on the device: no host sync
-    return [None if g is None else g * clip_coef for g in grads], total_norm
 
 
 def train_step(model: Any, batch: dict[str, Any], opt_state: dict[str, Any], lr: float, weight_decay: float,
@@ -112,7 +89,7 @@ FUNCTIONS = (
         grads: list of arrays (entries may be None), max_norm, eps -> (clipped list, total_norm).
 
         total_norm = sqrt(sum over the arrays of sum(g^2)) (a 0-d array; 0.0 when every entry is None);
-        every g is multiplied by min(1, max_norm / (total_norm + eps)) (xp.clip(..., max=1.0)).
+        every g is multiplied by min(1, max_norm / (total_norm + eps)) (xp.minimum(..., 1.0)).
         """),
     Function("train_step", """
         model: a minidt.DecisionTransformerModel; batch: {"states" (B, K, S), "actions" (B, K, A),
