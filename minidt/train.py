@@ -21,14 +21,14 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .backend import to_numpy
-from .checkpoint import atomic_write_text, load_safetensors, save_safetensors
+from .checkpoint import atomic_write_text, load_safetensors, read_state, save_safetensors
 from .config import DecisionTransformerConfig
 from .evaluate import Preprocess, add_normalized_scores, rollout
 from .losses import dt_loss
@@ -172,19 +172,12 @@ def evaluation_targets(returns: Any, n: int = 5) -> list[float]:
 
 
 def spearman(x: list[float], y: list[float]) -> float:
-    """Rank correlation (no ties expected among targets; ties in y get their average rank)."""
-    def ranks(v: np.ndarray) -> np.ndarray:
-        order = np.argsort(v, kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v))
-        for u in np.unique(v):  # average rank for ties
-            r[v == u] = r[v == u].mean()
-        return r
+    """Rank correlation of achieved with target return; 0.0 when either side is constant (scipy gives NaN)."""
+    from scipy.stats import spearmanr
 
-    rx, ry = ranks(np.asarray(x, float)), ranks(np.asarray(y, float))
-    if np.std(rx) == 0 or np.std(ry) == 0:
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
         return 0.0
-    return float(np.corrcoef(rx, ry)[0, 1])
+    return float(spearmanr(x, y).statistic)
 
 
 def training_batch(sampler: Any, pre: Preprocess, batch_size: int) -> dict[str, np.ndarray]:
@@ -229,7 +222,6 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
                                  "all": [float(r) for r in data.returns]}}, indent=1))
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     model.train()
-    evaluations_during = []
     bar = range(start, s.steps)
     if progress:
         from tqdm import tqdm
@@ -263,7 +255,6 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
                 bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{record['lr']:.1e}", it_s=f"{rate:.1f}")
         if s.eval_every and done % s.eval_every == 0 and done != s.steps:
             ev = run_evaluation(model, s, pre, data, s.eval_episodes, progress=False)
-            evaluations_during.append({"step": done, "evaluations": ev})
             append_jsonl(run_dir / "metrics.jsonl", {"step": done, "evaluations": ev})
             model.train()
         if done % s.checkpoint_every == 0 or done == s.steps:
@@ -284,8 +275,6 @@ def diverged_message(what: str, value: float, step: int, run_dir: Path) -> str:
 
 def restore(run_dir: Path, model: DecisionTransformerModel, opt: AdamW, sched: LinearWarmup, sampler: Any) -> int:
     ckpt = latest_checkpoint(run_dir)
-    from .checkpoint import read_state
-
     model.load_state_dict(read_state(ckpt))
     state = json.loads((ckpt / "trainer_state.json").read_text())
     opt.load_state_dict(unflatten_optimizer_state(load_safetensors(ckpt / "optimizer.safetensors"),
