@@ -105,6 +105,17 @@ def param_grads(module: Module) -> dict[str, Any]:
     return {name: p.grad for name, p in module.named_parameters()}
 
 
+def assert_grads_accumulate(module: Module, inputs: tuple, dout: Any) -> None:
+    """Two forward/backward passes on the same input leave twice one pass's gradient in every .grad."""
+    module(*inputs)
+    module.backward(dout)
+    once = {n: g.copy() for n, g in param_grads(module).items()}
+    module(*inputs)
+    module.backward(dout)
+    for n, g in param_grads(module).items():
+        assert rel_error(g, 2 * once[n]) <= 1e-15, n
+
+
 def strict_twin(module: Module, make: Callable[..., Module]) -> Module:
     """make(backend="strict") with `module`'s parameter values copied onto the strict device."""
     twin = make(backend="strict")

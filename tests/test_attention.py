@@ -16,9 +16,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import rel_error
-from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_close, copy_to_torch, fd_check, fd_errors, fully_masked,
-                           is_strict, make_mask, param_grads, randomize, reference_mask, seeds, strict_twin,
-                           torch_grads)
+from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_close, assert_grads_accumulate, copy_to_torch, fd_check,
+                           fd_errors, fully_masked, is_strict, make_mask, param_grads, randomize, reference_mask,
+                           seeds, strict_twin, torch_grads)
 from minidt.backend import Generator, dtype_name, get_backend
 from minidt.layers import CausalSelfAttention
 from minidt.layers.attention import (attention_backward, attention_bias, attention_forward, softmax_backward,
@@ -468,13 +468,7 @@ def test_gradients_accumulate_across_two_backward_calls():
     case = causal_case()
     layer = randomize(build(case), np.random.default_rng(0))
     x, _, dout = data(case)
-    layer(x)
-    layer.backward(dout)
-    once = {n: g.copy() for n, g in param_grads(layer).items()}
-    layer(x)
-    layer.backward(dout)
-    for n, g in param_grads(layer).items():
-        assert rel_error(g, 2 * once[n]) <= 1e-15, n
+    assert_grads_accumulate(layer, (x,), dout)
 
 
 @pytest.mark.parametrize("dtype, upcast", [("float64", False), ("float32", False), ("float32", True)])

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import rel_error
-from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_close, copy_to_torch, fd_check, fully_masked, is_strict,
-                           make_mask, param_grads, randomize, reference_mask, seeds, strict_twin, torch_grads)
+from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_close, assert_grads_accumulate, copy_to_torch, fd_check,
+                           fully_masked, is_strict, make_mask, param_grads, randomize, reference_mask, seeds,
+                           strict_twin, torch_grads)
 from minidt.backend import Generator, dtype_name, get_backend
 from minidt.layers import Block
 from minidt.layers.attention import attention_bias
@@ -201,13 +202,7 @@ def test_gradients_accumulate_across_two_backward_calls():
     case = small_case()
     block = randomize(build(case), np.random.default_rng(0))
     x, _, dout = data(case)
-    block(x)
-    block.backward(dout)
-    once = {n: g.copy() for n, g in param_grads(block).items()}
-    block(x)
-    block.backward(dout)
-    for n, g in param_grads(block).items():
-        assert rel_error(g, 2 * once[n]) <= 1e-15, n
+    assert_grads_accumulate(block, (x,), dout)
 
 
 @pytest.mark.parametrize("dtype, upcast", [("float64", False), ("float32", False), ("float32", True)])

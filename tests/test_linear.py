@@ -7,9 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import rel_error
-from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_close, copy_to_torch, fd_check, is_strict, param_grads,
-                           randomize, seeds, strict_twin, torch_grads)
+from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_close, assert_grads_accumulate, copy_to_torch, fd_check,
+                           is_strict, param_grads, randomize, seeds, strict_twin, torch_grads)
 from minidt.backend import get_backend
 from minidt.layers import Conv1D, Linear
 
@@ -76,13 +75,7 @@ def test_gradients_accumulate_across_two_backward_calls(kind):
     rng = np.random.default_rng(0)
     layer = make(kind, 4, 3, 0)
     x, dout = rng.normal(size=(2, 5, 4)), rng.normal(size=(2, 5, 3))
-    layer(x)
-    layer.backward(dout)
-    once = {n: g.copy() for n, g in param_grads(layer).items()}
-    layer(x)
-    layer.backward(dout)
-    for n, g in param_grads(layer).items():
-        assert rel_error(g, 2 * once[n]) <= 1e-15, n
+    assert_grads_accumulate(layer, (x,), dout)
     layer.zero_grad()
     assert all(p.grad is None for p in layer.parameters())
 

@@ -7,9 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import rel_error
-from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_close, copy_to_torch, fd_check, is_strict, param_grads,
-                           randomize, seeds, strict_twin, torch_grads)
+from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_close, assert_grads_accumulate, copy_to_torch, fd_check,
+                           is_strict, param_grads, randomize, seeds, strict_twin, torch_grads)
 from minidt.backend import Generator, dtype_name, get_backend
 from minidt.layers import MLP
 
@@ -87,13 +86,7 @@ def test_gradients_accumulate_across_two_backward_calls():
     c = dict(B=2, T=3, C=4, n_inner=6, activation="gelu_new", resid_pdrop=0.0, seed=0)
     mlp = randomize(build(c), np.random.default_rng(0))
     x, dout = data(c)
-    mlp(x)
-    mlp.backward(dout)
-    once = {n: g.copy() for n, g in param_grads(mlp).items()}
-    mlp(x)
-    mlp.backward(dout)
-    for n, g in param_grads(mlp).items():
-        assert rel_error(g, 2 * once[n]) <= 1e-15, n
+    assert_grads_accumulate(mlp, (x,), dout)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
