@@ -6,8 +6,9 @@ state and a the action taken (a zero placeholder at step t, which the state toke
 action_preds[:, -1], read at the token s_t. After the step, R_{t+1} = R_t - r_t / scale.
 
 All episodes of all targets run at once in one gymnasium vector env (autoreset NEXT_STEP), with one batched
-forward per step; each episode counts until its first termination or truncation. `rollout_sequential` is the same
-loop one environment at a time: the tests hold the two equal on the same seeds.
+`model.get_action` per step (the forward's lean path: only what action_preds[:, -1] needs); each episode counts
+until its first termination or truncation. `rollout_sequential` is the same loop one environment at a time with
+the full forward, as the reference's example does: the tests hold the two equal on the same seeds.
 """
 
 from __future__ import annotations
@@ -103,8 +104,7 @@ def rollout(model: DecisionTransformerModel, env_id: str, targets: Sequence[floa
             steps = tqdm(steps, desc=f"evaluate {env_id}", leave=False)
         for t in steps:
             states[:, t] = (obs - pre.state_mean) / pre.state_std
-            out = model(**context(states, actions, rtg, t, K))
-            a = to_numpy(out.action_preds)[:, -1].astype(np.float32)  # N,ad  read at the token s_t
+            a = to_numpy(model.get_action(**context(states, actions, rtg, t, K))).astype(np.float32)  # N,ad  at s_t
             actions[:, t] = a
             obs, reward, terminated, truncated, _ = envs.step(pre.env_actions(a).astype(np.float32))
             returns += np.where(alive, reward, 0.0)

@@ -99,6 +99,32 @@ class DecisionTransformerGPT2Model(Module):
             attentions=tuple(attentions) if output_attentions else None,
         )
 
+    def forward_last(self, inputs_embeds: Any, attention_mask: Any = None, position_ids: Any = None) -> Any:
+        """The last token's final hidden state, (B, 1, C): forward(...).last_hidden_state[:, -1:], computing only
+        what it needs. Every block but the last runs on all T tokens (their outputs are the next block's keys and
+        values); the last block needs every token's key and value but only the last token's query, attention
+        row, MLP and ln_f: about a quarter of the work of a 3-layer model. For inference: keeps no cache."""
+        if self.training:
+            raise RuntimeError("forward_last: expected eval mode (call model.eval()): it is an inference path "
+                               "with no dropout and no backward")
+        check_array("inputs_embeds", inputs_embeds, self.backend, self.dtype)
+        check_shape("inputs_embeds", inputs_embeds, (None, None, self.config.hidden_size))
+        xp = array_namespace(inputs_embeds)
+        B, T, C = inputs_embeds.shape
+        if position_ids is None:
+            position_ids = xp.reshape(xp.arange(T, device=device(inputs_embeds)), (1, T))
+        if attention_mask is not None:
+            check_shape("attention_mask", attention_mask, (B, T))
+        h = inputs_embeds + self.wpe(xp.broadcast_to(position_ids, (B, T)))  # B,T,C  (dropout: identity in eval)
+        sdtype = xp.float32 if self.config.reorder_and_upcast_attn else self.dtype
+        bias = attention_bias(attention_mask, T, T, sdtype, h)  # B|1,1,T,T
+        *blocks, last = self.h
+        for block in blocks:
+            h, _, _ = block(h, bias=bias)
+        past_kv = last.attn.key_values(last.ln_1(h[:, :-1, :]))  # the keys and values of tokens 0 .. T-2
+        h, _, _ = last(h[:, -1:, :], bias=bias[:, :, -1:, :], past_kv=past_kv)  # B,1,C: token T-1 attends to all T
+        return self.ln_f(h)
+
     def backward(self, dout: Any) -> Any:
         """dout: gradient of last_hidden_state (B, T, C). Accumulates every parameter's gradient; returns the
         gradient of inputs_embeds (B, T, C), or None when the forward took input_ids."""

@@ -77,6 +77,48 @@ class DecisionTransformerModel(Module):
         """states (B, T, state_dim), actions (B, T, act_dim), rewards (unused, as in the reference),
         returns_to_go (B, T, 1), timesteps (B, T) integers in [0, max_ep_len), attention_mask (B, T) of 1 (real)
         and 0 (padding), default all ones. NumPy or backend arrays; floats are cast to the model's dtype."""
+        x, mask3 = self._tokens(states, actions, returns_to_go, timesteps, attention_mask)  # B,3T,C and B,3T
+        cfg, xp = self.config, self.backend.xp
+        B, T, C = x.shape[0], x.shape[1] // 3, cfg.hidden_size
+        position_ids = xp.zeros((B, 3 * T), dtype=xp.int64, device=self.backend.device)
+        enc = self.encoder(inputs_embeds=x, attention_mask=mask3, position_ids=position_ids, use_cache=False,
+                           output_attentions=bool(output_attentions), output_hidden_states=bool(output_hidden_states))
+        h = xp.reshape(enc.last_hidden_state, (B, T, 3, C))  # h[:, t, k]: token k of timestep t (R, s, a)
+        h_state, h_action = h[:, :, 1, :], h[:, :, 2, :]
+        return_preds = self.predict_return(h_action)  # B,T,1  next return, given state and action
+        state_preds = self.predict_state(h_action)  # B,T,state_dim  next state, given state and action
+        action_preds = h_state
+        for m in self.predict_action:  # Linear, then tanh if action_tanh
+            action_preds = m(action_preds)  # B,T,act_dim  the action, given the state
+        self.shape = (B, T)
+        if return_dict is False:
+            return state_preds, action_preds, return_preds
+        return DecisionTransformerOutput(state_preds, action_preds, return_preds, enc.hidden_states,
+                                         enc.attentions, enc.last_hidden_state)
+
+    def get_action(self, states: Any = None, actions: Any = None, rewards: Any = None, returns_to_go: Any = None,
+                   timesteps: Any = None, attention_mask: Any = None) -> Any:
+        """The action to take now: forward(...).action_preds[:, -1] (B, act_dim), read at the last state token,
+        computing only what it needs. Inputs as in forward. The last action token comes after that state token, so
+        it is dropped; the encoder computes the last block for that one token only (`forward_last`). Eval mode
+        only: this is a rollout step, with no dropout and nothing kept for backward."""
+        if self.training:
+            raise RuntimeError("get_action: expected eval mode (call model.eval()); it is the inference path of a "
+                               "rollout step")
+        x, mask3 = self._tokens(states, actions, returns_to_go, timesteps, attention_mask)  # B,3T,C and B,3T
+        if x.shape[1] == 0:
+            raise ValueError(f"states: expected at least one timestep, got shape {tuple(states.shape)}")
+        xp = self.backend.xp
+        x, mask3 = x[:, :-1, :], mask3[:, :-1]  # ... R_T s_T: a_T is the placeholder being predicted
+        position_ids = xp.zeros((1, x.shape[1]), dtype=xp.int64, device=self.backend.device)
+        h = self.encoder.forward_last(x, mask3, position_ids)  # B,1,C  at the token s_T
+        for m in self.predict_action:  # Linear, then tanh if action_tanh
+            h = m(h)
+        return h[:, 0, :]  # B,act_dim
+
+    def _tokens(self, states: Any, actions: Any, returns_to_go: Any, timesteps: Any, attention_mask: Any
+                ) -> tuple[Any, Any]:
+        """Checked inputs -> the token sequence after embed_ln, x (B, 3T, C), and its mask (B, 3T)."""
         cfg, xp = self.config, self.backend.xp
         states = self._input("states", states, (None, None, cfg.state_dim))
         B, T = states.shape[0], states.shape[1]
@@ -96,21 +138,7 @@ class DecisionTransformerModel(Module):
         x = xp.reshape(xp.stack((r, s, a), axis=2), (B, 3 * T, C))  # B,3T,C  R_1 s_1 a_1 R_2 ...
         x = self.embed_ln(x)
         mask3 = xp.reshape(xp.stack((attention_mask,) * 3, axis=2), (B, 3 * T))  # B,3T
-        position_ids = xp.zeros((B, 3 * T), dtype=xp.int64, device=self.backend.device)
-        enc = self.encoder(inputs_embeds=x, attention_mask=mask3, position_ids=position_ids, use_cache=False,
-                           output_attentions=bool(output_attentions), output_hidden_states=bool(output_hidden_states))
-        h = xp.reshape(enc.last_hidden_state, (B, T, 3, C))  # h[:, t, k]: token k of timestep t (R, s, a)
-        h_state, h_action = h[:, :, 1, :], h[:, :, 2, :]
-        return_preds = self.predict_return(h_action)  # B,T,1  next return, given state and action
-        state_preds = self.predict_state(h_action)  # B,T,state_dim  next state, given state and action
-        action_preds = h_state
-        for m in self.predict_action:  # Linear, then tanh if action_tanh
-            action_preds = m(action_preds)  # B,T,act_dim  the action, given the state
-        self.shape = (B, T)
-        if return_dict is False:
-            return state_preds, action_preds, return_preds
-        return DecisionTransformerOutput(state_preds, action_preds, return_preds, enc.hidden_states,
-                                         enc.attentions, enc.last_hidden_state)
+        return x, mask3
 
     # --- backward --------------------------------------------------------------------------------------------
     def backward(self, state_preds: Any = None, action_preds: Any = None, return_preds: Any = None) -> None:

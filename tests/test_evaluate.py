@@ -70,13 +70,13 @@ def test_returns_to_go_are_decremented_by_reward_over_scale(monkeypatch):
     model = small_model(2)
     pre = Preprocess(np.zeros(2), np.ones(2), 10.0, np.array([-2.0]), np.array([2.0]))
     seen = []
-    forward = model.forward
+    get_action = model.get_action
 
     def spy(**batch):
         seen.append({k: None if v is None else np.array(v) for k, v in batch.items()})
-        return forward(**batch)
+        return get_action(**batch)
 
-    monkeypatch.setattr(model, "forward", spy)
+    monkeypatch.setattr(model, "get_action", spy)
     out = rollout(model, "MinidtEndsEarly-v0", [4.0], 1, pre, K=2, seed=0)  # seed 0: a 3-step episode
     assert out[0]["length_mean"] == 3 and len(seen) == 3
     assert seen[0]["attention_mask"].tolist() == [[0.0, 1.0]]  # t = 0, K = 2: one padded step
@@ -89,7 +89,7 @@ def test_returns_to_go_are_decremented_by_reward_over_scale(monkeypatch):
         assert rtg[t + 1] == pytest.approx(rtg[t] - rewards[t] / 10.0, rel=1e-5)
     assert seen[2]["returns_to_go"][0, 0, 0] == rtg[1]  # the window slid by one
     assert sum(rewards) == pytest.approx(out[0]["return_mean"] - (2 * float(np.clip(
-        np.array(forward(**seen[2]).action_preds)[0, -1, 0], -1, 1)) + 1), rel=1e-5)
+        np.array(get_action(**seen[2]))[0, 0], -1, 1)) + 1), rel=1e-5)
 
 
 def test_context_left_pads():

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import numerical_grad, rel_error
 from minidt import DecisionTransformerConfig, DecisionTransformerGPT2Model, DecisionTransformerModel, parity, to_numpy
@@ -252,3 +254,42 @@ def test_backward_needs_a_gradient_of_the_right_shape():
         model.backward()
     with pytest.raises(ValueError, match=r"action_preds: expected shape \(2, 4, 2\)"):
         model.backward(action_preds=np.ones((2, 4, 3)))
+
+
+lean_configs = st.builds(
+    dict, n_layer=st.integers(1, 3), n_head=st.sampled_from([1, 2]), action_tanh=st.booleans(),
+    activation_function=st.sampled_from(["relu", "gelu_new"]), reorder_and_upcast_attn=st.booleans())
+
+
+@settings(max_examples=25, deadline=None)
+@given(lean_configs, st.integers(1, 6), st.integers(1, 4), st.integers(0, 2**16))
+def test_get_action_equals_the_last_action_of_forward(d, T, B, seed):
+    """The rollout's lean path (last block for the last state token only, the trailing action token dropped) is
+    the full forward's action_preds[:, -1]: float64, left-padded masks, every depth; relative error <= 1e-12
+    (1e-6 with reorder_and_upcast_attn, which computes its scores in float32 by definition)."""
+    config = DecisionTransformerConfig(**{**SMALL, **d})
+    model = DecisionTransformerModel(config, dtype="float64", seed=seed).eval()
+    parity.perturb_layernorms(model, seed)
+    x = inputs(config, B, T, seed)
+    full = model(**x).action_preds[:, -1]
+    lean = model.get_action(**x)
+    assert lean.shape == (B, config.act_dim)
+    assert rel_error(lean, full) <= (1e-6 if d["reorder_and_upcast_attn"] else 1e-12)
+
+
+def test_get_action_on_the_strict_backend_and_its_guards():
+    config = DecisionTransformerConfig(**SMALL)
+    x = inputs(config, 3, 5)
+    host = DecisionTransformerModel(config, dtype="float64", seed=0).eval()
+    dev = DecisionTransformerModel(config, dtype="float64", seed=0, backend="strict").eval()
+    b = get_backend("strict")
+    a = dev.get_action(**{k: b.asarray(v) for k, v in x.items()})
+    assert type(a).__module__.startswith("array_api_strict")
+    assert rel_error(to_numpy(a), host.get_action(**x)) <= 1e-12
+    with pytest.raises(RuntimeError, match="eval mode"):
+        host.train().get_action(**x)
+    host.eval()
+    with pytest.raises(ValueError, match="states: expected at least one timestep"):
+        host.get_action(**{k: v[:, :0] for k, v in x.items()})
+    with pytest.raises(ValueError, match=r"actions: expected shape \(3, 5, 2\), got \(3, 4, 2\)"):
+        host.get_action(**{**x, "actions": np.zeros((3, 4, 2))})

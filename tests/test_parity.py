@@ -144,6 +144,8 @@ def test_reference_integration_loop_gives_same_actions(tmp_path):
                                    return_dict=False)
         _, our_action, _ = ours(state, actions, rewards, rtg, timesteps, mask, return_dict=False)
         np.testing.assert_allclose(np.asarray(our_action), ref_action.numpy(), rtol=1e-4, atol=1e-6)
+        lean = ours.get_action(state, actions, rewards, rtg, timesteps, mask)  # the rollout's path
+        np.testing.assert_allclose(np.asarray(lean), ref_action[:, -1].numpy(), rtol=1e-4, atol=1e-6)
         action = ref_action[0, -1].numpy()
         actions[0, -1] = action
         reward = float(rng.normal())
@@ -153,3 +155,21 @@ def test_reference_integration_loop_gives_same_actions(tmp_path):
         rewards = np.concatenate([rewards, np.array([[reward]], np.float32)], axis=1)
         rtg = np.concatenate([rtg, rtg[:, -1:] - reward / 1000.0], axis=1)
         timesteps = np.concatenate([timesteps, np.full((1, 1), step + 1, np.int64)], axis=1)
+
+
+@settings(max_examples=10)
+@given(configs, st.integers(0, 2**16), st.integers(1, 6))
+def test_get_action_against_the_reference(d, seed, T):
+    """The lean rollout path against the reference's action_preds[:, -1], float64, left-padded: <= 1e-10."""
+    import torch
+
+    config = make_config(d)
+    model = DecisionTransformerModel(config, dtype="float64", seed=seed).eval()
+    parity.perturb_layernorms(model, seed)
+    x = parity.make_inputs(config, 3, T, seed)
+    x["attention_mask"] = random_mask(np.random.default_rng(seed), 3, T, "left")
+    ref = parity.reference_model(config, model.state_dict(), "float64").eval()
+    with torch.no_grad():
+        want = ref(**{k: torch.from_numpy(v) for k, v in x.items() if v is not None}, return_dict=False)[1][:, -1]
+    got = model.get_action(**x)
+    assert np.max(np.abs(got - want.numpy())) <= 1e-10 * max(1.0, float(np.max(np.abs(want.numpy()))))

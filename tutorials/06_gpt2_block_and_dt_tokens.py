@@ -160,8 +160,10 @@ assert ratio < 0.2, ratio
 # Here is the forward, from the token embeddings to the heads:
 
 # %%
+source = inspect.getsource(DecisionTransformerModel._tokens)  # forward's first half, shared with get_action
+print(source[source.index("        time = "):])
 source = inspect.getsource(DecisionTransformerModel.forward)
-print(source[source.index("        time = "):source.index("        self.shape")])
+print(source[source.index("        enc = "):source.index("        self.shape")])
 
 # %% [markdown]
 # A small model in float64, dropout off, with one left-padded sequence in the batch. Its weights are drawn with

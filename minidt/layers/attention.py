@@ -20,7 +20,7 @@ from typing import Any
 from ..backend import Backend, Generator, array_namespace, device
 from .check import check_last_dim, check_shape
 from .dropout import Dropout
-from .linear import Conv1D
+from .linear import Conv1D, conv1d_forward
 from .module import Module
 
 
@@ -162,6 +162,15 @@ class CausalSelfAttention(Module):
         y = self.resid_dropout(self.c_proj(merge_heads(out)))  # B,T,C
         self.keep((cache, T_past))
         return y, probs, ((k, v) if use_cache else None)
+
+    def key_values(self, x: Any) -> tuple[Any, Any]:
+        """x (B, T, C) -> (k, v), each (B, H, T, D): what later queries attend to, as `past_kv` takes them. For
+        inference (nothing is kept for backward): the last block of `forward_last` needs every token's key and
+        value but only the last token's query."""
+        C = x.shape[-1]
+        W, b = self.c_attn.weight.data, self.c_attn.bias.data
+        kv, _ = conv1d_forward(x, W[:, C:], b[C:])  # B,T,2C: the k | v columns of c_attn, no queries
+        return split_heads(kv[:, :, :C], self.n_head), split_heads(kv[:, :, C:], self.n_head)
 
     def backward(self, dout: Any) -> Any:
         """dout (B, T, C) -> dx (B, T, C). Cached keys and values from past_kv are constants here."""
