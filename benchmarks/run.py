@@ -84,8 +84,6 @@ def spread(rounds: list[float]) -> float:
 # --- the two models --------------------------------------------------------------------------------------------
 def models(config: DecisionTransformerConfig, seed: int = 0, device: str = "cpu", backend: str = "numpy"):
     """minidt and transformers models with the same float32 weights, in train mode."""
-    import torch
-
     from minidt.parity import reference_model
 
     ours = DecisionTransformerModel(config, dtype="float32", seed=seed, backend=backend)
@@ -335,7 +333,6 @@ def item_eval(args) -> dict:
 
 # --- item 4: peak memory of a training step --------------------------------------------------------------------
 def item_memory(args) -> dict:
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     config = DecisionTransformerConfig(**PAPER)

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .backend import Backend, Generator, array_namespace, device, get_backend, to_numpy
+from .backend import Backend, Generator, get_backend, to_numpy
 from .config import DecisionTransformerConfig
 from .gpt2 import DecisionTransformerGPT2Model
 from .layers import Activation, Embedding, LayerNorm, Linear, Module, ModuleList
