@@ -286,6 +286,8 @@ def test_get_action_on_the_strict_backend_and_its_guards():
     a = dev.get_action(**{k: b.asarray(v) for k, v in x.items()})
     assert type(a).__module__.startswith("array_api_strict")
     assert rel_error(to_numpy(a), host.get_action(**x)) <= 1e-12
+    f32 = DecisionTransformerModel(config, dtype="float32", seed=0, backend="strict").eval()
+    assert str(f32.get_action(**{k: b.asarray(v) for k, v in x.items()}).dtype).endswith("float32")
     with pytest.raises(RuntimeError, match="eval mode"):
         host.train().get_action(**x)
     host.eval()
