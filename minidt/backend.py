@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from typing import Any
 
 import array_api_compat
@@ -92,28 +93,29 @@ _malloc_tuned: "bool | None" = None
 
 
 def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep freed memory in the process rather than hand it back to the kernel (once per
-    process; Linux with glibc only, elsewhere a no-op returning False).
+    """Ask glibc's malloc to keep freed memory in the process rather than hand it back to the kernel. Called once,
+    when the NumPy backend is first created; Linux with glibc only (elsewhere, or with MINIDT_KEEP_FREED_MEMORY=0
+    in the environment, it does nothing and returns False). Returns whether the setting took.
 
     Every NumPy array is a malloc. A training step or a batched rollout step allocates and frees arrays of 2-12 MB
     dozens of times; by default glibc serves blocks that size with a fresh mmap, or trims the heap once 128 KB+
     is free at its top, so the next step's arrays are new pages that the kernel must fault in and zero: 7,400
-    page faults and 34 ms of kernel time in a 94 ms rollout step at batch 100 (benchmarks/README.md, finding 12).
+    page faults and 34 ms of kernel time in a 94 ms rollout step at batch 100 (benchmarks/README.md, finding 13).
     Two settings keep those pages: arrays up to 32 MiB come from the heap (M_MMAP_THRESHOLD, glibc's largest
-    allowed value), and up to 1 GiB of free heap stays mapped (M_TRIM_THRESHOLD). torch's CPU allocator caches
-    freed blocks for the same reason. Process-wide: it also serves any other library in the process."""
+    allowed value), and up to 1 GiB of free heap stays mapped (M_TRIM_THRESHOLD). Process-wide: every library in
+    the process allocates through the same malloc, and the process keeps up to 1 GiB it no longer uses."""
     global _malloc_tuned
     if _malloc_tuned is None:
         _malloc_tuned = False
-        try:
+        if sys.platform.startswith("linux") and os.environ.get("MINIDT_KEEP_FREED_MEMORY", "1") != "0":
             import ctypes
 
-            libc = ctypes.CDLL(None)
-            mallopt = libc.mallopt  # AttributeError where there is no mallopt (macOS, musl)
-            M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
+            try:
+                mallopt = ctypes.CDLL(None).mallopt  # AttributeError where libc has none
+            except (OSError, AttributeError):
+                return False
+            M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h; musl's mallopt ignores both (0)
             _malloc_tuned = bool(mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
-        except (OSError, AttributeError):
-            pass
     return _malloc_tuned
 
 

@@ -103,12 +103,14 @@ class DecisionTransformerGPT2Model(Module):
         """The last token's final hidden state, (B, 1, C): forward(...).last_hidden_state[:, -1:], computing only
         what it needs. Every block but the last runs on all T tokens (their outputs are the next block's keys and
         values); the last block needs every token's key and value but only the last token's query, attention
-        row, MLP and ln_f: about a quarter of the work of a 3-layer model. For inference: keeps no cache."""
+        row, MLP and ln_f: about a quarter less work for a 3-layer model. For inference: keeps no cache."""
         if self.training:
-            raise RuntimeError("forward_last: expected eval mode (call model.eval()): it is an inference path "
-                               "with no dropout and no backward")
+            raise RuntimeError("forward_last: expected eval mode (call model.eval()), got training mode; it is an "
+                               "inference path with no dropout and no backward")
         check_array("inputs_embeds", inputs_embeds, self.backend, self.dtype)
         check_shape("inputs_embeds", inputs_embeds, (None, None, self.config.hidden_size))
+        if inputs_embeds.shape[1] == 0:
+            raise ValueError(f"inputs_embeds: expected at least one token, got shape {tuple(inputs_embeds.shape)}")
         xp = array_namespace(inputs_embeds)
         B, T, C = inputs_embeds.shape
         if position_ids is None:

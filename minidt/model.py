@@ -99,17 +99,19 @@ class DecisionTransformerModel(Module):
     def get_action(self, states: Any = None, actions: Any = None, rewards: Any = None, returns_to_go: Any = None,
                    timesteps: Any = None, attention_mask: Any = None) -> Any:
         """The action to take now: forward(...).action_preds[:, -1] (B, act_dim), read at the last state token,
-        computing only what it needs. Inputs as in forward. The last action token comes after that state token, so
-        it is dropped; the encoder computes the last block for that one token only (`forward_last`). Eval mode
-        only: this is a rollout step, with no dropout and nothing kept for backward."""
+        computing only what it needs. Inputs as in forward, batched, already cut to the last K steps and padded
+        (unlike the transformers example's `get_action(model, ...)`, which takes one episode's whole history and
+        does that itself: `minidt.evaluate.context` does it here). The last action token comes after that state
+        token, so it is dropped; the encoder computes the last block for that one token only (`forward_last`).
+        Eval mode only: this is a rollout step, with no dropout and nothing kept for backward."""
         if self.training:
-            raise RuntimeError("get_action: expected eval mode (call model.eval()); it is the inference path of a "
-                               "rollout step")
+            raise RuntimeError("get_action: expected eval mode (call model.eval()), got training mode; it is the "
+                               "inference path of a rollout step")
         x, mask3 = self._tokens(states, actions, returns_to_go, timesteps, attention_mask)  # B,3T,C and B,3T
         if x.shape[1] == 0:
             raise ValueError(f"states: expected at least one timestep, got shape {tuple(states.shape)}")
         xp = self.backend.xp
-        x, mask3 = x[:, :-1, :], mask3[:, :-1]  # ... R_T s_T: a_T is the placeholder being predicted
+        x, mask3 = x[:, :-1, :], mask3[:, :-1]  # ... R_T s_T: s_T cannot see a_T (a placeholder input)
         position_ids = xp.zeros((1, x.shape[1]), dtype=xp.int64, device=self.backend.device)
         h = self.encoder.forward_last(x, mask3, position_ids)  # B,1,C  at the token s_T
         for m in self.predict_action:  # Linear, then tanh if action_tanh

@@ -261,16 +261,23 @@ lean_configs = st.builds(
     activation_function=st.sampled_from(["relu", "gelu_new"]), reorder_and_upcast_attn=st.booleans())
 
 
-@settings(max_examples=25, deadline=None)
-@given(lean_configs, st.integers(1, 6), st.integers(1, 4), st.integers(0, 2**16))
-def test_get_action_equals_the_last_action_of_forward(d, T, B, seed):
+@settings(max_examples=30, deadline=None)
+@given(lean_configs, st.integers(1, 6), st.integers(1, 4), st.integers(0, 2**16),
+       st.sampled_from(["left", "any", "none"]))
+def test_get_action_equals_the_last_action_of_forward(d, T, B, seed, mask):
     """The rollout's lean path (last block for the last state token only, the trailing action token dropped) is
-    the full forward's action_preds[:, -1]: float64, left-padded masks, every depth; relative error <= 1e-12
-    (1e-6 with reorder_and_upcast_attn, which computes its scores in float32 by definition)."""
+    the full forward's action_preds[:, -1]: float64, every depth; masks left-padded, any pattern (the last step
+    padded too), or nothing real (the forward's finite garbage, which get_action must reproduce as well).
+    Relative error <= 1e-12 (1e-6 with reorder_and_upcast_attn, which computes its scores in float32 by
+    definition)."""
     config = DecisionTransformerConfig(**{**SMALL, **d})
     model = DecisionTransformerModel(config, dtype="float64", seed=seed).eval()
     parity.perturb_layernorms(model, seed)
     x = inputs(config, B, T, seed)
+    if mask == "any":
+        x["attention_mask"] = (np.random.default_rng(seed).random((B, T)) > 0.5).astype(np.float64)
+    elif mask == "none":
+        x["attention_mask"] = np.zeros((B, T))
     full = model(**x).action_preds[:, -1]
     lean = model.get_action(**x)
     assert lean.shape == (B, config.act_dim)
@@ -288,10 +295,12 @@ def test_get_action_on_the_strict_backend_and_its_guards():
     assert rel_error(to_numpy(a), host.get_action(**x)) <= 1e-12
     f32 = DecisionTransformerModel(config, dtype="float32", seed=0, backend="strict").eval()
     assert str(f32.get_action(**{k: b.asarray(v) for k, v in x.items()}).dtype).endswith("float32")
-    with pytest.raises(RuntimeError, match="eval mode"):
+    with pytest.raises(RuntimeError, match="expected eval mode .*, got training mode"):
         host.train().get_action(**x)
     host.eval()
     with pytest.raises(ValueError, match="states: expected at least one timestep"):
         host.get_action(**{k: v[:, :0] for k, v in x.items()})
+    with pytest.raises(ValueError, match=r"inputs_embeds: expected at least one token, got shape \(2, 0, 8\)"):
+        host.encoder.forward_last(np.zeros((2, 0, 8)))
     with pytest.raises(ValueError, match=r"actions: expected shape \(3, 5, 2\), got \(3, 4, 2\)"):
         host.get_action(**{**x, "actions": np.zeros((3, 4, 2))})

@@ -167,6 +167,7 @@ class CausalSelfAttention(Module):
         """x (B, T, C) -> (k, v), each (B, H, T, D): what later queries attend to, as `past_kv` takes them. For
         inference (nothing is kept for backward): the last block of `forward_last` needs every token's key and
         value but only the last token's query."""
+        check_last_dim("x", x, self.c_attn.weight.shape[0], self.dtype)
         C = x.shape[-1]
         W, b = self.c_attn.weight.data, self.c_attn.bias.data
         kv, _ = conv1d_forward(x, W[:, C:], b[C:])  # B,T,2C: the k | v columns of c_attn, no queries
