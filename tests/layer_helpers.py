@@ -2,7 +2,9 @@
 
 - `fd_check`        check 1: a Module's backward against central differences, every parameter and input
 - `copy_to_torch`, `torch_grads`, `assert_close`   check 2: the same pass through PyTorch / transformers
-- `strict_twin`     check 4: the same module on the strict backend
+- `strict_twin`     check 4: the same module on the strict backend (`past_kv_pass`: a pass to compare on both)
+- `assert_causal`, `assert_left_padding_invariant`   causality and padding invariance, for attention and blocks
+- `assert_grads_accumulate`, `assert_bad_dout_raises`, `assert_eval_keeps_no_cache`   what every Module must do
 - `randomize`       weights away from their init (zero biases and unit LayerNorm weights hide terms of a backward)
 - `make_mask`, `fully_masked`, `reference_mask`   padding masks, and the 4-D mask transformers builds from one
 """
@@ -10,9 +12,11 @@
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any, Callable
 
 import numpy as np
+import pytest
 from hypothesis import assume
 
 from conftest import numerical_grad, rel_error
@@ -114,6 +118,92 @@ def assert_grads_accumulate(module: Module, inputs: tuple, dout: Any) -> None:
     module.backward(dout)
     for n, g in param_grads(module).items():
         assert rel_error(g, 2 * once[n]) <= 1e-15, n
+
+
+def assert_bad_dout_raises(module: Module, shape: tuple[int, ...]) -> None:
+    """After a float32 forward on x of `shape`, a dout that would broadcast against the output (batch 1) or has
+    the wrong dtype is a ValueError naming dout, the expected and the received value (a broadcast dout would be
+    summed over silently)."""
+    got = (1, *shape[1:])
+    for dout, match in [(np.ones(got, np.float32), re.escape(f"dout: expected shape {shape}, got {got}")),
+                        (np.ones(shape), "dout: expected dtype float32, got float64")]:
+        module(np.ones(shape, np.float32))
+        with pytest.raises(ValueError, match=match):
+            module.backward(dout)
+
+
+def assert_eval_keeps_no_cache(module: Module, x: np.ndarray) -> None:
+    """In eval mode a forward keeps no cache anywhere in the tree and draws no dropout (two passes agree), and a
+    backward says there is nothing to differentiate. The module ran once in training mode first."""
+    module(x)
+    module.eval()
+    assert all(getattr(m, "cache", None) is None for m in module.modules())
+
+    def out():
+        y = module(x)
+        return y[0] if isinstance(y, tuple) else y  # attention and blocks return (y, probs, present)
+
+    np.testing.assert_array_equal(out(), out())
+    assert all(getattr(m, "cache", None) is None for m in module.modules())
+    with pytest.raises(RuntimeError, match="no forward pass to differentiate"):
+        module.backward(np.ones_like(x))
+
+
+# --- sequence properties, for attention and the block (forward(x, mask, ...) -> (y, probs, present)) ---------
+
+
+def assert_causal(layer: Module, x: np.ndarray, mask: np.ndarray | None, t: int) -> None:
+    """Changing tokens after position t changes no output and no attention weight up to t; a gradient that is
+    zero after t gives the same parameter gradients whatever those later tokens are, and sends them none."""
+    dout = np.random.default_rng(1).normal(size=x.shape)
+    dout[:, t + 1:] = 0.0
+    y, probs, _ = layer(x, mask)
+    dx = layer.backward(dout)
+    grads = {n: g.copy() for n, g in param_grads(layer).items()}
+    x2 = x.copy()
+    x2[:, t + 1:] = np.random.default_rng(2).normal(size=x2[:, t + 1:].shape)
+    layer.zero_grad()
+    y2, probs2, _ = layer(x2, mask)
+    dx2 = layer.backward(dout)
+    np.testing.assert_array_equal(y2[:, : t + 1], y[:, : t + 1])
+    np.testing.assert_array_equal(probs2[:, :, : t + 1], probs[:, :, : t + 1])
+    np.testing.assert_array_equal(dx2[:, : t + 1], dx[:, : t + 1])
+    assert np.all(dx2[:, t + 1:] == 0.0) and np.all(dx[:, t + 1:] == 0.0)
+    for n, g in param_grads(layer).items():
+        np.testing.assert_array_equal(g, grads[n], err_msg=n)
+    assert np.all(np.triu(probs, 1) == 0.0)  # no weight on a future key
+
+
+def assert_left_padding_invariant(layer: Module, x: np.ndarray, P: int) -> None:
+    """P padded steps (garbage values) in front, masked: the real tokens' outputs and weights, every parameter
+    gradient and dx are those of the unpadded sequence; the padded keys get weight 0 and the padded inputs
+    gradient 0 (for a dout that is zero on the padded queries, as a masked loss gives)."""
+    B, T, C = x.shape
+    rng = np.random.default_rng(5)
+    dout = rng.normal(size=x.shape)
+    y, probs, _ = layer(x)
+    dx = layer.backward(dout)
+    grads = {n: g.copy() for n, g in param_grads(layer).items()}
+    x_p = np.concatenate([10 * rng.normal(size=(B, P, C)), x], axis=1)
+    mask = np.concatenate([np.zeros((B, P)), np.ones((B, T))], axis=1)
+    dout_p = np.concatenate([np.zeros((B, P, C)), dout], axis=1)
+    layer.zero_grad()
+    y_p, probs_p, _ = layer(x_p, mask)
+    dx_p = layer.backward(dout_p)
+    assert rel_error(y_p[:, P:], y) <= 1e-12
+    assert rel_error(probs_p[:, :, P:, P:], probs) <= 1e-12 and np.all(probs_p[:, :, P:, :P] == 0.0)
+    assert rel_error(dx_p[:, P:], dx) <= 1e-12 and np.all(dx_p[:, :P] == 0.0)
+    for n, g in param_grads(layer).items():
+        assert rel_error(g, grads[n]) <= 1e-12, n
+
+
+def past_kv_pass(layer: Module, x: Any, mask: Any, dout: Any, split: int = 2) -> dict[str, Any]:
+    """The first `split` tokens with use_cache, then the rest with that past_kv, then backward: every output,
+    the returned keys and values, dx and every parameter gradient, by name."""
+    _, _, past = layer(x[:, :split, :], mask[:, :split], use_cache=True)  # full indices: strict arrays too
+    y, probs, (k, v) = layer(x[:, split:, :], mask, past_kv=past, use_cache=True)
+    dx = layer.backward(dout[:, split:, :])
+    return {"y": y, "probs": probs, "k": k, "v": v, "x": dx, **param_grads(layer)}
 
 
 def strict_twin(module: Module, make: Callable[..., Module]) -> Module:

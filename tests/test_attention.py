@@ -16,9 +16,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import rel_error
-from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_close, assert_grads_accumulate, copy_to_torch, fd_check,
-                           fd_errors, fully_masked, is_strict, make_mask, param_grads, randomize, reference_mask,
-                           seeds, strict_twin, torch_grads)
+from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_bad_dout_raises, assert_causal, assert_close,
+                           assert_eval_keeps_no_cache, assert_grads_accumulate, assert_left_padding_invariant,
+                           copy_to_torch, fd_check, fd_errors, fully_masked, is_strict, make_mask, param_grads,
+                           past_kv_pass, randomize, reference_mask, seeds, strict_twin, torch_grads)
 from minidt.backend import Generator, dtype_name, get_backend
 from minidt.layers import CausalSelfAttention
 from minidt.layers.attention import (attention_backward, attention_bias, attention_forward, softmax_backward,
@@ -392,57 +393,18 @@ def causal_case(seed=0, **flags):
 @pytest.mark.parametrize("t", [0, 2, 5])
 @pytest.mark.parametrize("mask_kind", [None, "left"])
 def test_causality_forward_and_backward(t, mask_kind):
-    """Changing tokens after position t changes no output up to t; and a gradient that is zero after t gives the
-    same parameter gradients whatever those later tokens are, and no gradient to them."""
     case = {**causal_case(), "mask_kind": mask_kind}
     layer = randomize(build(case), np.random.default_rng(0))
     x, mask, _ = data(case)
     if mask is not None:
         mask[:, -1] = 1.0
-    dout = np.random.default_rng(1).normal(size=x.shape)
-    dout[:, t + 1:] = 0.0
-    y, probs, _ = layer(x, mask)
-    dx = layer.backward(dout)
-    grads = {n: g.copy() for n, g in param_grads(layer).items()}
-    x2 = x.copy()
-    x2[:, t + 1:] = np.random.default_rng(2).normal(size=x2[:, t + 1:].shape)
-    layer.zero_grad()
-    y2, probs2, _ = layer(x2, mask)
-    dx2 = layer.backward(dout)
-    np.testing.assert_array_equal(y2[:, : t + 1], y[:, : t + 1])
-    np.testing.assert_array_equal(probs2[:, :, : t + 1], probs[:, :, : t + 1])
-    np.testing.assert_array_equal(dx2[:, : t + 1], dx[:, : t + 1])
-    assert np.all(dx2[:, t + 1:] == 0.0) and np.all(dx[:, t + 1:] == 0.0)
-    for n, g in param_grads(layer).items():
-        np.testing.assert_array_equal(g, grads[n], err_msg=n)
-    assert np.all(np.triu(probs, 1) == 0.0)  # no weight on a future key
+    assert_causal(layer, x, mask, t)
 
 
 @pytest.mark.parametrize("P", [1, 3])
 def test_left_padding_leaves_real_outputs_and_gradients_unchanged(P):
-    """P padded steps (garbage values) in front, masked: the real tokens' outputs and weights, every parameter
-    gradient and dx are those of the unpadded sequence, the padded keys get weight 0 and the padded inputs
-    gradient 0 (for a dout that is zero on the padded queries, as a masked loss gives)."""
     case = causal_case()
-    layer = randomize(build(case), np.random.default_rng(0))
-    x, _, _ = data(case)
-    B, T, C = x.shape
-    rng = np.random.default_rng(5)
-    dout = rng.normal(size=x.shape)
-    y, probs, _ = layer(x)
-    dx = layer.backward(dout)
-    grads = {n: g.copy() for n, g in param_grads(layer).items()}
-    xp = np.concatenate([10 * rng.normal(size=(B, P, C)), x], axis=1)
-    mask = np.concatenate([np.zeros((B, P)), np.ones((B, T))], axis=1)
-    dout_p = np.concatenate([np.zeros((B, P, C)), dout], axis=1)
-    layer.zero_grad()
-    y_p, probs_p, _ = layer(xp, mask)
-    dx_p = layer.backward(dout_p)
-    assert rel_error(y_p[:, P:], y) <= 1e-12
-    assert rel_error(probs_p[:, :, P:, P:], probs) <= 1e-12 and np.all(probs_p[:, :, P:, :P] == 0.0)
-    assert rel_error(dx_p[:, P:], dx) <= 1e-12 and np.all(dx_p[:, :P] == 0.0)
-    for n, g in param_grads(layer).items():
-        assert rel_error(g, grads[n]) <= 1e-12, n
+    assert_left_padding_invariant(randomize(build(case), np.random.default_rng(0)), data(case)[0], P)
 
 
 @pytest.mark.parametrize("dtype, upcast", [("float64", False), ("float32", False), ("float32", True)])
@@ -479,29 +441,17 @@ def test_strict_backend_equals_numpy(dtype, upcast):
     twin = strict_twin(layer, lambda backend: build(case, dtype, backend=backend))
     b = get_backend("strict")
     x, mask, dout = data(case, dtype)
-    x_past, x_new, dout_new = x[:, :2], x[:, 2:], dout[:, 2:]
-    _, _, past = layer(x_past, mask[:, :2], use_cache=True)
-    y, probs, present = layer(x_new, mask, past_kv=past, use_cache=True)
-    dx = layer.backward(dout_new)
-    _, _, past_s = twin(b.asarray(x_past), b.asarray(mask[:, :2]), use_cache=True)
-    y_s, probs_s, present_s = twin(b.asarray(x_new), b.asarray(mask), past_kv=past_s, use_cache=True)
-    dx_s = twin.backward(b.asarray(dout_new))
-    outs = {"y": y_s, "probs": probs_s, "k": present_s[0], "v": present_s[1], "x": dx_s, **param_grads(twin)}
-    assert all(is_strict(a) and dtype_name(a.dtype) == dtype for a in outs.values())
-    assert_close(outs, {"y": y, "probs": probs, "k": present[0], "v": present[1], "x": dx, **param_grads(layer)},
-                 STRICT_TOL if dtype == "float64" else 1e-6)
+    ours = past_kv_pass(layer, x, mask, dout)
+    strict = past_kv_pass(twin, *(b.asarray(a) for a in (x, mask, dout)))
+    assert all(is_strict(a) and dtype_name(a.dtype) == dtype for a in strict.values())
+    assert_close(strict, ours, STRICT_TOL if dtype == "float64" else 1e-6)
 
 
 @pytest.mark.parametrize("upcast", [False, True])
 def test_float32_stays_float32(upcast):
     case = {**causal_case(attn_pdrop=0.3, resid_pdrop=0.3, reorder_and_upcast_attn=upcast), "mask_kind": "left"}
-    layer = build(case, "float32")
-    x, mask, dout = data(case, "float32")
-    _, _, past = layer(x[:, :2], mask[:, :2], use_cache=True)
-    y, probs, (k, v) = layer(x[:, 2:], mask, past_kv=past, use_cache=True)
-    dx = layer.backward(dout[:, 2:])
-    assert all(a.dtype == np.float32 for a in (y, probs, k, v, dx))
-    assert all(p.grad.dtype == np.float32 for p in layer.parameters())
+    out = past_kv_pass(build(case, "float32"), *data(case, "float32"))
+    assert all(a.dtype == np.float32 for a in out.values())
 
 
 def test_bad_input_names_argument_expected_and_received():
@@ -522,12 +472,7 @@ def test_bad_input_names_argument_expected_and_received():
 @pytest.mark.parametrize("resid_pdrop", [0.0, 0.5])
 def test_bad_dout_names_argument_expected_and_received(resid_pdrop):
     """A dout broadcasting against (B, T, C) would pass through dropout and c_proj silently without the check."""
-    layer = CausalSelfAttention(4, 2, resid_pdrop=resid_pdrop)
-    for dout, match in [(np.ones((1, 5, 4), np.float32), r"dout: expected shape \(2, 5, 4\), got \(1, 5, 4\)"),
-                        (np.ones((2, 5, 4)), "dout: expected dtype float32, got float64")]:
-        layer(np.ones((2, 5, 4), np.float32))
-        with pytest.raises(ValueError, match=match):
-            layer.backward(dout)
+    assert_bad_dout_raises(CausalSelfAttention(4, 2, resid_pdrop=resid_pdrop), (2, 5, 4))
 
 
 @pytest.mark.parametrize("C, n_head", [(6, 4), (4, 0), (5, 2)])
@@ -537,13 +482,5 @@ def test_hidden_size_not_divisible_by_heads_raises_at_construction(C, n_head):
 
 
 def test_eval_keeps_no_cache_and_backward_explains():
-    layer = CausalSelfAttention(4, 2, attn_pdrop=0.5, resid_pdrop=0.5)
-    x = np.ones((1, 3, 4), np.float32)
-    layer(x)
-    layer.eval()
-    assert all(getattr(m, "cache", None) is None for m in layer.modules())
-    y, _, _ = layer(x)
-    np.testing.assert_array_equal(layer(x)[0], y)  # no dropout in eval mode
-    assert all(getattr(m, "cache", None) is None for m in layer.modules())
-    with pytest.raises(RuntimeError, match="no forward pass to differentiate"):
-        layer.backward(np.ones((1, 3, 4), np.float32))
+    assert_eval_keeps_no_cache(CausalSelfAttention(4, 2, attn_pdrop=0.5, resid_pdrop=0.5),
+                               np.ones((1, 3, 4), np.float32))

@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import rel_error
-from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_close, assert_grads_accumulate, copy_to_torch, fd_check,
-                           fully_masked, is_strict, make_mask, param_grads, randomize, reference_mask, seeds,
-                           strict_twin, torch_grads)
+from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_bad_dout_raises, assert_causal, assert_close,
+                           assert_eval_keeps_no_cache, assert_grads_accumulate, assert_left_padding_invariant,
+                           copy_to_torch, fd_check, fully_masked, is_strict, make_mask, param_grads, past_kv_pass,
+                           randomize, reference_mask, seeds, strict_twin, torch_grads)
 from minidt.backend import Generator, dtype_name, get_backend
 from minidt.layers import Block
 from minidt.layers.attention import attention_bias
@@ -125,49 +126,14 @@ def small_case(seed: int = 0, **flags) -> dict:
 
 @pytest.mark.parametrize("t", [0, 3, 5])
 def test_causality_forward_and_backward(t):
-    """Later tokens change no earlier output; a gradient zero after t gives the same parameter gradients whatever
-    the later tokens are, and sends them no gradient."""
     case = small_case()
-    block = randomize(build(case), np.random.default_rng(0))
-    x, _, _ = data(case)
-    dout = np.random.default_rng(1).normal(size=x.shape)
-    dout[:, t + 1:] = 0.0
-    out, _, _ = block(x)
-    dx = block.backward(dout)
-    grads = {n: g.copy() for n, g in param_grads(block).items()}
-    x2 = x.copy()
-    x2[:, t + 1:] = np.random.default_rng(2).normal(size=x2[:, t + 1:].shape)
-    block.zero_grad()
-    out2, _, _ = block(x2)
-    dx2 = block.backward(dout)
-    np.testing.assert_array_equal(out2[:, : t + 1], out[:, : t + 1])
-    np.testing.assert_array_equal(dx2[:, : t + 1], dx[:, : t + 1])
-    assert np.all(dx2[:, t + 1:] == 0.0)
-    for n, g in param_grads(block).items():
-        np.testing.assert_array_equal(g, grads[n], err_msg=n)
+    assert_causal(randomize(build(case), np.random.default_rng(0)), data(case)[0], None, t)
 
 
 @pytest.mark.parametrize("P", [1, 3])
 def test_left_padding_leaves_real_outputs_and_gradients_unchanged(P):
     case = small_case()
-    block = randomize(build(case), np.random.default_rng(0))
-    x, _, _ = data(case)
-    B, T, C = x.shape
-    rng = np.random.default_rng(5)
-    dout = rng.normal(size=x.shape)
-    out, _, _ = block(x)
-    dx = block.backward(dout)
-    grads = {n: g.copy() for n, g in param_grads(block).items()}
-    x_p = np.concatenate([10 * rng.normal(size=(B, P, C)), x], axis=1)
-    mask = np.concatenate([np.zeros((B, P)), np.ones((B, T))], axis=1)
-    dout_p = np.concatenate([np.zeros((B, P, C)), dout], axis=1)
-    block.zero_grad()
-    out_p, _, _ = block(x_p, mask)
-    dx_p = block.backward(dout_p)
-    assert rel_error(out_p[:, P:], out) <= 1e-12
-    assert rel_error(dx_p[:, P:], dx) <= 1e-12 and np.all(dx_p[:, :P] == 0.0)
-    for n, g in param_grads(block).items():
-        assert rel_error(g, grads[n]) <= 1e-12, n
+    assert_left_padding_invariant(randomize(build(case), np.random.default_rng(0)), data(case)[0], P)
 
 
 @pytest.mark.parametrize("dtype, upcast", [("float64", False), ("float32", True)])
@@ -212,14 +178,8 @@ def test_strict_backend_equals_numpy_and_float32_stays_float32(dtype, upcast):
     twin = strict_twin(block, lambda backend: build(case, dtype, backend))
     b = get_backend("strict")
     x, mask, dout = data(case, dtype)
-    _, _, past = block(x[:, :2], mask[:, :2], use_cache=True)
-    out, probs, present = block(x[:, 2:], mask, past_kv=past, use_cache=True)
-    dx = block.backward(dout[:, 2:])
-    _, _, past_s = twin(b.asarray(x[:, :2]), b.asarray(mask[:, :2]), use_cache=True)
-    out_s, probs_s, present_s = twin(b.asarray(x[:, 2:]), b.asarray(mask), past_kv=past_s, use_cache=True)
-    dx_s = twin.backward(b.asarray(dout[:, 2:]))
-    ours = {"out": out, "probs": probs, "k": present[0], "v": present[1], "x": dx, **param_grads(block)}
-    strict = {"out": out_s, "probs": probs_s, "k": present_s[0], "v": present_s[1], "x": dx_s, **param_grads(twin)}
+    ours = past_kv_pass(block, x, mask, dout)
+    strict = past_kv_pass(twin, *(b.asarray(a) for a in (x, mask, dout)))
     assert all(a.dtype == np.dtype(dtype) for a in ours.values())
     assert all(is_strict(a) and dtype_name(a.dtype) == dtype for a in strict.values())
     assert_close(strict, ours, STRICT_TOL if dtype == "float64" else 1e-6)
@@ -243,21 +203,8 @@ def test_bad_input_names_argument_expected_and_received():
 
 @pytest.mark.parametrize("resid_pdrop", [0.0, 0.5])
 def test_bad_dout_names_argument_expected_and_received(resid_pdrop):
-    block = Block(4, 2, resid_pdrop=resid_pdrop)
-    for dout, match in [(np.ones((1, 5, 4), np.float32), r"dout: expected shape \(2, 5, 4\), got \(1, 5, 4\)"),
-                        (np.ones((2, 5, 4)), "dout: expected dtype float32, got float64")]:
-        block(np.ones((2, 5, 4), np.float32))
-        with pytest.raises(ValueError, match=match):
-            block.backward(dout)
+    assert_bad_dout_raises(Block(4, 2, resid_pdrop=resid_pdrop), (2, 5, 4))
 
 
 def test_eval_keeps_no_cache_and_backward_explains():
-    block = Block(4, 2, attn_pdrop=0.5, resid_pdrop=0.5)
-    x = np.ones((1, 3, 4), np.float32)
-    block(x)
-    block.eval()
-    assert all(getattr(m, "cache", None) is None for m in block.modules())
-    np.testing.assert_array_equal(block(x)[0], block(x)[0])
-    assert all(getattr(m, "cache", None) is None for m in block.modules())
-    with pytest.raises(RuntimeError, match="no forward pass to differentiate"):
-        block.backward(np.ones((1, 3, 4), np.float32))
+    assert_eval_keeps_no_cache(Block(4, 2, attn_pdrop=0.5, resid_pdrop=0.5), np.ones((1, 3, 4), np.float32))

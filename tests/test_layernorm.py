@@ -7,8 +7,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_close, assert_grads_accumulate, fd_check, is_strict,
-                           param_grads, randomize, seeds, strict_twin, torch_grads)
+from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_bad_dout_raises, assert_close, assert_eval_keeps_no_cache,
+                           assert_grads_accumulate, fd_check, is_strict, param_grads, randomize, seeds, strict_twin,
+                           torch_grads)
 from minidt.backend import get_backend
 from minidt.layers import LayerNorm
 from minidt.layers.layernorm import layernorm_forward
@@ -122,17 +123,8 @@ def test_bad_input_names_argument_expected_and_received():
 
 def test_bad_dout_names_argument_expected_and_received():
     """A dout that broadcasts against x would be summed over silently."""
-    ln = LayerNorm(4)
-    for dout, match in [(np.ones((1, 3, 4), np.float32), r"dout: expected shape \(2, 3, 4\), got \(1, 3, 4\)"),
-                        (np.ones((2, 3, 4)), "dout: expected dtype float32, got float64")]:
-        ln(np.ones((2, 3, 4), np.float32))
-        with pytest.raises(ValueError, match=match):
-            ln.backward(dout)
+    assert_bad_dout_raises(LayerNorm(4), (2, 3, 4))
 
 
 def test_eval_keeps_no_cache_and_backward_explains():
-    ln = LayerNorm(4).eval()
-    ln(np.zeros((2, 4), np.float32))
-    assert ln.cache is None
-    with pytest.raises(RuntimeError, match="no forward pass to differentiate"):
-        ln.backward(np.ones((2, 4), np.float32))
+    assert_eval_keeps_no_cache(LayerNorm(4), np.zeros((2, 4), np.float32))

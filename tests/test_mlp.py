@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_close, assert_grads_accumulate, copy_to_torch, fd_check,
-                           is_strict, param_grads, randomize, seeds, strict_twin, torch_grads)
+from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_bad_dout_raises, assert_close, assert_eval_keeps_no_cache,
+                           assert_grads_accumulate, copy_to_torch, fd_check, is_strict, param_grads, randomize,
+                           seeds, strict_twin, torch_grads)
 from minidt.backend import Generator, dtype_name, get_backend
 from minidt.layers import MLP
 
@@ -119,21 +120,8 @@ def test_bad_input_names_argument_expected_and_received():
 
 @pytest.mark.parametrize("resid_pdrop", [0.0, 0.5])
 def test_bad_dout_names_argument_expected_and_received(resid_pdrop):
-    mlp = MLP(4, 8, "gelu", resid_pdrop=resid_pdrop)
-    for dout, match in [(np.ones((1, 5, 4), np.float32), r"dout: expected shape \(2, 5, 4\), got \(1, 5, 4\)"),
-                        (np.ones((2, 5, 4)), "dout: expected dtype float32, got float64")]:
-        mlp(np.ones((2, 5, 4), np.float32))
-        with pytest.raises(ValueError, match=match):
-            mlp.backward(dout)
+    assert_bad_dout_raises(MLP(4, 8, "gelu", resid_pdrop=resid_pdrop), (2, 5, 4))
 
 
 def test_eval_keeps_no_cache_and_backward_explains():
-    mlp = MLP(4, 8, "relu", resid_pdrop=0.5)
-    x = np.ones((1, 2, 4), np.float32)
-    mlp(x)
-    mlp.eval()
-    assert all(getattr(m, "cache", None) is None for m in mlp.modules())
-    np.testing.assert_array_equal(mlp(x), mlp(x))
-    assert all(getattr(m, "cache", None) is None for m in mlp.modules())
-    with pytest.raises(RuntimeError, match="no forward pass to differentiate"):
-        mlp.backward(np.ones((1, 2, 4), np.float32))
+    assert_eval_keeps_no_cache(MLP(4, 8, "relu", resid_pdrop=0.5), np.ones((1, 2, 4), np.float32))
