@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.run import EVAL_K, PAPER, PENDULUM, THREADS, batch, models, to_torch, train_pair  # noqa: E402
+from benchmarks.run import EVAL_K, PAPER, PENDULUM, THREADS, batch, infer_pair, train_pair  # noqa: E402
 from minidt import DecisionTransformerConfig, DecisionTransformerModel  # noqa: E402
 from minidt.losses import masked_mse  # noqa: E402
 from minidt.optim import AdamW, clip_grad_norm_  # noqa: E402
@@ -157,20 +157,8 @@ def pure_get_action(model: DecisionTransformerModel, x: dict) -> np.ndarray:
 
 
 def infer_bounds(rounds: int) -> None:
-    import torch
-
     config = DecisionTransformerConfig(**PAPER)
-    ours, ref = models(config)
-    ours.eval()
-    ref.eval()
-    x = batch(config, 1, 20)
-    x["attention_mask"][:] = 1.0
-    xt = to_torch(x)
-
-    def torch_step():
-        with torch.no_grad():
-            return ref(**xt, return_dict=False)[1][0, -1]
-
+    ours, x, torch_step = infer_pair(config)
     ours_ms = median_ms(lambda: ours.get_action(**x), 300, 30)
     torch_ms = median_ms(torch_step, 300, 30)
     pure = pure_get_action(ours, x)

@@ -215,21 +215,29 @@ def item_train(args) -> dict:
 
 
 # --- item 2: batch-1 inference ------------------------------------------------------------------------------------
-def item_infer(args) -> dict:
+def infer_pair(config: DecisionTransformerConfig, device: str = "cpu", backend: str = "numpy"):
+    """Item 2's two sides, eval mode, batch 1, K 20, a full window (as in the middle of an episode): minidt's model
+    and its inputs, and torch's rollout step (the example's get_action: the full forward under no_grad)."""
     import torch
 
-    config = DecisionTransformerConfig(**PAPER)
-    ours, ref = models(config)
+    ours, ref = models(config, device=device, backend=backend)
     ours.eval()
     ref.eval()
     x = batch(config, 1, 20)
-    x["attention_mask"][:] = 1.0  # a full window, as in the middle of an episode
-    xt = to_torch(x)
+    x["attention_mask"][:] = 1.0
+    xt = to_torch(x, device)
+    b = minidt.get_backend(backend)
+    x_ours = {k: (None if v is None else b.asarray(v)) for k, v in x.items()}
 
-    def fb():
+    def torch_step():
         with torch.no_grad():
-            return ref(**xt, return_dict=False)[1][0, -1]  # the example's get_action: the full forward
+            return ref(**xt, return_dict=False)[1][0, -1]
 
+    return ours, x_ours, torch_step
+
+
+def item_infer(args) -> dict:
+    ours, x, fb = infer_pair(DecisionTransformerConfig(**PAPER))
     r = interleaved(lambda: ours.get_action(**x), fb, args.rounds, min_round=0.3)  # one rollout step's action
     r["full_forward"] = interleaved(lambda: ours(**x).action_preds, fb, args.rounds, min_round=0.3)
     return r
@@ -401,18 +409,7 @@ def item_gpu(args) -> dict:
     sync_a = cupy.cuda.get_current_stream().synchronize
     fa, fb = train_pair(config, 64, 20, device="cuda", backend="cupy")
     train = interleaved(synced(fa, sync_a), synced(fb, torch.cuda.synchronize), args.rounds)
-    ours, ref = models(config, device="cuda", backend="cupy")
-    ours.eval()
-    ref.eval()
-    x = batch(config, 1, 20)
-    b = minidt.get_backend("cupy")
-    xo = {k: (None if v is None else b.asarray(v)) for k, v in x.items()}
-    xt = to_torch(x, "cuda")
-
-    def fb1():
-        with torch.no_grad():
-            return ref(**xt, return_dict=False)[1]
-
+    ours, xo, fb1 = infer_pair(config, device="cuda", backend="cupy")
     infer = interleaved(synced(lambda: ours.get_action(**xo), sync_a), synced(fb1, torch.cuda.synchronize),
                         args.rounds)  # one rollout step, as item 2
     return {"train": train, "infer": infer}

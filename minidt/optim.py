@@ -27,6 +27,7 @@ import numpy as np
 from .backend import array_namespace, backend_of, to_numpy
 from .layers.module import Parameter
 
+
 def adamw_step(param: Any, grad: Any, exp_avg: Any, exp_avg_sq: Any, step: int, lr: float, beta1: float,
                beta2: float, eps: float, weight_decay: float) -> tuple[Any, Any, Any]:
     """One AdamW update of one parameter at step t = `step` (1, 2, ...) -> (param, exp_avg, exp_avg_sq), all new
