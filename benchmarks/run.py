@@ -239,7 +239,7 @@ def infer_pair(config: DecisionTransformerConfig, device: str = "cpu", backend: 
 def item_infer(args) -> dict:
     ours, x, fb = infer_pair(DecisionTransformerConfig(**PAPER))
     r = interleaved(lambda: ours.get_action(**x), fb, args.rounds, min_round=0.3)  # one rollout step's action
-    r["full_forward"] = interleaved(lambda: ours(**x).action_preds, fb, args.rounds, min_round=0.3)
+    r["full_forward"] = interleaved(minidt.no_grad()(lambda: ours(**x).action_preds), fb, args.rounds, min_round=0.3)
     return r
 
 

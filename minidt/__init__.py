@@ -1,8 +1,27 @@
 """minidt: the Decision Transformer from first principles, every forward and backward pass written by hand."""
 
+import importlib
+from typing import Any
+
 from .backend import Backend, get_backend, set_backend, to_numpy
 
 __version__ = "0.1.0"
 from .config import DecisionTransformerConfig
 from .gpt2 import DecisionTransformerGPT2Model
+from .layers.module import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .model import DecisionTransformerModel, DecisionTransformerOutput
+
+# Imported on first use (`minidt.optim.AdamW` works after a plain `import minidt`): `data` and `evaluate` bring in
+# gymnasium, h5py and minari, which would more than double the time `import minidt` takes.
+SUBPACKAGES = ("backend", "checkpoint", "cli", "config", "coursework", "data", "evaluate", "gradcheck", "layers",
+               "losses", "model", "optim", "parity", "plots", "train")
+
+
+def __getattr__(name: str) -> Any:
+    if name in SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'minidt' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(SUBPACKAGES))

@@ -157,6 +157,33 @@ def set_backend(backend: "str | Backend") -> Backend:
     return _default
 
 
+def backend_for_device(device: "str | Backend") -> Backend:
+    """PyTorch's device names -> a Backend: "cpu" is numpy, "cuda" or "cuda:N" (N the current CUDA device) is
+    cupy; backend names ("numpy", "cupy", "strict") and Backends pass through."""
+    if isinstance(device, Backend) or device in BACKENDS:
+        return get_backend(device)
+    if device == "cpu":
+        return get_backend("numpy")
+    if isinstance(device, str) and (device == "cuda" or device.startswith("cuda:")):
+        b = get_backend("cupy")
+        index = device.partition(":")[2]
+        if index and index != str(b.device.id):
+            raise ValueError(f"device: minidt's cupy backend runs on the current CUDA device, cuda:{b.device.id}; "
+                             f"got {device!r} (select it first with cupy.cuda.Device({index}).use())")
+        return b
+    raise ValueError(f"device: expected 'cpu', 'cuda', 'cuda:N' or a backend name ({', '.join(BACKENDS)}), "
+                     f"got {device!r}")
+
+
+def device_name(backend: Backend) -> str:
+    """A backend's device by PyTorch's names: "cpu", "cuda:N"; the strict backend's is "strict:device1"."""
+    if backend.name == "numpy":
+        return "cpu"
+    if backend.name == "cupy":
+        return f"cuda:{backend.device.id}"
+    return "strict:device1"
+
+
 def array_namespace(*xs: Any) -> Any:
     """The Array API namespace of the arrays: NumPy itself for NumPy arrays (it implements the standard), else
     array-api-compat's answer (array_api_strict, array_api_compat.cupy)."""

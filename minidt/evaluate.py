@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 from .backend import to_numpy
+from .layers.module import no_grad
 from .model import DecisionTransformerModel
 
 
@@ -74,6 +75,7 @@ def context(states: np.ndarray, actions: np.ndarray, rtg: np.ndarray, t: int, K:
     }
 
 
+@no_grad()
 def rollout(model: DecisionTransformerModel, env_id: str, targets: Sequence[float], episodes: int,
             pre: Preprocess, K: int, seed: int = 0, max_steps: int | None = None,
             env_kwargs: dict | None = None, progress: bool = False) -> list[dict]:
@@ -119,6 +121,7 @@ def rollout(model: DecisionTransformerModel, env_id: str, targets: Sequence[floa
     return summarize(targets, returns.reshape(n_targets, episodes), lengths.reshape(n_targets, episodes))
 
 
+@no_grad()
 def rollout_sequential(model: DecisionTransformerModel, env_id: str, targets: Sequence[float], episodes: int,
                        pre: Preprocess, K: int, seed: int = 0, max_steps: int | None = None,
                        env_kwargs: dict | None = None) -> list[dict]:

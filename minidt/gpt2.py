@@ -130,6 +130,7 @@ class DecisionTransformerGPT2Model(Module):
     def backward(self, dout: Any) -> Any:
         """dout: gradient of last_hidden_state (B, T, C). Accumulates every parameter's gradient; returns the
         gradient of inputs_embeds (B, T, C), or None when the forward took input_ids."""
+        self.require_forward()
         dh = self.ln_f.backward(dout)
         for block in reversed(list(self.h)):
             dh = block.backward(dh)

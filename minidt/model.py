@@ -16,10 +16,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .backend import Backend, Generator, get_backend, to_numpy
+from .backend import Backend, Generator, dtype_name, to_numpy
 from .config import DecisionTransformerConfig
 from .gpt2 import DecisionTransformerGPT2Model
 from .layers import Activation, Embedding, LayerNorm, Linear, Module, ModuleList
+from .layers.module import no_grad
 from .layers.check import check_shape
 
 
@@ -103,20 +104,21 @@ class DecisionTransformerModel(Module):
         (unlike the transformers example's `get_action(model, ...)`, which takes one episode's whole history and
         does that itself: `minidt.evaluate.context` does it here). The last action token comes after that state
         token, so it is dropped; the encoder computes the last block for that one token only (`forward_last`).
-        Eval mode only: this is a rollout step, with no dropout and nothing kept for backward."""
+        Eval mode only (no dropout); it runs under `no_grad()`: a rollout step keeps nothing for backward."""
         if self.training:
             raise RuntimeError("get_action: expected eval mode (call model.eval()), got training mode; it is the "
-                               "inference path of a rollout step")
-        x, mask3 = self._tokens(states, actions, returns_to_go, timesteps, attention_mask)  # B,3T,C and B,3T
-        if x.shape[1] == 0:
-            raise ValueError(f"states: expected at least one timestep, got shape {tuple(states.shape)}")
-        xp = self.backend.xp
-        x, mask3 = x[:, :-1, :], mask3[:, :-1]  # ... R_T s_T: s_T cannot see a_T (a placeholder input)
-        position_ids = xp.zeros((1, x.shape[1]), dtype=xp.int64, device=self.backend.device)
-        h = self.encoder.forward_last(x, mask3, position_ids)  # B,1,C  at the token s_T
-        for m in self.predict_action:  # Linear, then tanh if action_tanh
-            h = m(h)
-        return h[:, 0, :]  # B,act_dim
+                               "inference path of a rollout step, with no dropout")
+        with no_grad():
+            x, mask3 = self._tokens(states, actions, returns_to_go, timesteps, attention_mask)  # B,3T,C and B,3T
+            if x.shape[1] == 0:
+                raise ValueError(f"states: expected at least one timestep, got shape {tuple(states.shape)}")
+            xp = self.backend.xp
+            x, mask3 = x[:, :-1, :], mask3[:, :-1]  # ... R_T s_T: s_T cannot see a_T (a placeholder input)
+            position_ids = xp.zeros((1, x.shape[1]), dtype=xp.int64, device=self.backend.device)
+            h = self.encoder.forward_last(x, mask3, position_ids)  # B,1,C  at the token s_T
+            for m in self.predict_action:  # Linear, then tanh if action_tanh
+                h = m(h)
+            return h[:, 0, :]  # B,act_dim
 
     def _tokens(self, states: Any, actions: Any, returns_to_go: Any, timesteps: Any, attention_mask: Any
                 ) -> tuple[Any, Any]:
@@ -147,23 +149,25 @@ class DecisionTransformerModel(Module):
         """Upstream gradients dL/d(prediction) for any subset of the three predictions (NumPy or backend
         arrays, each the shape of its prediction). Adds dL/dparameter into every parameter's `.grad`."""
         if state_preds is None and action_preds is None and return_preds is None:
-            raise ValueError("backward: expected the gradient of at least one of state_preds, action_preds, "
-                             "return_preds, got none")
+            raise ValueError("DecisionTransformerModel.backward: expected the gradient of at least one of "
+                             "state_preds, action_preds, return_preds, got none")
+        self.require_forward()
         cfg, xp = self.config, self.backend.xp
         B, T = self.shape
         C = cfg.hidden_size
+        d_return, d_state, d_action = (None if d is None else self._input(name, d, shape) for name, d, shape in (
+            ("return_preds", return_preds, (B, T, 1)), ("state_preds", state_preds, (B, T, cfg.state_dim)),
+            ("action_preds", action_preds, (B, T, cfg.act_dim))))
         zeros = xp.zeros((B, T, C), dtype=self.dtype, device=self.backend.device)
         dh_action, dh_state = zeros, zeros
-        if return_preds is not None:
-            dh_action = dh_action + self.predict_return.backward(self._input("return_preds", return_preds, (B, T, 1)))
-        if state_preds is not None:
-            d = self._input("state_preds", state_preds, (B, T, cfg.state_dim))
-            dh_action = dh_action + self.predict_state.backward(d)
-        if action_preds is not None:
-            d = self._input("action_preds", action_preds, (B, T, cfg.act_dim))
+        if d_return is not None:
+            dh_action = dh_action + self.predict_return.backward(d_return)
+        if d_state is not None:
+            dh_action = dh_action + self.predict_state.backward(d_state)
+        if d_action is not None:
             for m in reversed(list(self.predict_action)):
-                d = m.backward(d)
-            dh_state = d
+                d_action = m.backward(d_action)
+            dh_state = d_action
         dh = xp.reshape(xp.stack((zeros, dh_state, dh_action), axis=2), (B, 3 * T, C))  # B,3T,C
         dx = self.embed_ln.backward(self.encoder.backward(dh))  # B,3T,C
         dx = xp.reshape(dx, (B, T, 3, C))
@@ -213,21 +217,10 @@ class DecisionTransformerModel(Module):
         load_into(self, state, strict)
         return self
 
-    def to(self, backend: "str | Backend") -> "DecisionTransformerModel":
-        """Move every parameter (and gradient) to another backend, in place; returns self."""
-        b = get_backend(backend)
-        for m in self.modules():
-            if hasattr(m, "backend"):
-                m.backend = b
-                m.dtype = b.dtype(m.dtype)
-            for value in vars(m).values():
-                if isinstance(value, Generator):
-                    value.backend = b
-            m.clear_cache()
-        for p in self.parameters():
-            p.data = b.asarray(to_numpy(p.data))
-            p.grad = None if p.grad is None else b.asarray(to_numpy(p.grad))
-        return self
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"state_dim={c.state_dim}, act_dim={c.act_dim}, hidden_size={c.hidden_size}, n_layer={c.n_layer}, "
+                f"parameters={self.num_parameters():,}, dtype={dtype_name(self.dtype)}, device={self.device!r}")
 
     def save_pretrained(self, save_directory: "str | os.PathLike") -> None:
         """Write config.json and model.safetensors, as transformers' save_pretrained does (it loads them)."""

@@ -4,7 +4,7 @@
 - `copy_to_torch`, `torch_grads`, `assert_close`   check 2: the same pass through PyTorch / transformers
 - `strict_twin`     check 4: the same module on the strict backend (`past_kv_pass`: a pass to compare on both)
 - `assert_causal`, `assert_left_padding_invariant`   causality and padding invariance, for attention and blocks
-- `assert_grads_accumulate`, `assert_bad_dout_raises`, `assert_eval_keeps_no_cache`   what every Module must do
+- `assert_grads_accumulate`, `assert_bad_dout_raises`, `assert_grad_modes`   what every Module must do
 - `randomize`       weights away from their init (zero biases and unit LayerNorm weights hide terms of a backward)
 - `make_mask`, `fully_masked`, `reference_mask`   padding masks, and the 4-D mask transformers builds from one
 """
@@ -20,6 +20,7 @@ import pytest
 from hypothesis import assume
 
 from conftest import numerical_grad, rel_error
+import minidt
 from minidt import to_numpy
 from minidt.backend import get_backend
 from minidt.layers import LayerNorm, Module
@@ -132,21 +133,35 @@ def assert_bad_dout_raises(module: Module, shape: tuple[int, ...]) -> None:
             module.backward(dout)
 
 
-def assert_eval_keeps_no_cache(module: Module, x: np.ndarray) -> None:
-    """In eval mode a forward keeps no cache anywhere in the tree and draws no dropout (two passes agree), and a
-    backward says there is nothing to differentiate. The module ran once in training mode first."""
-    module(x)
-    module.eval()
-    assert all(getattr(m, "cache", None) is None for m in module.modules())
-
-    def out():
-        y = module(x)
+def assert_grad_modes(build: Callable[[float], Module], x: np.ndarray) -> None:
+    """The two switches, as in PyTorch. `build(p)` makes the module with every dropout probability p (the same
+    weights for any p). Eval mode draws no dropout (two passes agree) and still differentiates: its forward and
+    backward equal those of training mode with dropout 0, to the bit. Under no_grad() a forward keeps no cache
+    anywhere in the tree and backward names `no_grad`; each forward serves one backward."""
+    def out(y):
         return y[0] if isinstance(y, tuple) else y  # attention and blocks return (y, probs, present)
 
-    np.testing.assert_array_equal(out(), out())
-    assert all(getattr(m, "cache", None) is None for m in module.modules())
+    def grads(module):
+        return {n: np.array(p.grad) for n, p in module.named_parameters()}
+
+    module, plain = build(0.5).eval(), build(0.0)
+    np.testing.assert_array_equal(out(module(x)), out(module(x)))
+    y = out(module(x))
+    dout = np.random.default_rng(0).normal(size=y.shape).astype(y.dtype)
+    dx = module.backward(dout)
     with pytest.raises(RuntimeError, match="no forward pass to differentiate"):
-        module.backward(np.ones_like(x))
+        module.backward(dout)  # one forward serves one backward
+    np.testing.assert_array_equal(out(plain(x)), y)
+    np.testing.assert_array_equal(plain.backward(dout), dx)
+    want = grads(plain)
+    for name, g in grads(module).items():
+        np.testing.assert_array_equal(g, want[name], err_msg=name)
+    with minidt.no_grad():
+        module(x)
+    assert all(getattr(m, "cache", None) is None for m in module.modules())
+    with pytest.raises(RuntimeError, match=rf"{type(module).__name__}.backward: no forward pass to differentiate.*"
+                                           r"no_grad"):
+        module.backward(dout)
 
 
 # --- sequence properties, for attention and the block (forward(x, mask, ...) -> (y, probs, present)) ---------

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from conftest import rel_error
 from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_bad_dout_raises, assert_causal, assert_close,
-                           assert_eval_keeps_no_cache, assert_grads_accumulate, assert_left_padding_invariant,
+                           assert_grad_modes, assert_grads_accumulate, assert_left_padding_invariant,
                            copy_to_torch, fd_check, fd_errors, fully_masked, is_strict, make_mask, param_grads,
                            past_kv_pass, randomize, reference_mask, seeds, strict_twin, torch_grads)
 from minidt.backend import Generator, dtype_name, get_backend
@@ -481,6 +481,6 @@ def test_hidden_size_not_divisible_by_heads_raises_at_construction(C, n_head):
         CausalSelfAttention(C, n_head)
 
 
-def test_eval_keeps_no_cache_and_backward_explains():
-    assert_eval_keeps_no_cache(CausalSelfAttention(4, 2, attn_pdrop=0.5, resid_pdrop=0.5),
-                               np.ones((1, 3, 4), np.float32))
+def test_eval_mode_differentiates_and_no_grad_keeps_nothing():
+    assert_grad_modes(lambda p: CausalSelfAttention(4, 2, attn_pdrop=p, resid_pdrop=p, gen=Generator(0),
+                                                    dtype="float64"), np.random.default_rng(1).normal(size=(2, 3, 4)))

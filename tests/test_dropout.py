@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from layer_helpers import STRICT_TOL, TORCH_TOL, assert_close, fd_check, is_strict, seeds, torch_grads
+import minidt
 from minidt.backend import Generator, dtype_name, get_backend
 from minidt.layers import Dropout
 from minidt.layers.dropout import dropout_forward
@@ -88,13 +89,21 @@ def test_identity_in_eval_mode_and_at_p_zero():
     layer = Dropout(0.5, Generator(0))
     layer(x)
     layer.eval()
-    assert layer.cache is None  # eval() drops the training mask
-    assert layer(x) is x and layer.cache is None  # eval mode keeps no mask
-    assert layer.backward(dout) is dout  # the identity's backward is the identity
+    assert layer(x) is x  # eval mode: the identity
+    assert layer.backward(dout) is dout  # whose backward is the identity
     off = Dropout(0.0, Generator(0))
     assert off(x) is x and off.backward(dout) is dout
     out, mask = dropout_forward(x, 0.0, Generator(0))
     assert out is x and mask is None
+
+
+def test_no_grad_keeps_no_mask_and_backward_explains():
+    layer = Dropout(0.5, Generator(0))
+    with minidt.no_grad():
+        out = layer(np.ones((3, 4)))
+    assert layer.cache is None and np.any(out == 0)  # training mode under no_grad: dropout still drops
+    with pytest.raises(RuntimeError, match="Dropout.backward: no forward pass to differentiate.*no_grad"):
+        layer.backward(np.ones((3, 4)))
 
 
 def test_mask_is_kept_for_backward_and_seeded():

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_close, assert_grads_accumulate, fd_check, is_strict,
                            randomize, seeds, strict_twin, torch_grads)
-from minidt.backend import dtype_name, get_backend
+import minidt
+from minidt.backend import Generator, dtype_name, get_backend
 from minidt.layers import Embedding
 
 
@@ -113,9 +114,12 @@ def test_bad_dout_names_argument_expected_and_received():
             emb.backward(dout)
 
 
-def test_eval_keeps_no_cache_and_backward_explains():
-    emb = Embedding(5, 3).eval()
-    emb(np.array([1, 2]))
+def test_eval_mode_differentiates_and_no_grad_keeps_nothing():
+    emb = Embedding(5, 3, gen=Generator(0)).eval()
+    emb.backward(emb(np.array([1, 2, 1])))
+    np.testing.assert_array_equal(emb.weight.grad[1], 2 * emb.weight.data[1])  # eval mode still differentiates
+    with minidt.no_grad():
+        emb(np.array([1, 2]))
     assert emb.cache is None
-    with pytest.raises(RuntimeError, match="no forward pass to differentiate"):
+    with pytest.raises(RuntimeError, match="Embedding.backward: no forward pass to differentiate.*no_grad"):
         emb.backward(np.ones((2, 3), np.float32))

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_bad_dout_raises, assert_close, assert_eval_keeps_no_cache,
+from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_bad_dout_raises, assert_close, assert_grad_modes,
                            assert_grads_accumulate, fd_check, is_strict, param_grads, randomize, seeds, strict_twin,
                            torch_grads)
-from minidt.backend import get_backend
+from minidt.backend import Generator, get_backend
 from minidt.layers import LayerNorm
 from minidt.layers.layernorm import layernorm_forward
 
@@ -126,5 +126,5 @@ def test_bad_dout_names_argument_expected_and_received():
     assert_bad_dout_raises(LayerNorm(4), (2, 3, 4))
 
 
-def test_eval_keeps_no_cache_and_backward_explains():
-    assert_eval_keeps_no_cache(LayerNorm(4), np.zeros((2, 4), np.float32))
+def test_eval_mode_differentiates_and_no_grad_keeps_nothing():
+    assert_grad_modes(lambda p: LayerNorm(4, dtype="float64"), np.random.default_rng(1).normal(size=(2, 4)))

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_bad_dout_raises, assert_close, assert_eval_keeps_no_cache,
+from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_bad_dout_raises, assert_close, assert_grad_modes,
                            assert_grads_accumulate, copy_to_torch, fd_check, is_strict, param_grads, randomize,
                            seeds, strict_twin, torch_grads)
 from minidt.backend import Generator, dtype_name, get_backend
@@ -123,5 +123,6 @@ def test_bad_dout_names_argument_expected_and_received(resid_pdrop):
     assert_bad_dout_raises(MLP(4, 8, "gelu", resid_pdrop=resid_pdrop), (2, 5, 4))
 
 
-def test_eval_keeps_no_cache_and_backward_explains():
-    assert_eval_keeps_no_cache(MLP(4, 8, "relu", resid_pdrop=0.5), np.ones((1, 2, 4), np.float32))
+def test_eval_mode_differentiates_and_no_grad_keeps_nothing():
+    assert_grad_modes(lambda p: MLP(4, 8, "relu", resid_pdrop=p, gen=Generator(0), dtype="float64"),
+                      np.random.default_rng(1).normal(size=(2, 3, 4)))

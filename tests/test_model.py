@@ -3,12 +3,16 @@ the strict backend, incremental decoding, initialization, state dicts, modes and
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import numerical_grad, rel_error
+import minidt
 from minidt import DecisionTransformerConfig, DecisionTransformerGPT2Model, DecisionTransformerModel, parity, to_numpy
 from minidt.backend import get_backend
 
@@ -145,13 +149,120 @@ def test_gradients_accumulate_and_zero_grad():
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_eval_mode_keeps_no_cache_and_backward_explains():
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_eval_mode_gradients_equal_dropout_zero_training_gradients_to_the_bit(dtype):
+    """eval() switches dropout off and nothing else, as in PyTorch: a model with dropout 0.3 in eval mode gives
+    the bits of the same weights with dropout 0 in training mode, outputs and every gradient."""
+    dropout = {"resid_pdrop": 0.3, "attn_pdrop": 0.3, "embd_pdrop": 0.3}
+    evaluated = DecisionTransformerModel(DecisionTransformerConfig(**{**SMALL, **dropout}), dtype=dtype, seed=0).eval()
+    plain = DecisionTransformerModel(DecisionTransformerConfig(**SMALL), dtype=dtype, seed=0)
+    assert plain.training and not evaluated.training
+    x = inputs(DecisionTransformerConfig(**SMALL), B=3, T=5)
+    (out_e, g), (out_p, _) = upstream(evaluated, x), upstream(plain, x)
+    for k in ("state_preds", "action_preds", "return_preds"):
+        np.testing.assert_array_equal(getattr(out_e, k), getattr(out_p, k))
+    g = {k: v.astype(dtype) for k, v in g.items()}
+    evaluated.backward(**g)
+    plain.backward(**g)
+    grads = dict(plain.named_parameters())
+    for name, p in evaluated.named_parameters():
+        np.testing.assert_array_equal(p.grad, grads[name].grad, err_msg=name)
+
+
+def test_no_grad_keeps_nothing_and_backward_names_it():
+    config = DecisionTransformerConfig(**SMALL)
+    model = DecisionTransformerModel(config)
+    d = np.ones((2, 4, config.act_dim), np.float32)
+    with pytest.raises(RuntimeError, match=r"DecisionTransformerModel.backward: no forward pass to differentiate; "
+                                           r"call forward first"):
+        model.backward(action_preds=d)
+    with minidt.no_grad():
+        assert not minidt.is_grad_enabled()
+        model(**inputs(config))
+    assert minidt.is_grad_enabled()
+    assert all(getattr(m, "cache", None) is None for m in model.modules())
+    with pytest.raises(RuntimeError, match=r"DecisionTransformerModel.backward: no forward pass to differentiate; "
+                                           r"its last forward ran under minidt.no_grad\(\)"):
+        model.backward(action_preds=d)
+    model(**inputs(config))
+    model.backward(action_preds=d)
+    with pytest.raises(RuntimeError, match="each forward serves one backward"):
+        model.backward(action_preds=d)
+
+
+def test_grad_mode_is_per_thread_nests_and_decorates():
+    import threading
+
+    seen = []
+    with minidt.no_grad():
+        t = threading.Thread(target=lambda: seen.append(minidt.is_grad_enabled()))
+        t.start()
+        t.join()
+        with minidt.enable_grad():
+            seen.append(minidt.is_grad_enabled())
+        seen.append(minidt.is_grad_enabled())
+    assert seen == [True, True, False]  # a new thread starts with grad mode on, as in torch
+
+    @minidt.no_grad()
+    def inside():
+        return minidt.is_grad_enabled()
+
+    assert inside() is False and minidt.is_grad_enabled()
+    with minidt.set_grad_enabled(False):
+        assert not minidt.is_grad_enabled()
+    assert minidt.is_grad_enabled()
+    minidt.set_grad_enabled(False)
+    assert not minidt.is_grad_enabled()
+    minidt.set_grad_enabled(True)
+    with pytest.raises(KeyError):  # the mode is restored when the block raises
+        with minidt.no_grad():
+            raise KeyError
+    assert minidt.is_grad_enabled()
+
+
+def test_get_action_keeps_nothing_for_backward():
     config = DecisionTransformerConfig(**SMALL)
     model = DecisionTransformerModel(config).eval()
-    out = model(**inputs(config))
+    model.get_action(**inputs(config))
     assert all(getattr(m, "cache", None) is None for m in model.modules())
-    with pytest.raises(RuntimeError, match="train"):
-        model.backward(action_preds=np.ones(out.action_preds.shape, np.float32))
+    assert minidt.is_grad_enabled()
+
+
+def test_repr_device_and_to_by_pytorch_names():
+    config = DecisionTransformerConfig(**SMALL)
+    model = DecisionTransformerModel(config)
+    text = repr(model)
+    assert text.startswith("DecisionTransformerModel(\n  state_dim=3, act_dim=2, hidden_size=8, n_layer=2, "
+                           f"parameters={model.num_parameters():,}, dtype=float32, device='cpu'")
+    for line in ["(embed_state): Linear(in_features=3, out_features=8)",
+                 "(c_attn): Conv1D(in_features=8, out_features=24)", "(wpe): Embedding(1024, 8)",
+                 "(ln_f): LayerNorm((8,), eps=1e-05)", "(act): Activation('gelu')", "(drop): Dropout(p=0.0)"]:
+        assert line in text, line
+    assert model.num_parameters() == sum(p.data.size for p in model.parameters())
+    assert model.device == "cpu"
+    x = inputs(config)
+    want = model(**x).action_preds
+    assert model.to("strict") is model and model.device == "strict:device1"
+    assert type(model.embed_state.weight.data).__module__.startswith("array_api_strict")
+    b = get_backend("strict")
+    np.testing.assert_allclose(to_numpy(model(**{k: b.asarray(v) for k, v in x.items()}).action_preds), want,
+                               rtol=1e-6)
+    model.to("cpu")
+    assert model.device == "cpu" and isinstance(model.embed_state.weight.data, np.ndarray)
+    with pytest.raises(ValueError, match=r"device: expected 'cpu', 'cuda', 'cuda:N' or a backend name .*, got 'tpu'"):
+        model.to("tpu")
+
+
+def test_subpackages_are_attributes_after_import_minidt():
+    code = ("import minidt; print(minidt.optim.AdamW.__name__, minidt.losses.__name__, minidt.data.SegmentSampler"
+            ".__name__, minidt.layers.Linear.__name__, minidt.evaluate.rollout.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["AdamW", "minidt.losses", "SegmentSampler", "Linear", "rollout"]
+    import minidt as m
+
+    assert "optim" in dir(m)
+    with pytest.raises(AttributeError, match="module 'minidt' has no attribute 'optimizer'"):
+        m.optimizer
 
 
 def test_dropout_is_reproducible_by_seed_and_off_in_eval():

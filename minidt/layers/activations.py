@@ -112,6 +112,9 @@ class Activation(Module):
         self.keep(cache)
         return out
 
+    def extra_repr(self) -> str:
+        return repr(self.name)
+
     def backward(self, dout: Any) -> Any:
         cache = self.take_cache()  # the input or the output: either has the output's shape and dtype
         check_shape("dout", dout, tuple(cache.shape), cache.dtype)

@@ -163,6 +163,9 @@ class CausalSelfAttention(Module):
         self.keep((cache, T_past))
         return y, probs, ((k, v) if use_cache else None)
 
+    def extra_repr(self) -> str:
+        return f"n_head={self.n_head}, attn_pdrop={self.attn_pdrop}"
+
     def key_values(self, x: Any) -> tuple[Any, Any]:
         """x (B, T, C) -> (k, v), each (B, H, T, D): what later queries attend to, as `past_kv` takes them. For
         inference (nothing is kept for backward): the last block of `forward_last` needs every token's key and

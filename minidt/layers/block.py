@@ -41,5 +41,6 @@ class Block(Module):
         return x, probs, present
 
     def backward(self, dout: Any) -> Any:
+        self.require_forward()
         dx = dout + self.ln_2.backward(self.mlp.backward(dout))
         return dx + self.ln_1.backward(self.attn.backward(dx))

@@ -38,13 +38,17 @@ class Dropout(Module):
 
     def forward(self, x: Any) -> Any:
         if not self.training or self.p == 0.0:
-            self.cache = None  # the identity: backward passes dout through
+            self.keep((None,))  # the identity: backward passes dout through
             return x
-        out, self.cache = dropout_forward(x, self.p, self.gen)
+        out, mask = dropout_forward(x, self.p, self.gen)
+        self.keep((mask,))
         return out
 
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
     def backward(self, dout: Any) -> Any:
-        mask, self.cache = self.cache, None
+        (mask,) = self.take_cache()
         if mask is not None:  # dout * mask would broadcast a wrong-shaped dout silently
             check_shape("dout", dout, tuple(mask.shape), mask.dtype)
         return dropout_backward(dout, mask)

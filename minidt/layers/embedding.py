@@ -48,6 +48,9 @@ class Embedding(Module):
         self.keep(cache)
         return out
 
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, {self.weight.shape[1]}"
+
     def backward(self, dout: Any) -> None:
         """Accumulates into weight.grad. Returns None: integer ids have no gradient."""
         cache = self.take_cache()

@@ -61,6 +61,9 @@ class LayerNorm(Module):
         self.keep(cache)
         return out
 
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape}, eps={self.eps}"
+
     def backward(self, dout: Any) -> Any:
         cache = self.take_cache()
         check_shape("dout", dout, tuple(cache[0].shape), self.dtype)  # a broadcast dout would sum silently

@@ -74,6 +74,9 @@ class Conv1D(Module):
         self.keep(cache)
         return out
 
+    def extra_repr(self) -> str:
+        return f"in_features={self.weight.shape[0]}, out_features={self.weight.shape[1]}"  # weight (in, out)
+
     def backward(self, dout: Any) -> Any:
         cache = self.take_cache()
         check_shape("dout", dout, (*cache[2][:-1], self.weight.shape[1]), self.dtype)  # the output's shape
@@ -99,6 +102,9 @@ class Linear(Module):
         out, cache = linear_forward(x, self.weight.data, self.bias.data)
         self.keep(cache)
         return out
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.weight.shape[1]}, out_features={self.weight.shape[0]}"  # weight (out, in)
 
     def backward(self, dout: Any) -> Any:
         cache = self.take_cache()

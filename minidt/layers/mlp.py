@@ -28,4 +28,5 @@ class MLP(Module):
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
     def backward(self, dout: Any) -> Any:
+        self.require_forward()
         return self.c_fc.backward(self.act.backward(self.c_proj.backward(self.dropout.backward(dout))))
