@@ -6,7 +6,7 @@ A run directory holds everything a run makes:
     run.json                         environment, dataset, preprocessing, the training settings
     checkpoints/step-NNNNNNN/        model + optimizer moments + step + every RNG state, for --resume
     latest                           the name of the newest complete checkpoint (written last, atomically)
-    metrics.jsonl                    one JSON line per logged step (loss, lr, grad norm, steps/s)
+    metrics.jsonl                    one JSON line per logged step: mean loss and grad norm since the last, lr, steps/s
     metrics.json                     the final summary with the return-conditioning `evaluations`
     loss.png, return_conditioning.png
 
@@ -229,36 +229,37 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
 
         bar = tqdm(bar, initial=start, total=s.steps, desc="train", dynamic_ncols=True)
     t_log, last_log_step = time.perf_counter(), start
+    window = None  # (sum of losses, sum of gradient norms) since the last log, on the device: read when logging
     for step in bar:
-        batch = training_batch(sampler, pre, s.batch_size)
-        out = model(**batch)
-        loss, grads = dt_loss(out, *(model.backend.asarray(batch[k], s.dtype) for k in
-                                     ("states", "actions", "returns_to_go", "attention_mask")))
-        loss_value = float(to_numpy(loss))
-        if not math.isfinite(loss_value):
-            raise TrainingDiverged(diverged_message("loss", loss_value, step, run_dir))
-        model.zero_grad()
-        model.backward(*grads)
-        grad_norm = float(to_numpy(clip_grad_norm_(model.parameters(), s.grad_clip)))
-        if not math.isfinite(grad_norm):  # a finite loss can still have an overflowing gradient
-            raise TrainingDiverged(diverged_message("gradient norm", grad_norm, step, run_dir))
-        opt.step()
-        sched.step()
+        loss, grad_norm = train_step(model, opt, sched, training_batch(sampler, pre, s.batch_size), s.grad_clip)
+        pair = model.backend.xp.stack((loss, grad_norm))
+        window = pair if window is None else window + pair
         done = step + 1
-        if done % s.log_every == 0 or done == s.steps:
+        log = done % s.log_every == 0 or done == 1 or done == s.steps
+        evaluate = s.eval_every and done % s.eval_every == 0 and done != s.steps
+        checkpoint = done % s.checkpoint_every == 0 or done == s.steps
+        if not (log or evaluate or checkpoint):
+            continue
+        # One device-to-host read per window; a NaN or inf in any step of it survives the sum. The weights that
+        # step left behind are never checkpointed: every checkpoint, evaluation and log step is checked first.
+        loss_mean, grad_norm_mean = (float(v) / (done - last_log_step) for v in to_numpy(window))
+        for what, value in (("loss", loss_mean), ("gradient norm", grad_norm_mean)):
+            if not math.isfinite(value):
+                raise TrainingDiverged(diverged_message(what, value, last_log_step + 1, done, run_dir))
+        if log:
             now = time.perf_counter()
             rate = (done - last_log_step) / max(now - t_log, 1e-9)
-            t_log, last_log_step = now, done
-            record = {"step": done, "loss": loss_value, "lr": sched.get_last_lr()[0], "grad_norm": grad_norm,
-                      "steps_per_s": rate}
+            record = {"step": done, "loss": loss_mean, "lr": sched.get_last_lr()[0], "grad_norm": grad_norm_mean,
+                      "steps_per_s": rate, "steps": done - last_log_step}
+            t_log, last_log_step, window = now, done, None
             append_jsonl(run_dir / "metrics.jsonl", record)
             if progress:
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{record['lr']:.1e}", it_s=f"{rate:.1f}")
-        if s.eval_every and done % s.eval_every == 0 and done != s.steps:
+                bar.set_postfix(loss=f"{loss_mean:.4f}", lr=f"{record['lr']:.1e}", it_s=f"{rate:.1f}")
+        if evaluate:
             ev = run_evaluation(model, s, pre, data, s.eval_episodes, progress=False)
             append_jsonl(run_dir / "metrics.jsonl", {"step": done, "evaluations": ev})
             model.train()
-        if done % s.checkpoint_every == 0 or done == s.steps:
+        if checkpoint:
             save_checkpoint(run_dir, done, model, opt, sched, sampler)
     train_time = time.perf_counter() - t_start
     evaluations = (run_evaluation(model, s, pre, data, s.final_eval_episodes, progress=progress)
@@ -267,10 +268,30 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
     return summary
 
 
-def diverged_message(what: str, value: float, step: int, run_dir: Path) -> str:
+def train_step(model: DecisionTransformerModel, opt: AdamW, sched: LinearWarmup, batch: dict[str, Any],
+               grad_clip: float) -> tuple[Any, Any]:
+    """One optimization step on a batch of K-segments (NumPy arrays, as `training_batch` makes them): forward,
+    the masked MSE of the predictions, zero_grad, backward, clip_grad_norm_, AdamW, the warm-up's next lr.
+    Returns (loss, grad_norm), 0-d arrays on the model's device: reading one on the host stalls a GPU, so the
+    trainer reads them once per logging window. This is what "a step" means everywhere: the trainer,
+    DataParallel, tutorial 09 and the coursework's train_step."""
+    b = model.backend
+    x = {k: None if v is None else b.asarray(v, None if k == "timesteps" else model.dtype) for k, v in batch.items()}
+    out = model(**x)
+    loss, grads = dt_loss(out, x["states"], x["actions"], x["returns_to_go"], x["attention_mask"])
+    model.zero_grad()
+    model.backward(*grads)
+    grad_norm = clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    sched.step()
+    return loss, grad_norm
+
+
+def diverged_message(what: str, value: float, first: int, last: int, run_dir: Path) -> str:
     pointer = run_dir / "latest"
-    last = f"{pointer.read_text().strip()} in {run_dir}" if pointer.exists() else "none: no checkpoint was written yet"
-    return (f"{what} is {value} at step {step + 1}; stopped. The last good checkpoint, left intact: {last}. "
+    good = f"{pointer.read_text().strip()} in {run_dir}" if pointer.exists() else "none: no checkpoint was written yet"
+    when = f"at step {last}" if first == last else f"in steps {first}-{last}"
+    return (f"{what} is {value} {when}; stopped. The last good checkpoint, left intact: {good}. "
             "Try a lower learning rate or a longer warm-up.")
 
 

@@ -103,6 +103,29 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(cache, tmp_path, monk
     DecisionTransformerModel.from_pretrained(run)  # the run directory's model copy is whole too
 
 
+def test_a_nan_between_logging_steps_stops_within_the_window(cache, tmp_path, monkeypatch):
+    """Losses are read once per logging window (a read stalls a GPU); a NaN at step 5 of a 4-step window is
+    caught at step 8, before the checkpoint there, and the checkpoint of step 4 stays the last."""
+    import minidt.train as t
+
+    calls = {"n": 0}
+    real = t.dt_loss
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss, grads = real(*args, **kwargs)
+        return (loss * float("nan") if calls["n"] == 5 else loss), grads
+
+    monkeypatch.setattr(t, "dt_loss", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"loss is nan in steps 5-8.*checkpoints/step-0000004"):
+        train(tiny(steps=12, log_every=4, checkpoint_every=4), run, progress=False)
+    assert latest_checkpoint(run).name == "step-0000004"
+    assert all(np.isfinite(v).all() for v in read_state(latest_checkpoint(run)).values())
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["steps"]) for r in records] == [(1, 1), (4, 3)]  # step 1, then the mean of steps 2-4
+
+
 def test_training_lowers_the_loss(cache, tmp_path):
     """On the expert tier (actions a near-deterministic function of the state) the action MSE on a fixed batch
     falls well below the untrained model's."""
