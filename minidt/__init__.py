@@ -14,14 +14,17 @@ from .model import DecisionTransformerModel, DecisionTransformerOutput
 # Imported on first use (`minidt.optim.AdamW` works after a plain `import minidt`): `data` and `evaluate` bring in
 # gymnasium, h5py and minari, which would more than double the time `import minidt` takes.
 SUBPACKAGES = ("backend", "checkpoint", "cli", "config", "coursework", "data", "evaluate", "gradcheck", "layers",
-               "losses", "model", "optim", "parity", "plots", "train")
+               "losses", "model", "optim", "parity", "plots", "policy", "train")
+LAZY_NAMES = {"load_policy": "policy", "Policy": "policy"}  # minidt.load_policy(run_dir, target_return)
 
 
 def __getattr__(name: str) -> Any:
     if name in SUBPACKAGES:
         return importlib.import_module(f"{__name__}.{name}")
+    if name in LAZY_NAMES:
+        return getattr(importlib.import_module(f"{__name__}.{LAZY_NAMES[name]}"), name)
     raise AttributeError(f"module 'minidt' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(SUBPACKAGES))
+    return sorted(set(globals()) | set(SUBPACKAGES) | set(LAZY_NAMES))

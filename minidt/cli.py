@@ -1,12 +1,16 @@
-"""The `minidt` command. Each subcommand's work lives in its own module; this file only parses arguments.
+"""The `minidt` command (also `python -m minidt`). Each subcommand's work lives in its own module; this file parses
+and checks arguments, one `add_*` function per subcommand's flags and one `cmd_*` function per subcommand.
 
-Exit status: 0 on success, 1 when a check fails (parity), 2 on bad input (a one-line message names what is wrong).
+Exit status: 0 on success, 1 when a check fails (parity) or training diverges, 2 on bad input, 130 when
+interrupted. Bad input is one line on stderr naming the flag or file, found before any long work starts (flags by
+their types below, files and environments before a dataset is generated or a model built), never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Callable
 
 
@@ -14,75 +18,160 @@ class UsageError(Exception):
     """Bad input from the command line: printed as one line, exit status 2."""
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its errors in one line (it would print the usage first, a screenful for `minidt train`), and
+    no abbreviated flags (a typo must not silently become another flag)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# --- argument types: argparse reports "argument --steps: expected an integer >= 1, got '0'" ----------------------
+
+def integer_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+positive_int, nonnegative_int = integer_at_least(1), integer_at_least(0)
+
+
+def finite_float(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+# --- commands ----------------------------------------------------------------------------------------------------
+
 def cmd_parity(args: argparse.Namespace) -> int:
-    from . import parity
     from .config import DecisionTransformerConfig
 
     if args.config and args.checkpoint:
-        raise UsageError("parity: expected --config or --checkpoint, got both")
+        raise UsageError("--config and --checkpoint: expected one of them, got both")
     config = None
     if args.config:
         try:
             config = DecisionTransformerConfig.from_json_file(args.config)
-        except FileNotFoundError:
-            raise UsageError(f"--config: no such file {args.config}")
-        except ValueError as e:
-            raise UsageError(f"--config: {e}")
-    rows = parity.run(config=config, checkpoint=args.checkpoint, dtype=args.dtype, batch=args.batch,
-                      steps=args.steps, seed=args.seed)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--config {args.config}: {e}")
+    if args.checkpoint and not Path(args.checkpoint).is_dir():
+        raise UsageError(f"--checkpoint {args.checkpoint}: not a directory (expected one written by save_pretrained)")
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as e:
+        raise UsageError(f"parity compares with transformers, which is not installed ({e}): pip install -e '.[test]'")
+    from . import parity
+
+    try:
+        rows = parity.run(config=config, checkpoint=args.checkpoint, dtype=args.dtype, batch=args.batch,
+                          steps=args.steps, seed=args.seed)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--checkpoint {args.checkpoint}: {e}" if args.checkpoint else str(e))
     print(parity.format_table(rows))
     return 0 if all(r.ok for r in rows) else 1
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainSettings, TrainingDiverged, train
+    import signal
 
+    from .train import TrainingDiverged, TrainingInterrupted, TrainSettings, latest_checkpoint, train
+
+    signal.signal(signal.SIGTERM, interrupt)  # outside the training loop (which checkpoints first), as Ctrl-C
     if args.resume:
-        import json
-        from pathlib import Path
-
-        run = Path(args.resume) / "run.json"
-        if not run.exists():
-            raise UsageError(f"--resume: {args.resume} is not a run directory (no run.json)")
-        settings = TrainSettings(**json.loads(run.read_text())["settings"])
-        if args.steps is not None:
-            settings.steps = args.steps
-        if args.eval_episodes is not None:
-            settings.final_eval_episodes = args.eval_episodes
-        out = args.resume
+        if args.force:
+            raise UsageError("--resume and --force: --resume continues a run, --force replaces one; pick one")
+        settings, out = resume_settings(args), args.resume
     else:
-        try:
-            settings = TrainSettings.from_preset(args.preset, env=args.env, dataset=args.dataset, steps=args.steps,
-                                                 seed=args.seed, backend=args.backend,
-                                                 final_eval_episodes=args.eval_episodes)
-        except ValueError as e:
-            raise UsageError(str(e))
+        settings = TrainSettings.from_preset(
+            args.preset or "quick", env=args.env, dataset=args.dataset, steps=args.steps, seed=args.seed,
+            backend=args.backend, final_eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every)
         out = args.out or default_run_dir(settings)
     try:
-        summary = train(settings, out, resume=bool(args.resume), progress=not args.quiet)
+        summary = train(settings, out, resume=bool(args.resume), progress=not args.quiet, force=args.force)
     except TrainingDiverged as e:
         print(f"minidt train: {e}", file=sys.stderr)
         return 1
-    except ValueError as e:  # bad dataset, env or checkpoint: reported as one line
-        raise UsageError(str(e))
+    except TrainingInterrupted as e:
+        print(f"minidt train: interrupted ({e.signal_name}) at step {e.step}; checkpoint written: {e.checkpoint}\n"
+              f"resume with: minidt train --resume {e.run_dir}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        try:
+            where = f"the last checkpoint is {latest_checkpoint(Path(out))}; resume with: minidt train --resume {out}"
+        except ValueError:
+            where = "before the first checkpoint: nothing to resume"
+        print(f"minidt train: interrupted {where}", file=sys.stderr)
+        return 130
     if summary["evaluations"]:
         print(format_evaluations(summary["evaluations"]))
-        best = summary["best_normalized_score"]
-        print(f"best normalized score {'n/a' if best is None else f'{best:.1f}'}; rank correlation of achieved "
-              f"with target return {summary['rank_correlation']:.2f}")
+        print(format_conditioning(summary))
     print(f"run directory: {out} ({summary['wall_seconds']:.0f} s)")
     return 0
+
+
+def interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def resume_settings(args: argparse.Namespace):
+    """The resumed run's own settings; flags that contradict them are an error, --steps, --eval-episodes and
+    --checkpoint-every change them."""
+    from .data import GYM_IDS, env_name
+    from .train import read_run_info
+
+    try:
+        s = read_run_info(args.resume).settings
+    except ValueError as e:
+        raise UsageError(f"--resume: {e}")
+
+    def gym_id(env: str) -> str:
+        return GYM_IDS.get(env_name(env), env)
+
+    clashes = [f"{flag} {given} (the run's is {have})" for flag, given, have, same in (
+        ("--env", args.env, s.env, lambda a, b: gym_id(a) == gym_id(b)),
+        ("--dataset", args.dataset, s.dataset, lambda a, b: a == b or Path(a).resolve() == Path(b).resolve()),
+        ("--preset", args.preset, s.preset, str.__eq__),
+        ("--backend", args.backend, s.backend, str.__eq__),
+        ("--seed", args.seed, s.seed, int.__eq__),
+        ("--out", args.out, args.resume, lambda a, b: Path(a).resolve() == Path(b).resolve()),
+    ) if given is not None and not same(given, have)]
+    if clashes:
+        raise UsageError(f"--resume {args.resume}: a resumed run keeps its settings; contradicted by "
+                         + ", ".join(clashes))
+    for name, value in (("steps", args.steps), ("final_eval_episodes", args.eval_episodes),
+                        ("checkpoint_every", args.checkpoint_every)):
+        if value is not None:
+            setattr(s, name, value)
+    return s
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .data import env_name, generate_dataset, generated_dataset_id, read_minari
     from .data.scores import REF_MIN_SCORE, normalized_score
 
-    try:
-        path = generate_dataset(args.env, args.tier, args.episodes, args.seed, progress=not args.quiet)
-        data = read_minari(path)
-    except ValueError as e:
-        raise UsageError(str(e))
+    path = generate_dataset(args.env, args.tier, args.episodes, args.seed, progress=not args.quiet)
+    data = read_minari(path)
     r = data.returns
     line = (f"{generated_dataset_id(args.env, args.tier, args.episodes, args.seed)}: {len(data)} episodes, "
             f"{data.num_steps} steps, return mean {r.mean():.1f} (min {r.min():.1f}, max {r.max():.1f})")
@@ -98,11 +187,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .train import evaluate_run
 
-    try:
-        evaluations = evaluate_run(args.run_dir, env=args.env, targets=args.targets, episodes=args.episodes,
-                                   seed=args.seed, progress=not (args.quiet or args.json))
-    except ValueError as e:
-        raise UsageError(str(e))
+    evaluations = evaluate_run(args.run_dir, env=args.env, targets=args.targets, episodes=args.episodes,
+                               seed=args.seed, progress=not (args.quiet or args.json))
     print(json.dumps({"evaluations": evaluations}, indent=1) if args.json else format_evaluations(evaluations))
     return 0
 
@@ -115,7 +201,7 @@ def cmd_reference_returns(args: argparse.Namespace) -> int:
     try:
         name = generated_env(args.env)
     except ValueError as e:
-        raise UsageError(str(e))
+        raise UsageError(f"--env: {e}")
     lo, hi = measure_reference_returns(name, args.episodes, args.seed, progress=not args.quiet)
     print(f"{GYM_IDS[name]} over {args.episodes} episodes (seed {args.seed}): random {lo:.6f}, expert {hi:.6f}")
     print(f"minidt.data.scores uses: random {REF_MIN_SCORE[name]:.6f}, expert {REF_MAX_SCORE[name]:.6f}")
@@ -136,63 +222,120 @@ def format_evaluations(evaluations: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_conditioning(summary: dict) -> str:
+    """The summary line under the table: the best score, and how the achieved return follows the target."""
+    best = summary["best_normalized_score"]
+    line = f"best normalized score {'n/a' if best is None else f'{best:.1f}'}; "
+    if summary["returns_flat"]:
+        return line + (f"achieved returns are flat across the targets (range {summary['returns_range']:.1f}, within "
+                       f"the episodes' spread {summary['returns_spread']:.1f}): the model does not follow the target")
+    if summary["rank_correlation"] is None:
+        return line + "fewer than two targets within the data: no rank correlation"
+    return line + f"rank correlation of achieved with target return {summary['rank_correlation']:.2f}"
+
+
+# --- the parsers -------------------------------------------------------------------------------------------------
+
+def add_parity(sub: argparse._SubParsersAction) -> None:
+    q = sub.add_parser("parity", help="cross-check every output and gradient against transformers")
+    q.add_argument("--config", metavar="FILE", help="a config.json (default: DecisionTransformerConfig())")
+    q.add_argument("--checkpoint", metavar="DIR", help="a save_pretrained directory (minidt's or transformers')")
+    q.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="minidt's dtype (default float64; float32 is compared with the float64 reference)")
+    q.add_argument("--batch", type=positive_int, default=4, metavar="B", help="sequences per batch (default 4)")
+    q.add_argument("--steps", type=positive_int, default=10, metavar="T",
+                   help="timesteps per sequence, 3 tokens each (default 10)")
+    q.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
+                   help="seed of the weights and inputs (default 0)")
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    from .train import PRESETS, TrainSettings  # not minidt.data, slow to import (minari): the tiers are tested
+
+    d = TrainSettings()
+    t = sub.add_parser("train", help="train a Decision Transformer offline, then evaluate it at several targets")
+    t.add_argument("--env", metavar="ENV", help=f"{d.env} (default), MountainCarContinuous-v0, InvertedPendulum-v5, "
+                   "or the environment of a D4RL/Minari dataset (continuous actions)")
+    t.add_argument("--dataset", metavar="TIER|PATH|MINARI_ID",
+                   help="a generated tier (random, medium, expert, medium-replay, full-replay, medium-expert; "
+                        f"default {d.dataset}), a D4RL .hdf5 file, a Minari dataset directory, or a local Minari id")
+    t.add_argument("--preset", choices=tuple(PRESETS),
+                   help="quick (minutes on a CPU; default) or paper (the paper's model and schedule)")
+    t.add_argument("--steps", type=positive_int, metavar="N",
+                   help=f"training steps in all (default: the preset's, quick {d.steps:,}, paper "
+                        f"{PRESETS['paper']['steps']:,}); with --resume, the total to reach counting the steps "
+                        "already done, not steps on top")
+    t.add_argument("--out", metavar="DIR", help="run directory (default runs/ENV-DATASET-TIME); one that holds a "
+                   "run is refused unless --force")
+    t.add_argument("--force", action="store_true",
+                   help="replace the run in --out (its files are deleted once the new run has its data and model)")
+    t.add_argument("--seed", type=nonnegative_int, metavar="S",
+                   help=f"seed of the weights, batches and dropout (default {d.seed})")
+    t.add_argument("--backend", choices=("numpy", "cupy", "strict"),
+                   help="numpy (default, CPU), cupy (a CUDA GPU), strict (array_api_strict, for testing)")
+    t.add_argument("--eval-episodes", type=nonnegative_int, metavar="N",
+                   help=f"episodes per target in the final evaluation (default {d.final_eval_episodes}; 0 skips it)")
+    t.add_argument("--checkpoint-every", type=positive_int, metavar="N",
+                   help=f"write a checkpoint every N steps (default {d.checkpoint_every}; also at the end, and on "
+                        "Ctrl-C or SIGTERM)")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint, with its "
+                   "settings (--steps, --eval-episodes and --checkpoint-every may change)")
+    t.add_argument("--quiet", action="store_true", help="no start-up summary, no progress bars")
+
+
+def add_generate(sub: argparse._SubParsersAction) -> None:
+    g = sub.add_parser("generate", help="generate (or find in the cache) an offline dataset, in Minari's format")
+    g.add_argument("--env", required=True, help="pendulum (Pendulum-v1), mountaincar (MountainCarContinuous-v0) or "
+                   "invertedpendulum (InvertedPendulum-v5, needs the mujoco extra)")
+    g.add_argument("--tier", required=True, help="random, medium, expert, medium-replay, full-replay, medium-expert")
+    g.add_argument("--episodes", type=positive_int, metavar="N",
+                   help="episodes (default 200; medium-expert holds twice as many)")
+    g.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
+                   help="episode i is seeded by (seed, tier, i) (default 0)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    from .train import EVAL_SEED
+
+    e = sub.add_parser("evaluate", help="return-conditioned evaluation of a trained run at several targets")
+    e.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by minidt train (its latest model), or "
+                   "one of its checkpoints/step-N folders")
+    e.add_argument("--env", help="the environment (default: the run's)")
+    e.add_argument("--targets", type=finite_float, nargs="+", metavar="R",
+                   help="target returns (default: 7 from the run's dataset: 5 spanning its returns, the mean of its "
+                        "best 10%% of episodes, and one a quarter of the range beyond its best)")
+    e.add_argument("--episodes", type=positive_int, default=20, metavar="N", help="episodes per target (default 20)")
+    e.add_argument("--seed", type=nonnegative_int, default=EVAL_SEED, metavar="S",
+                   help=f"episode j of every target is seeded seed + j (default {EVAL_SEED})")
+    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_reference_returns(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser("reference-returns", help="re-measure the random and expert returns that normalized "
+                       "scores use, for a generated environment")
+    r.add_argument("--env", required=True, help="pendulum, mountaincar or invertedpendulum")
+    r.add_argument("--episodes", type=positive_int, default=1000, metavar="N",
+                   help="episodes per policy (default 1000, as in scores.py)")
+    r.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
+                   help="seed of the episodes, as in minidt generate (default 0)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "parity": cmd_parity, "train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate,
     "reference-returns": cmd_reference_returns}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="minidt", description="The Decision Transformer from first principles.")
-    sub = p.add_subparsers(dest="command", required=True)
+def build_parser() -> ArgumentParser:
+    from . import __version__
 
-    q = sub.add_parser("parity", help="cross-check every output and gradient against transformers")
-    q.add_argument("--config", help="a config.json (default: DecisionTransformerConfig())")
-    q.add_argument("--checkpoint", help="a save_pretrained directory (minidt's or transformers')")
-    q.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    q.add_argument("--batch", type=int, default=4)
-    q.add_argument("--steps", type=int, default=10, help="timesteps per sequence (3 tokens each)")
-    q.add_argument("--seed", type=int, default=0)
-
-    t = sub.add_parser("train", help="train a Decision Transformer offline, then evaluate it at several targets")
-    t.add_argument("--env", default="Pendulum-v1", help="Pendulum-v1 (default), MountainCarContinuous-v0, "
-                   "InvertedPendulum-v5, or the environment of a D4RL/Minari dataset")
-    t.add_argument("--dataset", default="full-replay",
-                   help="a generated tier (random, medium, expert, medium-replay, medium-expert, full-replay), "
-                        "a D4RL .hdf5 file, a Minari dataset directory, or a local Minari id")
-    t.add_argument("--preset", default="quick", help="quick (minutes on a CPU; default) or paper")
-    t.add_argument("--steps", type=int, help="training steps (default: the preset's)")
-    t.add_argument("--out", help="run directory (default runs/ENV-DATASET-TIME)")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--backend", choices=("numpy", "cupy", "strict"))
-    t.add_argument("--eval-episodes", type=int, help="episodes per target in the final evaluation (default 20; "
-                   "0 skips it)")
-    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint")
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
-
-    g = sub.add_parser("generate", help="generate (or find in the cache) an offline dataset, in Minari's format")
-    g.add_argument("--env", required=True, help="pendulum (Pendulum-v1), mountaincar (MountainCarContinuous-v0) or "
-                   "invertedpendulum (InvertedPendulum-v5, needs the mujoco extra)")
-    g.add_argument("--tier", required=True, help="random, medium, expert, medium-replay, full-replay, medium-expert")
-    g.add_argument("--episodes", type=int, help="episodes (default 200; medium-expert holds twice as many)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    e = sub.add_parser("evaluate", help="return-conditioned evaluation of a trained run at several targets")
-    e.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by minidt train")
-    e.add_argument("--env", help="the environment (default: the run's)")
-    e.add_argument("--targets", type=float, nargs="+", help="target returns (default: 5 across the dataset's "
-                   "range and one beyond)")
-    e.add_argument("--episodes", type=int, default=20, help="episodes per target (default 20)")
-    e.add_argument("--seed", type=int, default=10_000, help="episode j of every target is seeded seed + j")
-    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    e.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    r = sub.add_parser("reference-returns", help="re-measure the random and expert returns that normalized "
-                       "scores use, for a generated environment")
-    r.add_argument("--env", required=True, help="pendulum, mountaincar or invertedpendulum")
-    r.add_argument("--episodes", type=int, default=1000, help="episodes per policy (default 1000, as in scores.py)")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = ArgumentParser(prog="minidt", description="The Decision Transformer from first principles.")
+    p.add_argument("--version", action="version", version=f"minidt {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (add_parity, add_train, add_generate, add_evaluate, add_reference_returns):
+        add(sub)
 
     from .coursework.cli import add_parsers as add_coursework_parsers  # minidt assignment, minidt grade
     COMMANDS.update(add_coursework_parsers(sub))
@@ -200,15 +343,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a flag argparse refused (one line: ArgumentParser.error)
+        return int(e.code or 0)
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, FileNotFoundError) as e:
-        print(f"minidt {args.command}: error: {e}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # `minidt parity | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0
+    except (UsageError, ValueError) as e:  # the library's checks raise ValueError with a one-line message
+        message = " ".join(str(e).split("\n"))
+    except OSError as e:  # a file that cannot be read or written
+        message = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
+    except KeyboardInterrupt:
+        print(f"minidt {args.command}: interrupted", file=sys.stderr)
+        return 130
+    print(f"minidt {args.command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ action_preds[:, -1], read at the token s_t. After the step, R_{t+1} = R_t - r_t 
 
 All episodes of all targets run at once in one gymnasium vector env (autoreset NEXT_STEP), with one batched
 `model.get_action` per step (the forward's lean path: only what action_preds[:, -1] needs); each episode counts
-until its first termination or truncation. `rollout_sequential` is the same loop one environment at a time with
-the full forward, as the reference's example does: the tests hold the two equal on the same seeds.
+until its first termination or truncation. `EpisodeWindow` is that bookkeeping, shared with `minidt.load_policy`.
+`rollout_sequential` is the same loop one environment at a time with the full forward, as the reference's example
+does: the tests hold the two equal on the same seeds.
 """
 
 from __future__ import annotations
@@ -75,6 +76,38 @@ def context(states: np.ndarray, actions: np.ndarray, rtg: np.ndarray, t: int, K:
     }
 
 
+class EpisodeWindow:
+    """What a return-conditioned agent keeps of N episodes it is playing: normalized states (N, L, state_dim), the
+    actions it took (N, L, act_dim, in [-1, 1]) and the returns-to-go still wanted (N, L), L the longest episode.
+    `rollout` keeps one for all its environments, `minidt.policy.Policy` one for a single episode: the same arrays
+    and the same arithmetic, so the two act alike to the bit.
+
+        a = window.act(model, t, obs)    # s_t in, a_t (env units) out; the model sees context(..., t, K)
+        window.earn(t, reward)           # R_{t+1} = R_t - r_t / scale
+    """
+
+    def __init__(self, targets: Sequence[float], pre: Preprocess, K: int, L: int, state_dim: int, act_dim: int):
+        N = len(targets)
+        self.pre, self.K, self.L = pre, K, L
+        self.states = np.zeros((N, L, state_dim), np.float32)
+        self.actions = np.zeros((N, L, act_dim), np.float32)
+        self.rtg = np.zeros((N, L), np.float32)
+        self.rtg[:, 0] = np.asarray(targets, np.float64) / pre.scale
+
+    def act(self, model: DecisionTransformerModel, t: int, obs: np.ndarray) -> np.ndarray:
+        """Record the raw observation obs (N, state_dim) as s_t, predict a_t at the token s_t and record it;
+        returns a_t in the environment's units (N, act_dim) float32. Call under no_grad."""
+        self.states[:, t] = (obs - self.pre.state_mean) / self.pre.state_std
+        a = to_numpy(model.get_action(**context(self.states, self.actions, self.rtg, t, self.K))).astype(np.float32)
+        self.actions[:, t] = a
+        return self.pre.env_actions(a).astype(np.float32)
+
+    def earn(self, t: int, reward: Any) -> None:
+        """reward (N,) or a scalar: r_t, received after a_t; the return still wanted at t + 1 is R_t - r_t."""
+        if t + 1 < self.L:
+            self.rtg[:, t + 1] = self.rtg[:, t].astype(np.float64) - reward / self.pre.scale
+
+
 @no_grad()
 def rollout(model: DecisionTransformerModel, env_id: str, targets: Sequence[float], episodes: int,
             pre: Preprocess, K: int, seed: int = 0, max_steps: int | None = None,
@@ -91,11 +124,8 @@ def rollout(model: DecisionTransformerModel, env_id: str, targets: Sequence[floa
         L = max_steps or envs.envs[0].spec.max_episode_steps or model.config.max_ep_len
         L = min(L, model.config.max_ep_len)
         obs, _ = envs.reset(seed=[seed + j for _ in targets for j in range(episodes)])
-        sd, ad = model.config.state_dim, model.config.act_dim
-        states = np.zeros((N, L, sd), np.float32)
-        actions = np.zeros((N, L, ad), np.float32)
-        rtg = np.zeros((N, L), np.float32)
-        rtg[:, 0] = np.repeat(np.asarray(targets) / pre.scale, episodes)
+        window = EpisodeWindow(np.repeat(targets, episodes), pre, K, L, model.config.state_dim,
+                               model.config.act_dim)
         returns = np.zeros(N)
         lengths = np.zeros(N, np.int64)
         alive = np.ones(N, bool)
@@ -105,14 +135,10 @@ def rollout(model: DecisionTransformerModel, env_id: str, targets: Sequence[floa
 
             steps = tqdm(steps, desc=f"evaluate {env_id}", leave=False)
         for t in steps:
-            states[:, t] = (obs - pre.state_mean) / pre.state_std
-            a = to_numpy(model.get_action(**context(states, actions, rtg, t, K))).astype(np.float32)  # N,ad  at s_t
-            actions[:, t] = a
-            obs, reward, terminated, truncated, _ = envs.step(pre.env_actions(a).astype(np.float32))
+            obs, reward, terminated, truncated, _ = envs.step(window.act(model, t, obs))
             returns += np.where(alive, reward, 0.0)
             lengths += alive
-            if t + 1 < L:
-                rtg[:, t + 1] = rtg[:, t].astype(np.float64) - reward / pre.scale
+            window.earn(t, reward)
             alive &= ~(terminated | truncated)
             if not alive.any():
                 break

@@ -23,20 +23,33 @@ def _save(fig, path: "str | os.PathLike") -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
 
 
-def plot_loss(steps: Sequence[int], losses: Sequence[float], path: "str | os.PathLike", title: str = "") -> None:
-    """Training loss against step, log scale, with a moving average over the noise of single batches."""
+def plot_loss(steps: Sequence[int], losses: Sequence[float], path: "str | os.PathLike", title: str = "",
+              baseline: float | None = None) -> None:
+    """Training loss (the mean over each logging window, from step 1) against step, log scale, with a moving
+    average; baseline: the loss of the best constant action (the dataset's mean action), a dashed line."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     steps, losses = np.asarray(steps), np.asarray(losses)
-    ax.plot(steps, losses, lw=0.8, alpha=0.4, label="loss")
+    ax.plot(steps, losses, lw=0.8, alpha=0.4, marker="." if len(losses) < 30 else None, label="loss")
     w = max(1, len(losses) // 20)
-    if len(losses) > w:
+    if len(losses) > w > 1:
         smooth = np.convolve(losses, np.ones(w) / w, mode="valid")
-        ax.plot(steps[w - 1:], smooth, lw=2, label=f"moving average ({w})")
+        ax.plot(steps[w - 1:], smooth, lw=2, label=f"moving average ({w} points)")
+    if baseline is not None:
+        ax.axhline(baseline, color="tab:red", lw=1, ls="--", label=f"constant action (the data's mean): {baseline:.3g}")
     ax.set_yscale("log")
+    # 1-2-5 ticks in plain numbers (0.02, 0.05, 0.1), not 10^-2 with unlabelled minor ticks
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))  # 20,000, not 2e4 or an offset
+    ax.set_xlim(left=min(1, steps.min()) if len(steps) else 1)
     ax.set_xlabel("step")
     ax.set_ylabel("action MSE")
     ax.set_title(title or "training loss")
+    ax.grid(True, which="major", alpha=0.3)
     ax.legend()
     _save(fig, path)
     plt.close(fig)

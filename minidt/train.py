@@ -12,22 +12,29 @@ A run directory holds everything a run makes:
 
 Every file is written to a temporary name and renamed, and `latest` moves only once a checkpoint is whole, so a
 crash or a diverged loss never leaves a half checkpoint: resuming continues bit for bit (N + N steps equal 2N).
+A run is never overwritten (a directory holding one is refused unless resume or force), and SIGINT or SIGTERM
+during the loop finishes the step under way, writes a checkpoint there and raises TrainingInterrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import re
 import shutil
+import signal
+import tempfile
+import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from .backend import to_numpy
+from .backend import BACKENDS, DTYPES, Backend, to_numpy
 from .checkpoint import atomic_write_text, load_safetensors, read_state, save_safetensors
 from .config import DecisionTransformerConfig
 from .evaluate import Preprocess, add_normalized_scores, rollout
@@ -74,6 +81,24 @@ class TrainSettings:
     dtype: str = "float32"
     backend: str = "numpy"
 
+    def __post_init__(self) -> None:
+        at_least = {"steps": 1, "K": 1, "batch_size": 1, "hidden_size": 1, "n_layer": 1, "n_head": 1, "log_every": 1,
+                    "checkpoint_every": 1, "warmup_steps": 0, "eval_every": 0, "eval_episodes": 1,
+                    "final_eval_episodes": 0, "seed": 0}
+        for name, low in at_least.items():
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ValueError(f"{name}: expected an integer >= {low}, got {v!r}")
+        for name in ("lr", "weight_decay", "grad_clip", "dropout"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < math.inf:
+                raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
+        if not self.lr > 0 or not self.dropout < 1:
+            raise ValueError(f"lr and dropout: expected lr > 0 and dropout < 1, got {self.lr} and {self.dropout}")
+        for name, allowed in (("preset", tuple(PRESETS)), ("dtype", DTYPES), ("backend", BACKENDS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: expected one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> "TrainSettings":
         if preset not in PRESETS:
@@ -87,6 +112,15 @@ EVAL_SEED = 10_000  # evaluation episodes are seeded apart from the dataset's (w
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf; the last good checkpoint is left as it was."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM arrived during training: the step under way was finished and checkpointed.
+    A KeyboardInterrupt, so a notebook or script that stops on Ctrl-C still does."""
+
+    def __init__(self, signal_name: str, step: int, checkpoint: Path, run_dir: Path):
+        super().__init__(f"{signal_name} at step {step}; checkpoint {checkpoint}")
+        self.signal_name, self.step, self.checkpoint, self.run_dir = signal_name, step, checkpoint, run_dir
 
 
 # --- checkpoints -------------------------------------------------------------------------------------------------
@@ -109,9 +143,20 @@ def save_checkpoint(run_dir: Path, step: int, model: DecisionTransformerModel, o
     os.replace(tmp, final)
     atomic_write_text(run_dir / "latest", f"checkpoints/{name}\n")
     model.save_pretrained(run_dir)
-    for old in sorted((run_dir / "checkpoints").glob("step-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    prune_checkpoints(run_dir, keep)
     return final
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    """Delete all but the `keep` checkpoints of highest step (by number: step-10000000 comes after step-9999999),
+    never the one `latest` names."""
+    pointer = run_dir / "latest"
+    latest = pointer.read_text().strip().rsplit("/", 1)[-1] if pointer.is_file() else None
+    by_step = sorted((int(m.group(1)), p) for p in (run_dir / "checkpoints").glob("step-*")
+                     if (m := re.fullmatch(r"step-(\d+)", p.name)))
+    for _, old in by_step[:-keep]:
+        if old.name != latest:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def flatten_optimizer_state(state: dict) -> tuple[dict[str, np.ndarray], dict]:
@@ -144,11 +189,133 @@ def unflatten_optimizer_state(tensors: dict[str, np.ndarray], meta: Any) -> Any:
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
-    pointer = run_dir / "latest"
-    if not pointer.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint in {run_dir} (expected a file 'latest' written by "
-                                "minidt train)")
-    return run_dir / pointer.read_text().strip()
+    """The checkpoint directory `latest` names; ValueError naming the file when there is none or it is broken."""
+    pointer = Path(run_dir) / "latest"
+    if not pointer.is_file():
+        raise ValueError(f"--resume: no checkpoint in {run_dir} (expected a file 'latest' written by minidt train)")
+    try:
+        ckpt = Path(run_dir) / pointer.read_text().strip()
+    except UnicodeDecodeError:
+        raise ValueError(f"--resume: {pointer} is not text; expected a line like checkpoints/step-0000500") from None
+    if not (ckpt / "trainer_state.json").is_file():
+        raise ValueError(f"--resume: {pointer} names {ckpt}, which is not a checkpoint (no trainer_state.json)")
+    return ckpt
+
+
+def read_trainer_state(ckpt: Path) -> dict:
+    """A checkpoint's trainer_state.json, checked for the keys restore() reads."""
+    path = ckpt / "trainer_state.json"
+    state = read_json(path)
+    keys = ("step", "optimizer", "scheduler", "sampler", "dropout_rng")
+    if not isinstance(state, dict) or any(k not in state for k in keys) or not isinstance(state["step"], int) \
+            or state["step"] < 0:
+        raise ValueError(f"--resume: {path} is not a minidt trainer state (expected an object with {', '.join(keys)} "
+                         "and a step >= 0)")
+    return state
+
+
+# --- run directories ---------------------------------------------------------------------------------------------
+
+RUN_FILES = ("run.json", "latest", "metrics.jsonl", "metrics.json", "config.json", "model.safetensors", "loss.png",
+             "return_conditioning.png")  # and checkpoints/
+
+
+def read_json(path: Path) -> Any:
+    """json.loads of a file, every failure one ValueError naming the file."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a directory, expected a JSON file") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text, expected a JSON file") from None
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{path}: not valid JSON ({str(e)[:80]})") from None
+
+
+def holds_run(run_dir: Path) -> bool:
+    return any((Path(run_dir) / name).exists() for name in ("run.json", "latest", "checkpoints"))
+
+
+def check_new_run_dir(run_dir: "str | os.PathLike", force: bool = False) -> None:
+    """A directory a new run can be written to: not a file, not under one, writable, and holding no run unless
+    force. Creates nothing."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--out: {run_dir} is a file, expected a directory")
+    if holds_run(run_dir) and not force:
+        raise ValueError(f"--out: {run_dir} already holds a run; continue it with --resume {run_dir}, or replace "
+                         "it with --force")
+    existing = run_dir.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"--out: {run_dir} is under {existing}, which is a file")
+    try:  # os.access says yes to root on a read-only mount; making something is the real test
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".minidt-"))
+    except OSError as e:
+        raise ValueError(f"--out: cannot write in {existing} ({e.strerror})") from None
+
+
+def clear_run(run_dir: Path) -> None:
+    """Delete what a run wrote (force): the new run must not mix its checkpoints and metrics with the old one's."""
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+@dataclass
+class RunInfo:
+    """run.json, read back and checked: what evaluation, resume and a policy need."""
+
+    settings: TrainSettings
+    env: str
+    dataset: str
+    pre: Preprocess
+    dataset_returns: list[float]  # every episode's return
+    raw: dict  # the file as read
+
+
+def read_run_info(run_dir: "str | os.PathLike") -> RunInfo:
+    path = Path(run_dir) / "run.json"
+    if not path.exists():
+        raise ValueError(f"{run_dir} is not a run directory (no run.json, which minidt train writes)")
+    run = read_json(path)
+    keys = ("settings", "env", "dataset", "preprocess", "dataset_returns")
+    missing = [k for k in keys if not isinstance(run, dict) or k not in run]
+    if missing:
+        raise ValueError(f"{path}: missing {', '.join(missing)}; expected a run.json written by minidt train")
+    settings = run["settings"]
+    names = {f.name for f in fields(TrainSettings)}
+    if not isinstance(settings, dict) or not set(settings) <= names:
+        unknown = sorted(set(settings) - names) if isinstance(settings, dict) else settings
+        raise ValueError(f"{path}: settings holds unknown fields {unknown}")
+    try:
+        train_settings = TrainSettings(**settings)
+    except ValueError as e:
+        raise ValueError(f"{path}: settings: {e}") from None
+    try:
+        pre = Preprocess.from_dict(run["preprocess"])
+        returns = [float(r) for r in run["dataset_returns"]["all"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: preprocess or dataset_returns is malformed ({type(e).__name__}: {e})") from None
+    if not returns or not np.isfinite(returns).all():
+        raise ValueError(f"{path}: dataset_returns.all must hold finite episode returns")
+    return RunInfo(train_settings, str(run["env"]), str(run["dataset"]), pre, returns, run)
+
+
+def locate_run(path: "str | os.PathLike") -> tuple[Path, Path]:
+    """(run directory, model directory) for a run directory (its latest model) or one of its checkpoints/step-N."""
+    path = Path(path)
+    if (path / "run.json").exists():
+        return path, path
+    if path.parent.name == "checkpoints" and (path.parent.parent / "run.json").exists():
+        return path.parent.parent, path
+    raise ValueError(f"RUN_DIR: {path} is neither a run directory (holding run.json, written by minidt train) nor "
+                     "a checkpoints/step-N folder of one")
 
 
 # --- the loop ----------------------------------------------------------------------------------------------------
@@ -189,14 +356,30 @@ def training_batch(sampler: Any, pre: Preprocess, batch_size: int) -> dict[str, 
     return batch
 
 
-def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, progress: bool = True) -> dict:
+def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, progress: bool = True,
+          force: bool = False) -> dict:
     """Train on the dataset `s.dataset` of environment `s.env`, evaluate, write everything into run_dir.
-    With resume=True, continue from run_dir's latest checkpoint up to s.steps. Returns the final summary."""
+    With resume=True, continue from run_dir's latest checkpoint up to s.steps in all. A run_dir that already holds a
+    run is refused unless resume, or force (which deletes that run's files first). Everything that can be checked
+    is checked before a dataset is generated or a model built. With progress, prints what it trains and shows
+    progress bars. Returns the final summary; raises TrainingInterrupted on SIGINT or SIGTERM during the loop."""
     from .data import SegmentSampler, load_dataset
 
     run_dir = Path(run_dir)
     t_start = time.perf_counter()
-    env_spec = gym_spec(s.env)  # first: an unknown environment fails before any data is generated
+    if resume:
+        read_run_info(run_dir)
+        start = read_trainer_state(latest_checkpoint(run_dir))["step"]
+        if s.steps < start:
+            raise ValueError(f"--steps: {run_dir} is at step {start} already; --steps is the total to reach "
+                             f"(at least {start}), got {s.steps}")
+    else:
+        check_new_run_dir(run_dir, force)
+    try:
+        Backend(s.backend)  # a missing CuPy or GPU is reported before any work
+    except RuntimeError as e:
+        raise ValueError(f"--backend {s.backend}: {e}") from None
+    env_spec = gym_spec(s.env, "--env")  # an unknown environment fails before any data is generated
     data = load_dataset(s.dataset, env=s.env, progress=progress)
     max_ep_len = env_spec["max_episode_steps"]
     if (data.state_dim, data.act_dim) != (env_spec["state_dim"], env_spec["act_dim"]):
@@ -211,17 +394,21 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
     start = 0
     if resume:
         start = restore(run_dir, model, opt, sched, sampler)
-        run = json.loads((run_dir / "run.json").read_text())
+        run = read_run_info(run_dir).raw
         run["settings"] = asdict(s)  # a resumed run may go on for more steps than first asked
         atomic_write_text(run_dir / "run.json", json.dumps(run, indent=1))
     else:
+        if force:
+            clear_run(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "run.json", json.dumps(
             {"settings": asdict(s), "env": s.env, "dataset": data.name, "preprocess": pre.to_dict(),
              "dataset_returns": {"min": float(np.min(data.returns)), "max": float(np.max(data.returns)),
                                  "mean": float(np.mean(data.returns)), "episodes": len(data.returns),
-                                 "all": [float(r) for r in data.returns]}}, indent=1))
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+                                 "all": [float(r) for r in data.returns]},
+             "constant_action_mse": constant_action_mse(data, pre)}, indent=1))
+    if progress:
+        print(describe(s, data, model, run_dir, start), flush=True)
     model.train()
     bar = range(start, s.steps)
     if progress:
@@ -230,42 +417,91 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
         bar = tqdm(bar, initial=start, total=s.steps, desc="train", dynamic_ncols=True)
     t_log, last_log_step = time.perf_counter(), start
     window = None  # (sum of losses, sum of gradient norms) since the last log, on the device: read when logging
-    for step in bar:
-        loss, grad_norm = train_step(model, opt, sched, training_batch(sampler, pre, s.batch_size), s.grad_clip)
-        pair = model.backend.xp.stack((loss, grad_norm))
-        window = pair if window is None else window + pair
-        done = step + 1
-        log = done % s.log_every == 0 or done == 1 or done == s.steps
-        evaluate = s.eval_every and done % s.eval_every == 0 and done != s.steps
-        checkpoint = done % s.checkpoint_every == 0 or done == s.steps
-        if not (log or evaluate or checkpoint):
-            continue
-        # One device-to-host read per window; a NaN or inf in any step of it survives the sum. The weights that
-        # step left behind are never checkpointed: every checkpoint, evaluation and log step is checked first.
-        loss_mean, grad_norm_mean = (float(v) / (done - last_log_step) for v in to_numpy(window))
-        for what, value in (("loss", loss_mean), ("gradient norm", grad_norm_mean)):
-            if not math.isfinite(value):
-                raise TrainingDiverged(diverged_message(what, value, last_log_step + 1, done, run_dir))
-        if log:
-            now = time.perf_counter()
-            rate = (done - last_log_step) / max(now - t_log, 1e-9)
-            record = {"step": done, "loss": loss_mean, "lr": sched.get_last_lr()[0], "grad_norm": grad_norm_mean,
-                      "steps_per_s": rate, "steps": done - last_log_step}
-            t_log, last_log_step, window = now, done, None
-            append_jsonl(run_dir / "metrics.jsonl", record)
-            if progress:
-                bar.set_postfix(loss=f"{loss_mean:.4f}", lr=f"{record['lr']:.1e}", it_s=f"{rate:.1f}")
-        if evaluate:
-            ev = run_evaluation(model, s, pre, data, s.eval_episodes, progress=False)
-            append_jsonl(run_dir / "metrics.jsonl", {"step": done, "evaluations": ev})
-            model.train()
-        if checkpoint:
-            save_checkpoint(run_dir, done, model, opt, sched, sampler)
+    try:
+        with deferred_signals() as caught:
+            for step in bar:
+                loss, grad_norm = train_step(model, opt, sched, training_batch(sampler, pre, s.batch_size),
+                                             s.grad_clip)
+                pair = model.backend.xp.stack((loss, grad_norm))
+                window = pair if window is None else window + pair
+                done = step + 1
+                stop = caught["signal"] is not None
+                log = done % s.log_every == 0 or done == start + 1 or done == s.steps or stop
+                evaluate = s.eval_every and done % s.eval_every == 0 and done != s.steps and not stop
+                checkpoint = done % s.checkpoint_every == 0 or done == s.steps or stop
+                if not (log or evaluate or checkpoint):
+                    continue
+                # One device-to-host read per window; a NaN or inf in any step of it survives the sum. The weights
+                # that step left behind are never checkpointed: every checkpoint, evaluation and log step is
+                # checked first.
+                loss_mean, grad_norm_mean = (float(v) / (done - last_log_step) for v in to_numpy(window))
+                for what, value in (("loss", loss_mean), ("gradient norm", grad_norm_mean)):
+                    if not math.isfinite(value):
+                        raise TrainingDiverged(diverged_message(what, value, last_log_step + 1, done, run_dir))
+                if log:
+                    now = time.perf_counter()
+                    rate = (done - last_log_step) / max(now - t_log, 1e-9)
+                    record = {"step": done, "loss": loss_mean, "lr": sched.get_last_lr()[0],
+                              "grad_norm": grad_norm_mean, "steps_per_s": rate, "steps": done - last_log_step}
+                    t_log, last_log_step, window = now, done, None
+                    append_jsonl(run_dir / "metrics.jsonl", record)
+                    if progress:
+                        bar.set_postfix(loss=f"{loss_mean:.4f}", lr=f"{record['lr']:.1e}", it_s=f"{rate:.1f}")
+                if evaluate:
+                    ev = run_evaluation(model, s, pre, data, s.eval_episodes, progress=False)
+                    append_jsonl(run_dir / "metrics.jsonl", {"step": done, "evaluations": ev})
+                    model.train()
+                if checkpoint:
+                    ckpt = save_checkpoint(run_dir, done, model, opt, sched, sampler)
+                if stop:
+                    raise TrainingInterrupted(signal.Signals(caught["signal"]).name, done, ckpt, run_dir)
+    finally:
+        if progress:
+            bar.close()
     train_time = time.perf_counter() - t_start
     evaluations = (run_evaluation(model, s, pre, data, s.final_eval_episodes, progress=progress)
                    if s.final_eval_episodes else [])
     summary = write_report(run_dir, s, data, evaluations, train_time, time.perf_counter() - t_start)
     return summary
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[dict]:
+    """SIGINT and SIGTERM set caught["signal"] instead of interrupting: the loop finishes the step under way (one
+    cut in half would leave the weights half updated), checkpoints it and stops. A second signal interrupts at once
+    (checkpoints are written atomically: the last whole one stays). Only the main thread can take signals."""
+    caught: dict = {"signal": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if caught["signal"] is not None:
+            raise KeyboardInterrupt
+        caught["signal"] = signum
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
+def describe(s: TrainSettings, data: Any, model: DecisionTransformerModel, run_dir: Path, start: int) -> str:
+    """What a run trains, in three lines: printed as it starts."""
+    what = f"resuming at step {start:,} of {s.steps:,}" if start else f"{s.steps:,} steps"
+    return (f"training {s.env} on {data.name}: {len(data):,} episodes, {data.num_steps:,} steps; preset {s.preset}\n"
+            f"model {model.num_parameters():,} parameters (hidden {s.hidden_size}, {s.n_layer} layers, "
+            f"{s.n_head} heads, context K {s.K}); {what}, batch {s.batch_size}, {s.backend} {s.dtype}\n"
+            f"run directory {run_dir}")
+
+
+def constant_action_mse(data: Any, pre: Preprocess) -> float:
+    """The loss of the best constant action, the dataset's mean (normalized to [-1, 1]): the mean over action
+    dimensions of their variance. A model at or above it has learned nothing from the states."""
+    a = pre.normalize_actions(np.concatenate([ep.actions for ep in data.episodes]).astype(np.float64))
+    return float(np.mean(np.var(a, axis=0)))
 
 
 def train_step(model: DecisionTransformerModel, opt: AdamW, sched: LinearWarmup, batch: dict[str, Any],
@@ -298,7 +534,7 @@ def diverged_message(what: str, value: float, first: int, last: int, run_dir: Pa
 def restore(run_dir: Path, model: DecisionTransformerModel, opt: AdamW, sched: LinearWarmup, sampler: Any) -> int:
     ckpt = latest_checkpoint(run_dir)
     model.load_state_dict(read_state(ckpt))
-    state = json.loads((ckpt / "trainer_state.json").read_text())
+    state = read_trainer_state(ckpt)
     opt.load_state_dict(unflatten_optimizer_state(load_safetensors(ckpt / "optimizer.safetensors"),
                                                   state["optimizer"]))
     sched.load_state_dict(state["scheduler"])
@@ -328,27 +564,54 @@ def evaluate_targets(model: DecisionTransformerModel, env: str, targets: list[fl
     return results
 
 
-def evaluate_run(run_dir: "str | os.PathLike", env: str | None = None, targets: list[float] | None = None,
+def load_run(path: "str | os.PathLike", backend: "str | Backend | None" = None,
+             ) -> tuple[RunInfo, DecisionTransformerModel]:
+    """A run's settings and preprocessing, and its model: the run directory's latest, or that of the
+    checkpoints/step-N folder `path` names. What `minidt evaluate` and `minidt.load_policy` start from."""
+    run_dir, model_dir = locate_run(path)
+    info = read_run_info(run_dir)
+    model = DecisionTransformerModel.from_pretrained(model_dir, dtype=info.settings.dtype, backend=backend)
+    return info, model
+
+
+def evaluate_run(path: "str | os.PathLike", env: str | None = None, targets: list[float] | None = None,
                  episodes: int = 20, seed: int = EVAL_SEED, progress: bool = False) -> list[dict]:
-    """Evaluate a finished (or resumed, or interrupted) run's latest model: `minidt evaluate RUN_DIR`.
-    env: the run's own by default; targets: the run's (its dataset's range and beyond) by default."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "run.json").exists():
-        raise ValueError(f"RUN_DIR: {run_dir} is not a run directory (expected run.json, written by minidt train)")
-    run = json.loads((run_dir / "run.json").read_text())
-    env = env or run["env"]
-    spec = gym_spec(env)
-    model = DecisionTransformerModel.from_pretrained(run_dir, dtype=run["settings"]["dtype"])
+    """Evaluate a finished (or resumed, or interrupted) run's latest model, or one of its checkpoints/step-N:
+    `minidt evaluate PATH`. env: the run's own by default; targets: the run's (evaluation_targets of its
+    dataset's returns) by default."""
+    if episodes < 1:
+        raise ValueError(f"--episodes: expected at least 1, got {episodes}")
+    if targets is not None and not (targets and np.isfinite(targets).all()):
+        raise ValueError(f"--targets: expected finite numbers, got {targets}")
+    if seed < 0:
+        raise ValueError(f"--seed: expected an integer >= 0, got {seed}")
+    info, model = load_run(path)
+    env = env or info.env
+    spec = gym_spec(env, "--env")
     cfg = model.config
     if (cfg.state_dim, cfg.act_dim) != (spec["state_dim"], spec["act_dim"]):
         raise ValueError(f"--env: {env} has observations of size {spec['state_dim']} and actions of size "
-                         f"{spec['act_dim']}, but the checkpoint in {run_dir} expects state_dim {cfg.state_dim} and "
-                         f"act_dim {cfg.act_dim} (trained on {run['env']})")
-    pre = Preprocess.from_dict(run["preprocess"])
+                         f"{spec['act_dim']}, but the checkpoint in {path} expects state_dim {cfg.state_dim} and "
+                         f"act_dim {cfg.act_dim} (trained on {info.env})")
+    pre = info.pre
     pre.action_low, pre.action_high = spec["action_low"], spec["action_high"]
     if targets is None:
-        targets = evaluation_targets(run["dataset_returns"]["all"])
-    return evaluate_targets(model, env, targets, episodes, pre, run["settings"]["K"], seed, progress)
+        targets = evaluation_targets(info.dataset_returns)
+    return evaluate_targets(model, env, targets, episodes, pre, info.settings.K, seed, progress)
+
+
+def conditioning(evaluations: list[dict], dataset_best: float) -> dict:
+    """How well the achieved return follows the target, over the targets within the data (<= its best return):
+    the rank correlation of achieved with target, unless the achieved returns are flat, i.e. their range is within
+    the episodes' spread (the mean std over episodes): then a correlation would rank noise, and it is None."""
+    inside = [e for e in evaluations if e["target_return"] <= dataset_best + 1e-9]
+    if len(inside) < 2:
+        return {"rank_correlation": None, "returns_flat": None}
+    means = [e["return_mean"] for e in inside]
+    spread = float(np.mean([e["return_std"] for e in inside]))
+    flat = bool(np.ptp(means) <= spread)
+    return {"rank_correlation": None if flat else spearman([e["target_return"] for e in inside], means),
+            "returns_flat": flat, "returns_range": float(np.ptp(means)), "returns_spread": spread}
 
 
 def write_report(run_dir: Path, s: TrainSettings, data: Any, evaluations: list[dict], train_time: float,
@@ -358,18 +621,19 @@ def write_report(run_dir: Path, s: TrainSettings, data: Any, evaluations: list[d
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
     best = float(np.max(data.returns))
-    plot_loss([x for x, _ in losses], [y for _, y in losses], run_dir / "loss.png", f"{s.env} / {data.name}")
+    baseline = read_run_info(run_dir).raw.get("constant_action_mse")
+    plot_loss([x for x, _ in losses], [y for _, y in losses], run_dir / "loss.png", f"{s.env} / {data.name}",
+              baseline=baseline)
     if evaluations:
         plot_return_conditioning(evaluations, run_dir / "return_conditioning.png", best,
                                  f"{s.env} / {data.name}, {s.steps} steps")
-    in_range = [e for e in evaluations if e["target_return"] <= best + 1e-9]
     scores = [e["normalized_score_mean"] for e in evaluations if "normalized_score_mean" in e]
     summary = {
         "env": s.env, "dataset": data.name, "steps": s.steps, "train_seconds": train_time,
         "wall_seconds": wall_time, "final_loss": losses[-1][1] if losses else None,
+        "constant_action_mse": baseline,
         "best_normalized_score": max(scores) if scores else None,
-        "rank_correlation": (spearman([e["target_return"] for e in in_range], [e["return_mean"] for e in in_range])
-                             if len(in_range) >= 2 else None),
+        **conditioning(evaluations, best),
         "evaluations": evaluations,
     }
     atomic_write_text(run_dir / "metrics.json", json.dumps(summary, indent=1))
@@ -381,22 +645,32 @@ def append_jsonl(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def gym_spec(env_id: str) -> dict:
-    """The gymnasium id, episode length and action bounds of an environment (made once, closed at once)."""
+def gym_spec(env_id: str, name: str = "env") -> dict:
+    """The gymnasium id, episode length and action bounds of an environment (made once, closed at once).
+    ValueError, naming the argument `name`, for an unknown environment or one whose observations or actions are not
+    continuous vectors (Box): minidt's Decision Transformer predicts continuous actions."""
     import gymnasium as gym
 
     from .data import GYM_IDS, env_name
 
-    name = env_name(env_id)
-    gym_id = GYM_IDS.get(name, env_id) if name else env_id
+    short = env_name(env_id)
+    gym_id = GYM_IDS.get(short, env_id) if short else env_id
     try:
         env = gym.make(gym_id)
     except gym.error.DependencyNotInstalled as e:
-        raise ValueError(f'env {env_id!r} needs MuJoCo: pip install "minidt[mujoco]" ({e})') from e
-    except gym.error.Error as e:
-        raise ValueError(f"env {env_id!r}: not a gymnasium environment ({e}); expected a short name "
-                         f"({', '.join(GYM_IDS)}) or a registered gymnasium id such as Pendulum-v1") from e
+        raise ValueError(f'{name} {env_id}: needs MuJoCo: pip install "minidt[mujoco]" ({e})') from None
+    except (gym.error.Error, ModuleNotFoundError, TypeError, AttributeError) as e:
+        raise ValueError(f"{name} {env_id}: not a gymnasium environment ({e}); expected a short name "
+                         f"({', '.join(GYM_IDS)}) or a registered gymnasium id such as Pendulum-v1") from None
     try:
+        for what, space, does in (("action", env.action_space, "predicts continuous actions"),
+                                  ("observation", env.observation_space, "reads continuous observations")):
+            if not isinstance(space, gym.spaces.Box):
+                raise ValueError(f"{name} {env_id}: its {what} space is {space}; minidt's Decision Transformer "
+                                 f"{does} (a Box space)")
+        if not (np.isfinite(env.action_space.low).all() and np.isfinite(env.action_space.high).all()):
+            raise ValueError(f"{name} {env_id}: its action space {env.action_space} is unbounded; minidt maps the "
+                             "model's tanh output onto finite action bounds")
         return {"id": gym_id, "max_episode_steps": env.spec.max_episode_steps or 1000,
                 "state_dim": int(np.prod(env.observation_space.shape)),
                 "act_dim": int(np.prod(env.action_space.shape)),
