@@ -72,7 +72,9 @@ def cmd_parity(args: argparse.Namespace) -> int:
     if args.config:
         try:
             config = DecisionTransformerConfig.from_json_file(args.config)
-        except (OSError, ValueError) as e:
+        except OSError as e:
+            raise UsageError(f"--config {args.config}: {e.strerror}")
+        except ValueError as e:
             raise UsageError(f"--config {args.config}: {e}")
     if args.checkpoint and not Path(args.checkpoint).is_dir():
         raise UsageError(f"--checkpoint {args.checkpoint}: not a directory (expected one written by save_pretrained)")
@@ -94,10 +96,10 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     import signal
+    import threading
 
     from .train import TrainingDiverged, TrainingInterrupted, TrainSettings, latest_checkpoint, train
 
-    signal.signal(signal.SIGTERM, interrupt)  # outside the training loop (which checkpoints first), as Ctrl-C
     if args.resume:
         if args.force:
             raise UsageError("--resume and --force: --resume continues a run, --force replaces one; pick one")
@@ -107,6 +109,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             args.preset or "quick", env=args.env, dataset=args.dataset, steps=args.steps, seed=args.seed,
             backend=args.backend, final_eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every)
         out = args.out or default_run_dir(settings)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    # SIGTERM outside the training loop (which checkpoints first) stops as Ctrl-C does: no traceback
+    previous = signal.signal(signal.SIGTERM, interrupt) if on_main_thread else None
     try:
         summary = train(settings, out, resume=bool(args.resume), progress=not args.quiet, force=args.force)
     except TrainingDiverged as e:
@@ -118,11 +123,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     except KeyboardInterrupt:
         try:
-            where = f"the last checkpoint is {latest_checkpoint(Path(out))}; resume with: minidt train --resume {out}"
+            where = f"; the last checkpoint: {latest_checkpoint(Path(out))}\nresume with: minidt train --resume {out}"
         except ValueError:
-            where = "before the first checkpoint: nothing to resume"
-        print(f"minidt train: interrupted {where}", file=sys.stderr)
+            where = " before the first checkpoint: nothing to resume"
+        print(f"minidt train: interrupted{where}", file=sys.stderr)
         return 130
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if summary["evaluations"]:
         print(format_evaluations(summary["evaluations"]))
         print(format_conditioning(summary))
@@ -334,6 +342,7 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="minidt", description="The Decision Transformer from first principles.")
     p.add_argument("--version", action="version", version=f"minidt {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p.commands = sub.choices  # name -> its parser: main() reports an unknown flag as that command's error
     for add in (add_parity, add_train, add_generate, add_evaluate, add_reference_returns):
         add(sub)
 
@@ -343,8 +352,11 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as e:  # --help, --version, or a flag argparse refused (one line: ArgumentParser.error)
         return int(e.code or 0)
     try:

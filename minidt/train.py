@@ -310,6 +310,9 @@ def read_run_info(run_dir: "str | os.PathLike") -> RunInfo:
 def locate_run(path: "str | os.PathLike") -> tuple[Path, Path]:
     """(run directory, model directory) for a run directory (its latest model) or one of its checkpoints/step-N."""
     path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"RUN_DIR: {path} is not a directory (expected a run directory or a checkpoints/step-N "
+                         "folder of one)")
     if (path / "run.json").exists():
         return path, path
     if path.parent.name == "checkpoints" and (path.parent.parent / "run.json").exists():

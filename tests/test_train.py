@@ -1,5 +1,7 @@
 """The trainer and the offline-RL commands: resume is bit-identical, a diverged loss stops with the last good
-checkpoint intact, `minidt train` runs end to end through the real CLI, and bad input exits 2 with one line."""
+checkpoint intact, `minidt train` runs end to end through the real CLI; run directories are never overwritten,
+clean-up keeps what `latest` names, SIGINT and SIGTERM checkpoint and exit 130; the console says what it trains.
+(Bad command lines: test_cli.py.)"""
 
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ from conftest import require
 from minidt import DecisionTransformerModel
 from minidt.checkpoint import read_state
 from minidt.cli import main
-from minidt.train import (TrainSettings, TrainingDiverged, evaluation_targets, latest_checkpoint, spearman,
-                          train)
+from minidt.train import (TrainSettings, TrainingDiverged, evaluation_targets, latest_checkpoint,
+                          prune_checkpoints, read_trainer_state, spearman, train)
+from tiny_runs import pendulum_hdf5, tiny_run, tiny_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -197,23 +200,6 @@ def test_minidt_train_end_to_end_through_the_cli(cache, tmp_path):
     assert ref.config.state_dim == 3 and ref.config.hidden_size == 64
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--env", "NoSuchEnv-v0"], "not a gymnasium environment"),
-    (["train", "--dataset", "superb"], "expected a tier"),
-    (["train", "--dataset", "missing.hdf5"], "no such file"),
-    (["train", "--preset", "huge"], "preset: expected one of paper, quick"),
-    (["train", "--resume", "."], "not a run directory"),
-    (["generate", "--env", "pendulum", "--tier", "legendary"], "tier 'legendary': expected one of"),
-    (["generate", "--env", "cartpole", "--tier", "expert"], "no generated datasets"),
-    (["evaluate", "."], "not a run directory"),
-    (["reference-returns", "--env", "hopper"], "no generated datasets"),
-])
-def test_bad_input_is_one_line_and_exit_2(cache, capsys, argv, message):
-    assert main(argv + (["--quiet"])) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1, err
-
-
 def test_evaluate_rejects_a_checkpoint_of_another_environment(cache, tmp_path, capsys):
     train(tiny(steps=1), tmp_path / "run", progress=False)
     assert main(["evaluate", str(tmp_path / "run"), "--env", "MountainCarContinuous-v0", "--quiet"]) == 2
@@ -228,3 +214,128 @@ def test_evaluation_targets_span_the_data_and_beyond():
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 2, 3], [5, 5, 5]) == 0.0
+
+
+# --- run directories ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return pendulum_hdf5(tmp_path_factory.mktemp("data") / "pendulum-random.hdf5")
+
+
+def test_a_run_is_never_overwritten_unless_forced(data, tmp_path):
+    run = tiny_run(tmp_path / "run", data)  # checkpoints at steps 1 and 2
+    before = (run / "metrics.jsonl").read_text()
+    with pytest.raises(ValueError, match="already holds a run.*--resume.*--force"):
+        train(tiny_settings(data, steps=1), run, progress=False)
+    assert (run / "metrics.jsonl").read_text() == before
+    train(tiny_settings(data, steps=1, seed=5), run, progress=False, force=True)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-0000001"]  # none of the old run's
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert json.loads((run / "run.json").read_text())["settings"]["seed"] == 5
+
+
+def test_checkpoint_clean_up_orders_by_step_and_keeps_latest(tmp_path):
+    """By step number (step-10000000 is newer than step-9999999, though it sorts first as a string), and never the
+    checkpoint `latest` names, even when it is old (a run resumed from an earlier checkpoint)."""
+    for step in (5, 9_999_999, 10_000_000, 10_000_001):
+        (tmp_path / "checkpoints" / f"step-{step:07d}").mkdir(parents=True)
+    (tmp_path / "latest").write_text("checkpoints/step-0000005\n")
+    prune_checkpoints(tmp_path, keep=2)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step-0000005", "step-10000000", "step-10000001"]
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_during_training_checkpoints_and_exits_130(data, tmp_path, sig):
+    """A real signal to a real training process: it finishes the step under way, writes a checkpoint there, says
+    where it is and how to resume, and exits 130; the run then resumes from it."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "minidt", "train", "--dataset", str(data), "--steps", "1000000", "--out", str(run),
+           "--checkpoint-every", "1000000", "--eval-episodes", "0", "--quiet"]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (run / "metrics.jsonl").exists():  # step 1 is logged: the loop is running
+        assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+        time.sleep(0.05)
+    p.send_signal(getattr(signal, sig))
+    out, err = p.communicate(timeout=240)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+    step = read_trainer_state(latest_checkpoint(run))["step"]
+    assert 1 <= step < 1_000_000
+    assert f"interrupted ({sig}) at step {step}; checkpoint written: {run}/checkpoints/step-{step:07d}" in err, err
+    assert f"resume with: minidt train --resume {run}" in err, err
+    logged = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1] == step
+    DecisionTransformerModel.from_pretrained(latest_checkpoint(run))
+    assert main(["train", "--resume", str(run), "--steps", str(step + 1), "--quiet"]) == 0
+    assert read_trainer_state(latest_checkpoint(run))["step"] == step + 1
+
+
+# --- the console, the summary and the plots ----------------------------------------------------------------------
+
+def test_the_console_says_what_it_trains(data, tmp_path, capsys):
+    from minidt.train import build_model
+
+    s = tiny_settings(data)
+    train(s, tmp_path / "run", progress=True)
+    out, err = capsys.readouterr()
+    params = build_model(s, 3, 1, 200).num_parameters()
+    assert out.splitlines()[:3] == [
+        "training Pendulum-v1 on pendulum-random: 4 episodes, 800 steps; preset quick",
+        f"model {params:,} parameters (hidden 8, 1 layers, 2 heads, context K 4); 2 steps, batch 4, numpy float32",
+        f"run directory {tmp_path / 'run'}"]
+    assert "loss=" in err  # the progress bar shows the loss (step 1 is logged)
+
+
+def test_flat_returns_are_called_flat_not_ranked():
+    """A model that scores the same at every target (within the episodes' spread) gets no rank correlation."""
+    from minidt.cli import format_conditioning
+    from minidt.train import conditioning
+
+    def ev(target, mean, std):
+        return {"target_return": target, "return_mean": mean, "return_std": std}
+
+    flat = [ev(-1000, -700, 100), ev(-500, -690, 110), ev(-100, -640, 90), ev(200, -600, 100)]
+    c = conditioning(flat, dataset_best=-100)
+    assert c["returns_flat"] and c["rank_correlation"] is None and c["returns_range"] == 60
+    line = format_conditioning({"best_normalized_score": 10.0, **c})
+    assert "flat" in line and "rank correlation" not in line
+    follows = [ev(-1000, -990, 50), ev(-500, -520, 60), ev(-100, -150, 40)]
+    c = conditioning(follows, dataset_best=-100)
+    assert not c["returns_flat"] and c["rank_correlation"] == pytest.approx(1.0)
+    assert "rank correlation of achieved with target return 1.00" in format_conditioning(
+        {"best_normalized_score": None, **c})
+
+
+def test_constant_action_baseline_is_the_variance_of_the_normalized_actions(data):
+    from minidt.data import load_dataset
+    from minidt.evaluate import Preprocess
+    from minidt.train import constant_action_mse
+
+    d = load_dataset(data, env="Pendulum-v1")
+    pre = Preprocess(d.state_mean, d.state_std, d.scale, np.array([-2.0]), np.array([2.0]))
+    a = np.concatenate([ep.actions for ep in d.episodes]).astype(np.float64) / 2.0  # [-2, 2] -> [-1, 1]
+    assert constant_action_mse(d, pre) == pytest.approx(float(np.mean((a - a.mean()) ** 2)), rel=1e-9)
+    assert constant_action_mse(d, pre) == pytest.approx(1 / 3, rel=0.1)  # uniform random actions on [-1, 1]
+
+
+def test_loss_plot_starts_at_step_1_with_plain_ticks_and_the_baseline(monkeypatch, tmp_path):
+    import minidt.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(plots._pyplot(), "close", lambda fig: None)
+    steps = [1, 50, 100, 150, 200, 20_000]
+    plots.plot_loss(steps, [0.4, 0.2, 0.1, 0.08, 0.06, 0.05], tmp_path / "loss.png", baseline=0.3)
+    (ax,) = figures[0].axes
+    assert ax.lines[0].get_xdata()[0] == 1
+    assert any(list(line.get_ydata()) == [0.3, 0.3] for line in ax.lines)  # the constant-action line
+    figures[0].canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert labels and all(not any(c in s for c in "$^") for s in labels), labels  # 0.05, 0.1, 0.2: no 10^x
+    assert "20,000" in [t.get_text() for t in ax.get_xticklabels()]
