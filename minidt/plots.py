@@ -27,7 +27,7 @@ def plot_loss(steps: Sequence[int], losses: Sequence[float], path: "str | os.Pat
               baseline: float | None = None) -> None:
     """Training loss (the mean over each logging window, from step 1) against step, log scale, with a moving
     average; baseline: the loss of the best constant action (the dataset's mean action), a dashed line."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -44,6 +44,7 @@ def plot_loss(steps: Sequence[int], losses: Sequence[float], path: "str | os.Pat
     ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))  # 20,000, not 2e4 or an offset
     ax.set_xlim(left=min(1, steps.min()) if len(steps) else 1)
     ax.set_xlabel("step")

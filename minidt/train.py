@@ -408,8 +408,7 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
             {"settings": asdict(s), "env": s.env, "dataset": data.name, "preprocess": pre.to_dict(),
              "dataset_returns": {"min": float(np.min(data.returns)), "max": float(np.max(data.returns)),
                                  "mean": float(np.mean(data.returns)), "episodes": len(data.returns),
-                                 "all": [float(r) for r in data.returns]},
-             "constant_action_mse": constant_action_mse(data, pre)}, indent=1))
+                                 "all": [float(r) for r in data.returns]}}, indent=1))
     if progress:
         print(describe(s, data, model, run_dir, start), flush=True)
     model.train()
@@ -464,7 +463,7 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
     train_time = time.perf_counter() - t_start
     evaluations = (run_evaluation(model, s, pre, data, s.final_eval_episodes, progress=progress)
                    if s.final_eval_episodes else [])
-    summary = write_report(run_dir, s, data, evaluations, train_time, time.perf_counter() - t_start)
+    summary = write_report(run_dir, s, data, pre, evaluations, train_time, time.perf_counter() - t_start)
     return summary
 
 
@@ -495,9 +494,9 @@ def describe(s: TrainSettings, data: Any, model: DecisionTransformerModel, run_d
     """What a run trains, in three lines: printed as it starts."""
     what = f"resuming at step {start:,} of {s.steps:,}" if start else f"{s.steps:,} steps"
     return (f"training {s.env} on {data.name}: {len(data):,} episodes, {data.num_steps:,} steps; preset {s.preset}\n"
-            f"model {model.num_parameters():,} parameters (hidden {s.hidden_size}, {s.n_layer} layers, "
-            f"{s.n_head} heads, context K {s.K}); {what}, batch {s.batch_size}, {s.backend} {s.dtype}\n"
-            f"run directory {run_dir}")
+            f"model: {model.num_parameters():,} parameters (hidden {s.hidden_size}, layers {s.n_layer}, heads "
+            f"{s.n_head}, context K {s.K}); {what} of batch {s.batch_size} on {s.backend} ({s.dtype})\n"
+            f"run directory: {run_dir}")
 
 
 def constant_action_mse(data: Any, pre: Preprocess) -> float:
@@ -544,11 +543,22 @@ def restore(run_dir: Path, model: DecisionTransformerModel, opt: AdamW, sched: L
     sampler.set_state(state["sampler"])
     model.gen.set_state(state["dropout_rng"])
     step = int(state["step"])
-    metrics = run_dir / "metrics.jsonl"  # drop what was logged after the checkpoint: those steps run again
-    if metrics.exists():
-        kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= step]
-        atomic_write_text(metrics, "".join(line + "\n" for line in kept))
+    # drop what was logged after the checkpoint: those steps run again
+    kept = [r for r in read_metrics(run_dir) if r["step"] <= step]
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
     return step
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl's records; a line cut short by a crash mid-write is left out."""
+    path = run_dir / "metrics.jsonl"
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def run_evaluation(model: DecisionTransformerModel, s: TrainSettings, pre: Preprocess, data: Any, episodes: int,
@@ -617,14 +627,13 @@ def conditioning(evaluations: list[dict], dataset_best: float) -> dict:
             "returns_flat": flat, "returns_range": float(np.ptp(means)), "returns_spread": spread}
 
 
-def write_report(run_dir: Path, s: TrainSettings, data: Any, evaluations: list[dict], train_time: float,
-                 wall_time: float) -> dict:
+def write_report(run_dir: Path, s: TrainSettings, data: Any, pre: Preprocess, evaluations: list[dict],
+                 train_time: float, wall_time: float) -> dict:
     from .plots import plot_loss, plot_return_conditioning
 
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    losses = [(r["step"], r["loss"]) for r in read_metrics(run_dir) if "loss" in r]
     best = float(np.max(data.returns))
-    baseline = read_run_info(run_dir).raw.get("constant_action_mse")
+    baseline = constant_action_mse(data, pre)
     plot_loss([x for x, _ in losses], [y for _, y in losses], run_dir / "loss.png", f"{s.env} / {data.name}",
               baseline=baseline)
     if evaluations:
