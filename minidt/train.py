@@ -236,8 +236,9 @@ def read_json(path: Path) -> Any:
         raise ValueError(f"{path}: not valid JSON ({str(e)[:80]})") from None
 
 
-def holds_run(run_dir: Path) -> bool:
-    return any((Path(run_dir) / name).exists() for name in ("run.json", "latest", "checkpoints"))
+def run_files(run_dir: Path) -> list[str]:
+    """The files of a run (or of a save_pretrained model) that run_dir holds."""
+    return [name for name in (*RUN_FILES, "checkpoints") if (Path(run_dir) / name).exists()]
 
 
 def check_new_run_dir(run_dir: "str | os.PathLike", force: bool = False) -> None:
@@ -246,9 +247,10 @@ def check_new_run_dir(run_dir: "str | os.PathLike", force: bool = False) -> None
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"--out: {run_dir} is a file, expected a directory")
-    if holds_run(run_dir) and not force:
-        raise ValueError(f"--out: {run_dir} already holds a run; continue it with --resume {run_dir}, or replace "
-                         "it with --force")
+    found = run_files(run_dir)
+    if found and not force:
+        raise ValueError(f"--out: {run_dir} already holds a run ({', '.join(found)}); continue it with --resume "
+                         f"{run_dir}, or replace it with --force")
     existing = run_dir.absolute()
     while not existing.exists():
         existing = existing.parent
