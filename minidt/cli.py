@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .train import TrainSettings
 
 
 class UsageError(Exception):
@@ -42,7 +45,6 @@ def integer_at_least(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
         return value
 
-    parse.__name__ = f"integer >= {low}"
     return parse
 
 
@@ -142,7 +144,7 @@ def interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def resume_settings(args: argparse.Namespace):
+def resume_settings(args: argparse.Namespace) -> "TrainSettings":
     """The resumed run's own settings; flags that contradict them are an error, --steps, --eval-episodes and
     --checkpoint-every change them."""
     from .data import GYM_IDS, env_name

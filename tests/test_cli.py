@@ -119,6 +119,7 @@ CASES = [
     ("train --dataset {nokeys}", "{nokeys}"),
     ("train --dataset {badjson}", "{badjson}"),
     ("train --dataset medium --env Hopper-v5", "Hopper-v5"),
+    ("train --dataset nobody/nothing-v0", "nobody/nothing-v0"),
     ("train --dataset {data} --env MountainCarContinuous-v0", "--dataset"),
     # minidt train: --out
     ("train --out {file}", "{file}"),
@@ -195,6 +196,10 @@ CASES = [
     ("reference-returns --env pendulum --episodes 0", "--episodes"),
     ("reference-returns --env pendulum --seed -2", "--seed"),
     ("reference-returns --env hopper", "hopper"),
+    # minidt assignment start: where the file cannot be written
+    ("assignment start layernorm {file}", "{file}"),
+    ("assignment start layernorm {file}/sub", "{file}/sub"),
+    ("assignment start layernorm /sys/minidt-assignment", "/sys/minidt-assignment"),
     # the command itself
     ("", "COMMAND"),
     ("fly", "fly"),
