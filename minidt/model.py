@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
-from .backend import Backend, Generator, dtype_name, to_numpy
+from . import validate
+from .backend import DTYPES, Backend, Generator, dtype_name, is_backend_array, to_numpy
 from .config import DecisionTransformerConfig
 from .gpt2 import DecisionTransformerGPT2Model
 from .layers import Activation, Embedding, LayerNorm, Linear, Module, ModuleList
@@ -50,11 +51,18 @@ class DecisionTransformerModel(Module):
 
     def __init__(self, config: DecisionTransformerConfig | None = None, dtype: str = "float32",
                  backend: "str | Backend | None" = None, seed: int | None = None, **fields: Any):
+        if dtype_name(dtype) not in DTYPES:
+            raise ValueError(f"dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
         super().__init__(backend, dtype)
         if config is None:
             config = DecisionTransformerConfig(**fields)
+        elif not isinstance(config, DecisionTransformerConfig):
+            raise ValueError(f"config: expected a DecisionTransformerConfig, got {type(config).__name__} (build one "
+                             "with DecisionTransformerConfig(**fields), or pass the fields: "
+                             "DecisionTransformerModel(state_dim=3, act_dim=1))")
         elif fields:
             raise ValueError(f"config: pass either a config or config fields, got both ({', '.join(fields)})")
+        config.validate()  # fields may have been changed since the config was made
         self.config = config
         self.gen = Generator(seed, self.backend)
         C, std = config.hidden_size, config.initializer_range
@@ -77,7 +85,12 @@ class DecisionTransformerModel(Module):
                 ) -> "DecisionTransformerOutput | tuple":
         """states (B, T, state_dim), actions (B, T, act_dim), rewards (unused, as in the reference),
         returns_to_go (B, T, 1), timesteps (B, T) integers in [0, max_ep_len), attention_mask (B, T) of 1 (real)
-        and 0 (padding), default all ones. NumPy or backend arrays; floats are cast to the model's dtype."""
+        and 0 (padding), default all ones; B, T >= 1. NumPy arrays, lists, torch tensors or arrays of the model's
+        backend; floats are cast to the model's dtype. Bad input raises ValueError naming the argument: a wrong
+        shape or dtype, and for host input (anything but an array already on the model's GPU) NaN or inf (also a
+        value the cast overflows), a mask value other than 0 and 1, a timestep out of range, checked on the host
+        before the input is moved. Values of arrays already on the device are not read (that would stall the
+        GPU): checking them is the caller's part."""
         x, mask3 = self._tokens(states, actions, returns_to_go, timesteps, attention_mask)  # B,3T,C and B,3T
         cfg, xp = self.config, self.backend.xp
         B, T, C = x.shape[0], x.shape[1] // 3, cfg.hidden_size
@@ -110,8 +123,6 @@ class DecisionTransformerModel(Module):
                                "inference path of a rollout step, with no dropout")
         with no_grad():
             x, mask3 = self._tokens(states, actions, returns_to_go, timesteps, attention_mask)  # B,3T,C and B,3T
-            if x.shape[1] == 0:
-                raise ValueError(f"states: expected at least one timestep, got shape {tuple(states.shape)}")
             xp = self.backend.xp
             x, mask3 = x[:, :-1, :], mask3[:, :-1]  # ... R_T s_T: s_T cannot see a_T (a placeholder input)
             position_ids = xp.zeros((1, x.shape[1]), dtype=xp.int64, device=self.backend.device)
@@ -124,13 +135,16 @@ class DecisionTransformerModel(Module):
                 ) -> tuple[Any, Any]:
         """Checked inputs -> the token sequence after embed_ln, x (B, 3T, C), and its mask (B, 3T)."""
         cfg, xp = self.config, self.backend.xp
-        states = self._input("states", states, (None, None, cfg.state_dim))
+        states = self._input("states", states, (None, None, cfg.state_dim), self._finite)
         B, T = states.shape[0], states.shape[1]
-        actions = self._input("actions", actions, (B, T, cfg.act_dim))
-        returns_to_go = self._input("returns_to_go", returns_to_go, (B, T, 1))
+        if B == 0 or T == 0:
+            raise ValueError(f"states: expected at least one timestep and one sequence (B, T >= 1), got shape "
+                             f"{tuple(states.shape)}")
+        actions = self._input("actions", actions, (B, T, cfg.act_dim), self._finite)
+        returns_to_go = self._input("returns_to_go", returns_to_go, (B, T, 1), self._finite)
         timesteps = self._timesteps(timesteps, B, T)
         if attention_mask is not None:
-            attention_mask = self._input("attention_mask", attention_mask, (B, T))
+            attention_mask = self._input("attention_mask", attention_mask, (B, T), validate.binary)
         else:
             attention_mask = xp.ones((B, T), dtype=self.dtype, device=self.backend.device)
 
@@ -155,7 +169,7 @@ class DecisionTransformerModel(Module):
         cfg, xp = self.config, self.backend.xp
         B, T = self.shape
         C = cfg.hidden_size
-        d_return, d_state, d_action = (None if d is None else self._input(name, d, shape) for name, d, shape in (
+        d_return, d_state, d_action = (None if d is None else self._input(name, d, shape, None) for name, d, shape in (
             ("return_preds", return_preds, (B, T, 1)), ("state_preds", state_preds, (B, T, cfg.state_dim)),
             ("action_preds", action_preds, (B, T, cfg.act_dim))))
         zeros = xp.zeros((B, T, C), dtype=self.dtype, device=self.backend.device)
@@ -178,31 +192,46 @@ class DecisionTransformerModel(Module):
         self.embed_timestep.backward(dr + ds + da)  # the timestep embedding was added to all three tokens
 
     # --- inputs ----------------------------------------------------------------------------------------------
-    def _input(self, name: str, x: Any, shape: tuple) -> Any:
-        """A float input as a backend array of the model's dtype, its shape checked."""
+    # A host input (NumPy array, list, torch tensor) is checked on the host, then moved to the device once. An array
+    # already on the model's device (CuPy, strict) gets its shape and dtype checked, never its values: reading them
+    # back would stall the GPU. Its values (finite, a 0/1 mask, timesteps in range) are the caller's to check.
+    def _input(self, name: str, x: Any, shape: tuple, check: "Callable[[str, Any], Any] | None") -> Any:
+        """A float input as a backend array of the model's dtype, its shape and dtype checked; `check(name,
+        host_array)` checks a host input's values (None: any values, as gradients may hold)."""
         if x is None:
             raise ValueError(f"{name}: expected an array of shape {_fmt(shape)}, got None")
-        x = self.backend.asarray(x)
-        check_shape(name, x, shape)
-        xp = self.backend.xp
-        if not xp.isdtype(x.dtype, ("real floating", "integral", "bool")):
-            raise ValueError(f"{name}: expected real numbers, got dtype {x.dtype}")
-        return x if x.dtype == self.dtype else xp.astype(x, self.dtype)
+        if self._on_device(x):
+            check_shape(name, x, shape)
+            if not self.backend.xp.isdtype(x.dtype, ("real floating", "integral", "bool")):
+                raise ValueError(f"{name}: expected real numbers, got dtype {x.dtype}")
+            return x if x.dtype == self.dtype else self.backend.xp.astype(x, self.dtype)
+        host = validate.host_array(name, x)
+        check_shape(name, host, shape)
+        if check is not None:
+            host = check(name, host)
+        return self.backend.asarray(host, self.dtype)
+
+    def _finite(self, name: str, host: Any) -> Any:
+        """No NaN or inf, also none made by the cast to the model's dtype (a float64 1e39 in a float32 model)."""
+        return validate.finite(name, host, dtype_name(self.dtype))
 
     def _timesteps(self, timesteps: Any, B: int, T: int) -> Any:
         if timesteps is None:
             raise ValueError(f"timesteps: expected integers of shape ({B}, {T}), got None")
-        timesteps = self.backend.asarray(timesteps)
-        check_shape("timesteps", timesteps, (B, T))
-        xp = self.backend.xp
-        if not xp.isdtype(timesteps.dtype, "integral"):
-            raise ValueError(f"timesteps: expected an integer dtype, got {timesteps.dtype}")
-        if B * T:
-            lo, hi = int(to_numpy(xp.min(timesteps))), int(to_numpy(xp.max(timesteps)))
-            if lo < 0 or hi >= self.config.max_ep_len:
-                raise ValueError(f"timesteps: expected values in [0, {self.config.max_ep_len - 1}] "
-                                 f"(max_ep_len {self.config.max_ep_len}), got values in [{lo}, {hi}]")
-        return xp.astype(timesteps, xp.int64)
+        if self._on_device(timesteps):
+            check_shape("timesteps", timesteps, (B, T))
+            if not self.backend.xp.isdtype(timesteps.dtype, "integral"):
+                raise ValueError(f"timesteps: expected an integer dtype, got {timesteps.dtype}")
+            return self.backend.xp.astype(timesteps, self.backend.xp.int64)
+        host = validate.host_array("timesteps", timesteps)
+        check_shape("timesteps", host, (B, T))
+        validate.indices("timesteps", host, self.config.max_ep_len, "max_ep_len")
+        return self.backend.asarray(host, "int64")
+
+    def _on_device(self, x: Any) -> bool:
+        """Whether x is already an array of the model's device (on the numpy backend, the host is the device and
+        every input is checked)."""
+        return self.backend.name != "numpy" and is_backend_array(x, self.backend)
 
     # --- state dicts, devices, checkpoints -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import require
 from minidt import DecisionTransformerConfig, DecisionTransformerModel, parity
-from minidt.config import DEFAULTS
+from minidt.config import ALIASES, DEFAULTS
 
 SMALL = dict(state_dim=3, act_dim=2, hidden_size=8, n_layer=2, n_head=2, max_ep_len=20)
 
@@ -174,11 +179,226 @@ def test_config_json_both_ways_and_unknown_keys_survive(hf, tmp_path):
 @pytest.mark.parametrize("field, value", [
     ("hidden_size", -8), ("state_dim", 0), ("n_layer", 1.5), ("n_inner", -1), ("activation_function", "swishy"),
     ("attn_pdrop", 1.0), ("resid_pdrop", -0.1), ("layer_norm_epsilon", 0.0), ("initializer_range", -1.0),
-    ("action_tanh", "yes"),
+    ("action_tanh", "yes"), ("act_dim", True), ("max_ep_len", 0), ("n_positions", -1), ("vocab_size", None),
+    ("n_head", "2"), ("n_inner", 0), ("activation_function", ["relu"]), ("activation_function", {"a": 1}),
+    ("resid_pdrop", float("nan")), ("embd_pdrop", float("inf")), ("attn_pdrop", True), ("attn_pdrop", "0.1"),
+    ("layer_norm_epsilon", float("nan")), ("layer_norm_epsilon", float("inf")), ("layer_norm_epsilon", True),
+    ("initializer_range", float("nan")), ("initializer_range", float("inf")), ("initializer_range", False),
+    ("use_cache", 1), ("reorder_and_upcast_attn", None), ("hidden_size", 10**3 + 0.5),
 ])
 def test_invalid_config_names_the_field(field, value):
-    with pytest.raises(ValueError, match=f"^{field}: expected"):
+    with pytest.raises(ValueError, match=f"^{field}: expected") as e:
         DecisionTransformerConfig(**{field: value})
+    assert "\n" not in str(e.value)
+    config = DecisionTransformerConfig()
+    with pytest.raises(ValueError, match=f"^{field}: expected"):  # set later: checked the same
+        setattr(config, field, value)
+
+
+def test_numpy_scalars_become_python_numbers():
+    c = DecisionTransformerConfig(hidden_size=np.int64(16), n_head=np.int32(2), resid_pdrop=np.float32(0.25))
+    assert type(c.hidden_size) is int and type(c.n_head) is int and type(c.resid_pdrop) is float
+    assert json.loads(c.to_json_string())["resid_pdrop"] == 0.25
+
+
+def test_unknown_keys_behave_as_in_transformers(hf, tmp_path):
+    """Kept as attributes, written back by to_dict and save_pretrained, readable by both libraries."""
+    extras = dict(extra=5, my_note=[1, 2], nested={"a": {"b": None}}, architectures=["DecisionTransformerModel"])
+    ref = hf.DecisionTransformerConfig(**SMALL, **extras)
+    ours = DecisionTransformerConfig(**SMALL, **extras)
+    for key, value in extras.items():
+        assert getattr(ours, key) == getattr(ref, key) == value
+        assert ours.to_dict()[key] == ref.to_dict()[key] == value
+    DecisionTransformerModel(ours).save_pretrained(tmp_path)
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert all(written[k] == v for k, v in extras.items())
+    back = hf.DecisionTransformerConfig.from_pretrained(tmp_path)
+    assert back.extra == 5 and back.nested == {"a": {"b": None}}
+    assert DecisionTransformerModel.from_pretrained(tmp_path).config.my_note == [1, 2]
+
+
+def test_unknown_keys_that_cannot_be_fields_or_json():
+    with pytest.raises(ValueError, match="^to_dict: a method or property of DecisionTransformerConfig, not a field"):
+        DecisionTransformerConfig(to_dict=5)
+    with pytest.raises(ValueError, match="^inner_dim: a method or property"):
+        DecisionTransformerConfig(inner_dim=5)
+    c = DecisionTransformerConfig(blob=object())
+    assert isinstance(c.to_dict()["blob"], object)  # kept, as transformers keeps it
+    with pytest.raises(ValueError, match="^blob: expected a value JSON can hold, got object"):
+        c.to_json_string()
+    with pytest.raises(ValueError, match="^model_type: expected 'decision_transformer', got 'gpt2'"):
+        DecisionTransformerConfig(model_type="gpt2")
+    with pytest.raises(ValueError, match="^config: expected a dict of field names to values, got list"):
+        DecisionTransformerConfig.from_dict([("state_dim", 3)])
+
+
+FIELD_VALUES = st.one_of(
+    st.integers(-3, 40), st.integers(-2**70, 2**70), st.floats(), st.floats(0, 1), st.booleans(), st.none(),
+    st.text(max_size=6), st.sampled_from(["relu", "gelu", "gelu_new", "tanh", "silu", "swish"]),
+    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+    st.complex_numbers(), st.builds(np.int64, st.integers(-5, 40)), st.builds(np.float32, st.floats(0, 1, width=32)),
+    st.just(np.bool_(True)), st.just(object()),
+)
+SMALL_FIELDS = ("state_dim", "act_dim", "hidden_size", "n_layer", "n_head", "n_inner", "max_ep_len", "n_positions",
+                "vocab_size")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(DEFAULTS) + ["num_attention_heads", "unknown_key"]), FIELD_VALUES,
+                       max_size=3))
+def test_fuzz_config_fields(fields):
+    """Any values for up to three fields: a ValueError or TypeError naming one of them (n_head for a hidden size
+    it does not divide), or a config that round-trips through JSON and, when small, builds a model that runs."""
+    try:
+        config = DecisionTransformerConfig(**fields)
+    except Exception as e:  # noqa: BLE001  (what escapes is the point of the test)
+        named = str(e).partition(":")[0]
+        assert isinstance(e, (ValueError, TypeError)), f"{type(e).__name__} escaped: {e}"
+        assert named in {ALIASES.get(k, k) for k in fields} | {"n_head"} and "\n" not in str(e), str(e)
+        return
+    try:
+        text = config.to_json_string()
+    except ValueError as e:  # only an unknown key can hold what JSON cannot
+        assert str(e).startswith("unknown_key: expected a value JSON can hold"), str(e)
+        return
+    assert DecisionTransformerConfig.from_dict(json.loads(text)).to_json_string() == text
+    if all(getattr(config, k) is None or getattr(config, k) <= 40 for k in SMALL_FIELDS):
+        model = DecisionTransformerModel(config, seed=0).eval()
+        x = parity.make_inputs(config, 2, 3)
+        assert np.isfinite(model.get_action(**x)).all() or not config.action_tanh  # relu may grow, tanh bounds
+
+
+# --- damaged files -----------------------------------------------------------------------------------------------
+
+def saved(tmp_path, fmt="safetensors", state=None):
+    """A checkpoint directory: config.json plus the weights (the model's own unless `state` is given)."""
+    torch = require("torch")
+    model = DecisionTransformerModel(DecisionTransformerConfig(**SMALL), seed=0)
+    model.save_pretrained(tmp_path)
+    if fmt == "bin":
+        (tmp_path / "model.safetensors").unlink()
+        default = {k: torch.from_numpy(v) for k, v in model.state_dict().items()}
+        torch.save(default if state is None else state(default), tmp_path / "pytorch_model.bin")
+    elif state is not None:
+        import safetensors.torch
+
+        default = {k: torch.from_numpy(v) for k, v in model.state_dict().items()}
+        safetensors.torch.save_file(state(default), tmp_path / "model.safetensors", metadata={"format": "pt"})
+    return tmp_path, model
+
+
+def poisoned(value):
+    def damage(state):
+        state["encoder.h.1.mlp.c_fc.weight"][1, 2] = value
+        return state
+    return damage
+
+
+def directory_at(name):
+    def damage(path):
+        (path / name).unlink()
+        (path / name).mkdir()
+    return damage
+
+
+def write_at(name, data):
+    def damage(path):
+        (path / name).write_bytes(data)
+    return damage
+
+
+def nested(depth):
+    return ("[" * depth + "]" * depth).encode()
+
+
+DAMAGED = [  # (what, format, state change, file change, the file named, what the message says)
+    ("nested state_dict", "bin", lambda s: {"state_dict": s, "epoch": 3}, None, "pytorch_model.bin",
+     "holds a nested dict under 'state_dict' .*save model.state_dict\\(\\) itself"),
+    ("a non-tensor value", "bin", lambda s: {**s, "step": 7}, None, "pytorch_model.bin",
+     "entry 'step' is a int; expected a tensor"),
+    ("a string value", "bin", lambda s: {**s, "note": "hello"}, None, "pytorch_model.bin",
+     "entry 'note' is a str; expected a tensor"),
+    ("a sparse tensor", "bin", lambda s: {**s, "encoder.wpe.weight": s["encoder.wpe.weight"].to_sparse()}, None,
+     "pytorch_model.bin", "tensor 'encoder.wpe.weight': expected a dense tensor, got layout torch.sparse_coo"),
+    ("a list, not a dict", "bin", lambda s: list(s.values()), None, "pytorch_model.bin",
+     "expected a state dict .*, got list"),
+    ("NaN in a .bin", "bin", poisoned(float("nan")), None, "pytorch_model.bin",
+     r"tensor 'encoder.h.1.mlp.c_fc.weight': expected finite numbers, got nan at index \(1, 2\)"),
+    ("inf in safetensors", "safetensors", poisoned(float("inf")), None, "model.safetensors",
+     r"tensor 'encoder.h.1.mlp.c_fc.weight': expected finite numbers, got inf at index \(1, 2\)"),
+    ("-inf in safetensors", "safetensors", poisoned(float("-inf")), None, "model.safetensors",
+     "expected finite numbers, got -inf"),
+    ("a float8 tensor", "safetensors", lambda s: {**s, "encoder.wpe.weight": s["encoder.wpe.weight"].to(
+        __import__("torch").float8_e4m3fn)}, None, "model.safetensors",
+     "tensor 'encoder.wpe.weight' has dtype F8_E4M3"),
+    ("model.safetensors is a directory", "safetensors", None, directory_at("model.safetensors"), "model.safetensors",
+     "is a directory; expected a file"),
+    ("pytorch_model.bin is a directory", "bin", None, directory_at("pytorch_model.bin"), "pytorch_model.bin",
+     "is a directory; expected a file"),
+    ("config.json is a directory", "safetensors", None, directory_at("config.json"), "config.json",
+     "is a directory; expected a JSON file"),
+    ("config.json not UTF-8", "safetensors", None, write_at("config.json", b'{"state_dim": "\xff\xfe"}'),
+     "config.json", "is not UTF-8 text"),
+    ("config.json nested absurdly", "safetensors", None, write_at("config.json", nested(100_000)), "config.json",
+     "is nested too deeply to be a config"),
+    ("config.json a list", "safetensors", None, write_at("config.json", b"[1, 2]"), "config.json",
+     "expected a JSON object, got list"),
+    ("config.json not JSON", "safetensors", None, write_at("config.json", b"{state_dim: 3"), "config.json",
+     "is not valid JSON"),
+    ("config.json with NaN", "safetensors", None, write_at("config.json", b'{"resid_pdrop": NaN}'), "config.json",
+     "resid_pdrop: expected a finite number, got nan"),
+    ("config.json empty", "safetensors", None, write_at("config.json", b""), "config.json", "is not valid JSON"),
+    ("truncated safetensors", "safetensors", None, lambda p: (p / "model.safetensors").write_bytes(
+        (p / "model.safetensors").read_bytes()[:100]), "model.safetensors", "is corrupt or truncated"),
+    ("truncated .bin", "bin", None, lambda p: (p / "pytorch_model.bin").write_bytes(
+        (p / "pytorch_model.bin").read_bytes()[:100]), "pytorch_model.bin", "is corrupt, truncated or not a weights"),
+]
+
+
+@pytest.mark.parametrize("what, fmt, state, damage, file, says", DAMAGED, ids=[d[0] for d in DAMAGED])
+def test_damaged_checkpoints_are_one_clear_error_naming_the_file(tmp_path, what, fmt, state, damage, file, says):
+    path, _ = saved(tmp_path, fmt, state)
+    if damage is not None:
+        damage(path)
+    with pytest.raises(ValueError, match=f"^(checkpoint|config): {re.escape(str(path / file))}:? .*{says}") as e:
+        DecisionTransformerModel.from_pretrained(path)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+@pytest.mark.parametrize("half", ["bfloat16", "float16"])
+def test_half_precision_checkpoints_load_in_the_models_dtype(tmp_path, fmt, half):
+    torch = require("torch")
+    path, model = saved(tmp_path, fmt, lambda s: {k: v.to(getattr(torch, half)) for k, v in s.items()})
+    for dtype in ("float32", "float64"):
+        loaded = DecisionTransformerModel.from_pretrained(path, dtype=dtype)
+        for name, value in model.state_dict().items():
+            got = loaded.state_dict()[name]
+            assert got.dtype == np.dtype(dtype)
+            expected = torch.from_numpy(value).to(getattr(torch, half)).to(torch.float64).numpy()
+            np.testing.assert_array_equal(got, expected.astype(dtype))  # exactly the half values, widened
+
+
+def test_files_are_written_with_the_users_umask(tmp_path):
+    """Not 0600 (tempfile.mkstemp's mode): a run directory can be shared."""
+    from minidt.checkpoint import atomic_write, atomic_write_text, save_safetensors
+
+    model = DecisionTransformerModel(DecisionTransformerConfig(**SMALL), seed=0)
+    for umask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
+        old = os.umask(umask)
+        try:
+            out = tmp_path / oct(umask)
+            model.save_pretrained(out)
+            atomic_write_text(out / "note.txt", "hi")
+            atomic_write(out / "raw.bin", lambda tmp: open(tmp, "wb").write(b"x"))
+            save_safetensors({"a": np.ones(2)}, out / "a.safetensors")
+            model.config.to_json_file(out / "c.json")
+        finally:
+            os.umask(old)
+        for f in out.iterdir():
+            assert stat.S_IMODE(f.stat().st_mode) == mode, (f.name, oct(f.stat().st_mode), oct(umask))
+        assert sorted(f.name for f in out.iterdir()) == ["a.safetensors", "c.json", "config.json",
+                                                         "model.safetensors", "note.txt", "raw.bin"]
 
 
 def test_n_head_must_divide_hidden_size():

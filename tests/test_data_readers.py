@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+import sys
+
 import gymnasium as gym
 import h5py
 import minari
@@ -127,3 +131,134 @@ def test_not_a_minari_directory(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no metadata.json"):
         load_dataset(tmp_path / "empty")
+
+
+# --- damaged files: each one line naming the file (and the key) --------------------------------------------------
+
+def replace(f, key, value):
+    del f[key]
+    f[key] = value
+
+
+def planted(key, index, value):
+    def damage(f):
+        x = f[key][()].astype(np.float64)
+        x[index] = value
+        replace(f, key, x)
+    return damage
+
+
+D4RL_DAMAGE = [  # (what, change to the open hdf5 file, what the message says after the file name)
+    ("NaN observation", planted("observations", (4, 1), np.nan),
+     r"observations: expected finite numbers, got nan at index \(4, 1\)"),
+    ("inf action", planted("actions", (2, 0), np.inf), r"actions: expected finite numbers, got inf at index \(2, 0\)"),
+    ("-inf reward", planted("rewards", 7, -np.inf), r"rewards: expected finite numbers, got -inf at index \(7,\)"),
+    ("NaN reward", planted("rewards", 0, np.nan), "rewards: expected finite numbers, got nan"),
+    ("observation beyond float32", planted("observations", (3, 0), 1e39),
+     "observations: expected finite numbers within float32's range"),
+    ("observations a group", lambda f: (f.__delitem__("observations"), f.create_group("observations")),
+     "observations is a Group; expected an array"),
+    ("rewards a scalar", lambda f: replace(f, "rewards", 1.0), "rewards is a scalar; expected one entry per step"),
+    ("rewards strings", lambda f: replace(f, "rewards", np.array([b"a"] * 9)),
+     "rewards: expected real numbers .* got dtype"),
+    ("rewards two per row", lambda f: replace(f, "rewards", np.ones((9, 2))), "episode: expected T entries"),
+    ("fewer actions", lambda f: replace(f, "actions", np.ones((8, 1))),
+     "expected the same non-zero number of rows in every key"),
+]
+
+
+@pytest.mark.parametrize("what, damage, says", D4RL_DAMAGE, ids=[d[0] for d in D4RL_DAMAGE])
+def test_damaged_d4rl_files_are_one_line_naming_the_file_and_key(tmp_path, what, damage, says):
+    path = write_d4rl(tmp_path / "hopper-medium-v2.hdf5")
+    with h5py.File(path, "a") as f:
+        damage(f)
+    with pytest.raises(ValueError, match=f"^D4RL file '{re.escape(str(path))}': {says}") as e:
+        load_dataset(path)
+    assert "\n" not in str(e.value)
+
+
+def test_d4rl_path_that_is_not_a_whole_file(tmp_path):
+    (tmp_path / "dir.hdf5").mkdir()
+    with pytest.raises(ValueError, match="D4RL file .*dir.hdf5': a directory; expected an hdf5 file"):
+        load_dataset(tmp_path / "dir.hdf5")
+    path = write_d4rl(tmp_path / "cut.hdf5", N=2000)
+    path.write_bytes(path.read_bytes()[:3000])
+    with pytest.raises(ValueError, match="D4RL file .*cut.hdf5': not a readable hdf5 file") as e:
+        load_dataset(path)
+    assert "\n" not in str(e.value)
+
+
+def edit_metadata(change):
+    def damage(data):
+        meta = json.loads((data / "metadata.json").read_text())
+        (data / "metadata.json").write_text(json.dumps(change(meta)))
+    return damage
+
+
+def in_hdf5(change):
+    def damage(data):
+        with h5py.File(data / "main_data.hdf5", "a") as f:
+            change(f)
+    return damage
+
+
+def cut(data):
+    p = data / "main_data.hdf5"
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+MINARI_DAMAGE = [  # (what, change to the data/ folder, the file named, what the message says after it)
+    ("metadata {}", edit_metadata(lambda m: {}), "metadata.json", "missing 'dataset_id'"),
+    ("metadata a list", edit_metadata(lambda m: [m]), "metadata.json", "expected a JSON object, got list"),
+    ("no dataset_id", edit_metadata(lambda m: {k: v for k, v in m.items() if k != "dataset_id"}), "metadata.json",
+     "missing 'dataset_id'"),
+    ("total_episodes a string", edit_metadata(lambda m: {**m, "total_episodes": "2"}), "metadata.json",
+     "total_episodes is '2'; expected an integer"),
+    ("total_episodes above the count", edit_metadata(lambda m: {**m, "total_episodes": 5}), "main_data.hdf5",
+     r"episode_2 is missing \(metadata.json says total_episodes 5, the file holds 2 episodes\)"),
+    ("data_format arrow without pyarrow", edit_metadata(lambda m: {**m, "data_format": "arrow"}), "metadata.json",
+     r"data_format 'arrow' needs pyarrow, which is not installed: pip install 'minari\[arrow\]'"),
+    ("data_format unknown", edit_metadata(lambda m: {**m, "data_format": "csv"}), "metadata.json",
+     "data_format 'csv'; expected 'hdf5' or 'arrow'"),
+    ("metadata not JSON", lambda d: (d / "metadata.json").write_text("{oops"), "metadata.json",
+     "not a JSON file .*JSONDecodeError"),
+    ("metadata not UTF-8", lambda d: (d / "metadata.json").write_bytes(b"\xff\xfe{}"), "metadata.json",
+     "not a JSON file .*UnicodeDecodeError"),
+    ("an episode group missing", in_hdf5(lambda f: f.__delitem__("episode_1")), "main_data.hdf5",
+     "episode_1 is missing"),
+    ("rewards missing", in_hdf5(lambda f: f.__delitem__("episode_0/rewards")), "main_data.hdf5",
+     "episode_0/rewards is missing"),
+    ("rewards a scalar", in_hdf5(lambda f: replace(f, "episode_1/rewards", 1.0)), "main_data.hdf5",
+     "episode_1/rewards is a scalar"),
+    ("observations a group", in_hdf5(lambda f: (f.__delitem__("episode_0/observations"),
+                                                f.create_group("episode_0/observations"))), "main_data.hdf5",
+     "episode_0/observations is a Group; expected an array"),
+    ("truncated main_data.hdf5", cut, "main_data.hdf5", "not a readable hdf5 file, truncated or damaged"),
+    ("main_data.hdf5 missing", lambda d: (d / "main_data.hdf5").unlink(), "",
+     "main_data.hdf5 is missing or not a file"),
+    ("NaN observation", in_hdf5(planted("episode_1/observations", (2, 3), np.nan)), "main_data.hdf5",
+     r"episode_1: observations: expected finite numbers, got nan at index \(2, 3\)"),
+    ("inf action", in_hdf5(planted("episode_0/actions", (0, 1), np.inf)), "main_data.hdf5",
+     r"episode_0: actions: expected finite numbers, got inf at index \(0, 1\)"),
+    ("NaN reward", in_hdf5(planted("episode_1/rewards", 4, np.nan)), "main_data.hdf5",
+     r"episode_1: rewards: expected finite numbers, got nan at index \(4,\)"),
+    ("rewards strings", in_hdf5(lambda f: replace(f, "episode_0/rewards", np.array([b"a"] * 3))), "main_data.hdf5",
+     "episode_0: rewards: expected real numbers"),
+    ("too few actions", in_hdf5(lambda f: replace(f, "episode_0/actions", np.zeros((1, 2), np.float32))),
+     "main_data.hdf5", "episode_0: episode: expected T entries in every field"),
+]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("what, damage, file, says", MINARI_DAMAGE, ids=[d[0] for d in MINARI_DAMAGE])
+def test_damaged_minari_datasets_are_one_line_naming_the_file(tmp_path, monkeypatch, what, damage, file, says):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError, installed or not
+    user_minari_dataset("tests/point/damaged-v0")
+    data = tmp_path / "minari" / "tests/point/damaged-v0" / "data"
+    damage(data)
+    with pytest.raises(ValueError) as e:
+        load_dataset("tests/point/damaged-v0")
+    message = str(e.value)
+    assert "\n" not in message
+    assert re.match(f"^Minari dataset (file )?'{re.escape(str(data / file) if file else str(data))}': {says}",
+                    message), message

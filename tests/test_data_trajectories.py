@@ -73,3 +73,19 @@ def test_episode_validation():
         TrajectoryDataset([ep(2, state_dim=2), ep(2, state_dim=3)])
     with pytest.raises(ValueError, match="at least one episode"):
         TrajectoryDataset([])
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("observations", np.nan, r"observations: expected finite numbers, got nan at index \(1, 0\)"),
+    ("observations", 1e39, "observations: expected finite numbers within float32's range"),
+    ("actions", -np.inf, r"actions: expected finite numbers, got -inf at index \(1, 0\)"),
+    ("rewards", np.inf, r"rewards: expected finite numbers, got inf at index \(1,\)"),
+])
+def test_episodes_refuse_nan_and_inf_by_field(field, value, says):
+    fields = dict(observations=np.zeros((3, 2)), actions=np.zeros((3, 1)), rewards=np.zeros(3),
+                  terminations=np.zeros(3), truncations=np.zeros(3))
+    fields[field][1] = value
+    with pytest.raises(ValueError, match=f"^{says}"):
+        Episode(**fields)
+    with pytest.raises(ValueError, match="^terminations: expected real numbers"):
+        Episode(**{**fields, field: np.zeros_like(fields[field]), "terminations": np.array(["yes"] * 3)})

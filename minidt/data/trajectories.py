@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..validate import finite, host_array
 from .envs import default_scale
 
 
@@ -28,9 +29,10 @@ def returns_to_go(rewards: np.ndarray) -> np.ndarray:
 class Episode:
     """One episode of T steps (see the module docstring for the observation convention).
 
-    observations (T, state_dim) float32, actions (T, act_dim) float32, rewards (T,) float64,
-    terminations (T,) bool (the MDP ended: no reward follows), truncations (T,) bool (cut by a time limit or the
-    end of the data: the return is a lower bound)."""
+    observations (T, state_dim) float32, actions (T, act_dim) float32, rewards (T,) float64, all finite (NaN,
+    inf or a value float32 cannot hold raises ValueError naming the field and the index), terminations (T,) bool
+    (the MDP ended: no reward follows), truncations (T,) bool (cut by a time limit or the end of the data: the
+    return is a lower bound)."""
 
     observations: np.ndarray
     actions: np.ndarray
@@ -42,11 +44,11 @@ class Episode:
         def put(name: str, value: np.ndarray) -> None:  # frozen: normalize dtypes through object.__setattr__
             object.__setattr__(self, name, value)
 
-        put("observations", np.asarray(self.observations, dtype=np.float32))
-        put("actions", np.asarray(self.actions, dtype=np.float32))
-        put("rewards", np.asarray(self.rewards, dtype=np.float64).reshape(-1))
-        put("terminations", np.asarray(self.terminations, dtype=bool).reshape(-1))
-        put("truncations", np.asarray(self.truncations, dtype=bool).reshape(-1))
+        for name, dtype in (("observations", "float32"), ("actions", "float32"), ("rewards", "float64")):
+            put(name, finite(name, host_array(name, getattr(self, name)), dtype))  # NaN, inf
+        put("rewards", self.rewards.reshape(-1))
+        for name in ("terminations", "truncations"):
+            put(name, host_array(name, getattr(self, name)).astype(bool).reshape(-1))
         T = len(self.rewards)
         if T == 0:
             raise ValueError("episode: expected at least one step, got 0")
