@@ -38,8 +38,8 @@ def in_backward(code: str) -> str:
     return SOLUTION.replace("    xp = array_namespace(dout)\n", "    xp = array_namespace(dout)\n" + code, 1)
 
 
-def grade(tmp_path, text: str, **kw):
-    report = grade_file(write(tmp_path, text), get_assignment("layernorm"), max_examples=2, **kw)
+def grade(tmp_path, text: str, max_examples: int = 2, **kw):
+    report = grade_file(write(tmp_path, text), get_assignment("layernorm"), max_examples=max_examples, **kw)
     return {r.name: r for r in report.results}, report
 
 
@@ -55,6 +55,15 @@ def test_a_hang_costs_the_hung_function_only(tmp_path):
     assert "layernorm_backward did not return within 2 s (--timeout)" in results[
         "layernorm_backward: dx vs reference [numpy]"].output
     assert time.monotonic() - started < 30  # one timeout, not one per call
+
+
+def test_a_slow_function_spends_its_checks_time_and_keeps_what_it_finished(tmp_path):
+    """Each call returns within --timeout, but the pair's calls together take longer than --timeout per check."""
+    results, _ = grade(tmp_path, in_forward("    import time\n    time.sleep(0.25)\n"), max_examples=5, timeout=1)
+    strict = [r for n, r in results.items() if n.endswith("[strict]")]
+    assert all(r.score == r.max_score for n, r in results.items() if n.endswith("[numpy]"))
+    assert strict and all(r.score < r.max_score for r in strict)
+    assert "used up their time (14 s: --timeout 1 s per check)" in strict[-1].output
 
 
 def test_a_crash_and_os_exit_cost_the_function_only(tmp_path):

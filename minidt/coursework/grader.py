@@ -204,11 +204,13 @@ def _request(path: str, a: Assignment, plans: list, backends: dict[str, int], fo
         helpers = a.helpers(unit)
         units.append({"inject": list(helpers), "inject_source": a.helper_source(helpers) if helpers else "",
                       "cases": [[call.wire() for call in calls] for _, calls, _ in unit_plans]})
+    kernel_cache = os.environ.get("CUPY_CACHE_DIR") or os.path.expanduser("~/.cupy/kernel_cache")
     return {
         "sys_path": [os.path.abspath(p) if p else os.getcwd() for p in sys.path],
         "minidt_dir": MINIDT_DIR,
         "forbidden": [MINIDT_DIR, *forbidden],
-        "writable": [],
+        "writable": [kernel_cache] if "cupy" in backends else [],  # CuPy compiles kernels and caches them there
+        "environ": {"CUPY_CACHE_DIR": kernel_cache} if "cupy" in backends else {},
         "allowed": [m for m in imports if m not in by_module],
         "provided": {m: by_module[m].source(solution=True) for m in imports if m in by_module},
         "refusal": "{name} cannot be imported while grading: a graded file may import, of minidt, " + allowed

@@ -41,12 +41,11 @@ class SandboxError(RuntimeError):
 class Run:
     """load: the sandbox's report on the file (its functions, what importing it printed); steps: (unit, backend,
     case) -> {call index: message}; output: what the processes wrote to file descriptors 1 and 2 (student code
-    printing around sys.stdout); out_of_time: units whose budget ran out."""
+    printing around sys.stdout)."""
 
     load: dict
     steps: dict[tuple, dict[int, dict]] = field(default_factory=dict)
     output: str = ""
-    out_of_time: set = field(default_factory=set)
 
 
 class _Output:
@@ -187,7 +186,6 @@ def _supervise(proc: _Process, pending: list, functions: list, timeout: float, b
             continue
         fn = functions[u][c][min(step, len(functions[u][c]) - 1)]
         if message is _TIMEOUT and spent[u] >= budgets[u]:
-            result.out_of_time.add(u)
             error = {"ok": False, "kind": "out_of_time",
                      "error": f"not graded: the calls for {' and '.join(dict.fromkeys(functions[u][c]))} used up "
                               f"their time ({budgets[u]:g} s: --timeout {timeout:g} s per check)"}

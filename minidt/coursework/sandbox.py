@@ -46,12 +46,13 @@ MAX_ELEMENTS = 1 << 20  # a returned array with more entries comes back as its s
 MAX_ITEMS = 1000  # entries of a returned list, tuple or dict
 MAX_DEPTH = 8
 PRIVATE = "_minidt_grader"  # the package name the train_step model's modules are loaded under
-REFUSED_EVENTS = frozenset((
-    "os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty", "subprocess.Popen", "pty.spawn",
-    "os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.link", "os.symlink",
-    "os.truncate", "os.utime", "os.chflags", "os.lchflags", "os.setxattr", "os.removexattr", "os.mkfifo",
-    "os.mknod", "shutil.copyfile", "shutil.copymode", "shutil.copystat", "shutil.copytree", "shutil.move",
-    "shutil.rmtree", "shutil.chown", "webbrowser.open"))
+PROCESS_EVENTS = frozenset(("os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty",
+                            "subprocess.Popen", "pty.spawn", "webbrowser.open"))
+FILE_EVENTS = frozenset((  # changes to the file system: allowed only in the writable folders (CuPy's kernel cache)
+    "os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.link", "os.symlink", "os.truncate",
+    "os.utime", "os.chflags", "os.lchflags", "os.setxattr", "os.removexattr", "os.mkfifo", "os.mknod",
+    "shutil.copyfile", "shutil.copymode", "shutil.copystat", "shutil.copytree", "shutil.move", "shutil.rmtree",
+    "shutil.chown"))
 SIGNAL_EVENTS = frozenset(("os.kill", "os.killpg", "signal.pthread_kill"))
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
@@ -235,7 +236,11 @@ def audit_hook(forbidden: tuple[str, ...], readable: frozenset[str], writable: t
             parts = real.split(os.sep)
             if len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and not under(real, own_proc):
                 raise PermissionError("reading other processes' /proc entries is not allowed while grading")
-        elif event in REFUSED_EVENTS or event.startswith(("socket.", "ctypes.")):
+        elif event in FILE_EVENTS:
+            paths = [os.path.realpath(os.fsdecode(a)) for a in args if isinstance(a, (str, bytes, os.PathLike))]
+            if not paths or not all(under(p, writable) for p in paths):
+                raise PermissionError(f"{event} is not allowed while grading")
+        elif event in PROCESS_EVENTS or event.startswith(("socket.", "ctypes.")):
             raise PermissionError(f"{event} is not allowed while grading")
         elif event in SIGNAL_EVENTS and args and args[0] != pid:
             raise PermissionError(f"{event} of another process is not allowed while grading")
@@ -361,8 +366,7 @@ class Sandbox:
                 except (TypeError, ValueError):
                     info["params"] = None
                 code = getattr(fn, "__code__", None)
-                info["defined_here"] = getattr(code, "co_filename", None) == self.path
-                if not info["defined_here"]:
+                if getattr(code, "co_filename", None) != self.path:
                     where = getattr(code, "co_filename", None) or f"{type(fn).__module__}.{type(fn).__qualname__}"
                     self.dead[fn_name] = ("not_defined", f"{fn_name} is not defined in {os.path.basename(self.path)} "
                                           f"(it comes from {where}): only functions written in the file are graded")
