@@ -226,7 +226,8 @@ PLANTED = {
          "train_step: 3 steps on a tiny model vs reference [numpy]"],
         ["after step 1"], []),
     "train_step without zero_grad": (
-        "training", [("    model.zero_grad()  # gradients accumulate into .grad: clear the previous step's first\n", "")],
+        "training", [("    model.zero_grad()  # gradients accumulate into .grad: clear the previous step's first\n",
+                      "")],
         ["train_step: 3 steps on a tiny model vs reference [numpy]",
          "train_step: 3 steps on a tiny model vs reference [strict]"],
         ["adamw_step: 5 steps vs reference [numpy]"],
@@ -302,8 +303,8 @@ def test_nan_at_padding_is_blamed_on_padding_only_when_padding_is_the_cause(tmp_
 
 def test_adamw_step_writing_into_its_arguments_is_caught_on_every_backend(tmp_path):
     a = get_assignment("training")
-    in_place = ("    param = param * (1 - lr * weight_decay)  # decoupled decay first, then the Adam step, in torch's order\n",
-                "    param *= 1 - lr * weight_decay  # planted: writes into the caller's param\n")
+    in_place = ("    param = param * (1 - lr * weight_decay)  # decoupled decay first",
+                "    param *= 1 - lr * weight_decay  # planted: writes into the caller's param")
     report = grade_file(write(tmp_path, "training", plant(a.source(solution=True), [in_place])), a, max_examples=2)
     text = outputs(report)
     for b in ("numpy", "strict"):

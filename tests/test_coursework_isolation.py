@@ -100,7 +100,8 @@ def test_exit_interrupt_or_hang_at_import_is_one_line_exit_2_and_one_json_docume
 
 
 def test_a_print_flood_is_captured_truncated_and_shown_in_its_checks(tmp_path, capsys):
-    path = write(tmp_path, in_forward("    print('x' * 2_000_000)\n    import os\n    os.write(1, b'around stdout\\n')\n"))
+    flood = "    print('x' * 2_000_000)\n    import os\n    os.write(1, b'around stdout\\n')\n"
+    path = write(tmp_path, in_forward(flood))
     assert main(["grade", path, "--json", "--max-examples", "2"]) == 0
     out = json.loads(capsys.readouterr().out)  # one document, whatever the function printed
     tests = {t["name"]: t for t in out["tests"]}
@@ -117,7 +118,7 @@ def test_a_syntax_error_is_ungradeable(tmp_path):
 
 
 def test_changing_an_argument_in_place_is_caught_and_named(tmp_path):
-    in_place = SOLUTION.replace("    out = x - mean  #", "    x -= mean  # the caller's x, centred\n    out = x + 0.0  #")
+    in_place = SOLUTION.replace("    out = x - mean  #", "    x -= mean  # the caller's x\n    out = x + 0.0  #")
     in_place = in_place.replace("return out, (x, weight, mean, rstd)", "return out, (x + mean, weight, mean, rstd)")
     results, _ = grade(tmp_path, in_place)
     for name in FORWARD:  # the values are right; the caller's x was written to

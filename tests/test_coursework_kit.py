@@ -93,7 +93,7 @@ def test_run_autograder_grades_the_solution_and_the_skeleton_public_and_hidden(k
 
 def test_a_submission_cannot_read_the_kit(kit, tmp_path):
     """The only .py of the submission, under another name, tries to read the kit's seed while it is imported."""
-    spy = ("import os\ntry:\n    open(os.path.join(os.environ['MINIDT_AUTOGRADER_ROOT'], 'source', 'kit.json')).read()\n"
+    spy = ("import os\ntry:\n    open(os.path.join(os.environ['MINIDT_AUTOGRADER_ROOT'], 'source', 'kit.json'))\n"
            "except OSError as e:\n    print('refused:', e)\n")
     text = get_assignment(NAME).source(solution=True).replace("from typing import Any\n", "from typing import Any\n"
                                                               + spy, 1)

@@ -21,8 +21,9 @@ from .grader import (DEFAULT_MAX_EXAMPLES, DEFAULT_TIMEOUT, UngradeableError, de
                      format_report, grade_file, to_json, ungradeable_json)
 from .spec import DEFAULT_BACKENDS
 
+DEFAULT_BACKENDS_TEXT = ",".join(f"{b}={w}" for b, w in DEFAULT_BACKENDS.items())
 BACKENDS_HELP = ("backends and their weights, NAME[=WEIGHT],...: each check's points on a backend are multiplied "
-                 "by its weight (default numpy=1,strict=1; numpy alone for a NumPy-only course)")
+                 f"by its weight (default {DEFAULT_BACKENDS_TEXT}; numpy alone for a NumPy-only course)")
 
 
 def add_parsers(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -41,7 +42,7 @@ def add_parsers(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int
                           "run_autograder, this minidt as a wheel, and the hidden checks' seed")
     kit.add_argument("name", metavar="NAME")
     kit.add_argument("out", metavar="OUT.zip")
-    kit.add_argument("--backends", default="numpy,strict", help=BACKENDS_HELP)
+    kit.add_argument("--backends", default=DEFAULT_BACKENDS_TEXT, help=BACKENDS_HELP)
     kit.add_argument("--max-examples", type=int, default=DEFAULT_MAX_EXAMPLES,
                      help=f"inputs per check, public and hidden (default {DEFAULT_MAX_EXAMPLES})")
     kit.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
@@ -62,7 +63,7 @@ def add_parsers(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int
     g.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help=f"seconds one call of a student's function may take; a function's checks get as much each, "
                         f"in all (default {DEFAULT_TIMEOUT:g})")
-    g.add_argument("--backends", default="numpy,strict", help=BACKENDS_HELP)
+    g.add_argument("--backends", default=DEFAULT_BACKENDS_TEXT, help=BACKENDS_HELP)
     return {"assignment": cmd_assignment, "grade": cmd_grade}
 
 

@@ -162,27 +162,19 @@ def _grade(path: str, a: Assignment, n: int, backends: dict[str, int], timeout: 
     run = runner.run(request, jobs, functions, timeout, budgets, lambda load: _check_load(load, a))
     results = []
     for u, unit in enumerate(a.units):
-        judged = {}  # (backend, check key) -> (verdicts, [(call, step) ...] per case)
-        for b in backends:
-            for kind in unit.kinds():
-                verdicts, step_lists = [], []
-                for c, (case, calls, plan) in enumerate(plans[u]):
-                    got = run.steps.get((u, b, c), {})
-                    steps = [Step.from_message(got.get(i, _MISSING)) for i in range(len(calls))]
-                    try:
-                        unit.judge(kind.key, case, plan, steps, b)
-                        verdicts.append(None)
-                    except Failure as f:
-                        verdicts.append(f)
-                    step_lists.append(list(zip(calls, steps)))
-                judged[b, kind.key] = verdicts, step_lists
+        cases = [case for case, _, _ in plans[u]]
+        steps = {(b, c): [Step.from_message(run.steps.get((u, b, c), {}).get(i, _MISSING)) for i in range(len(calls))]
+                 for b in backends for c, (_, calls, _) in enumerate(plans[u])}
+        verdicts = {(b, kind.key): [_verdict(unit, kind.key, case, plan, steps[b, c], b)
+                                    for c, (case, _, plan) in enumerate(plans[u])]
+                    for b in backends for kind in unit.kinds()}
         for b, weight in backends.items():
+            step_lists = [list(zip(calls, steps[b, c])) for c, (_, calls, _) in enumerate(plans[u])]
             for kind in unit.kinds():
-                verdicts, step_lists = judged[b, kind.key]
-                on_numpy = judged.get(("numpy", kind.key), (None,))[0]
                 name = f"{kind.label} [{b}{', hidden' if hidden else ''}]"
-                results.append(_result(name, kind.points * weight, verdicts, [p[0] for p in plans[u]], step_lists,
-                                       kind.function, b, on_numpy, "visible" if hidden is None else hidden.visibility))
+                results.append(_result(name, kind.points * weight, verdicts[b, kind.key], cases, step_lists,
+                                       kind.function, b, verdicts.get(("numpy", kind.key)),
+                                       "visible" if hidden is None else hidden.visibility))
     notes = []
     if hidden is None:
         if run.load.get("printed_total"):
@@ -222,6 +214,14 @@ def _request(path: str, a: Assignment, plans: list, backends: dict[str, int], fo
         "functions": [f.name for f in a.functions],
         "units": units,
     }
+
+
+def _verdict(unit: Any, key: str, case: Any, plan: Any, steps: list[Step], backend: str) -> "Failure | None":
+    try:
+        unit.judge(key, case, plan, steps, backend)
+    except Failure as f:
+        return f
+    return None
 
 
 def _check_load(load: dict, a: Assignment) -> None:

@@ -118,7 +118,8 @@ def find_submission(folder: str, name: str) -> str:
         return path
     found = sorted(os.path.join(d, f) for d, _, files in os.walk(folder) for f in files if f.endswith(".py"))
     if len(found) != 1:
-        what = "no .py file" if not found else f"{len(found)} .py files ({', '.join(os.path.basename(f) for f in found)})"
+        names = ", ".join(os.path.basename(f) for f in found)
+        what = "no .py file" if not found else f"{len(found)} .py files ({names})"
         raise UngradeableError(f"the submission holds no {name}.py and {what}: submit {name}.py")
     return found[0]
 

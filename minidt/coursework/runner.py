@@ -193,6 +193,8 @@ def _supervise(proc: _Process, pending: list, functions: list, timeout: float, b
                 _fill(result, job, functions, error)
                 pending.remove(job)
             return result
+        if fn in dead:  # it was skipped, not run: the sandbox itself is failing
+            raise SandboxError(f"the grading process stopped while it skipped {fn} ({proc.how_it_ended()})")
         if message is _TIMEOUT:
             dead[fn] = f"{fn} did not return within {timeout:g} s (--timeout): an infinite loop?"
         else:

@@ -383,7 +383,10 @@ class Sandbox:
         elif isinstance(e, KeyboardInterrupt):
             text = "KeyboardInterrupt"
         else:
-            text = f"{type(e).__name__}: {e}"
+            try:
+                text = f"{type(e).__name__}: {e}"
+            except Exception:  # an exception whose str() raises
+                text = type(e).__name__
             text = text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + " ..."
         if fn_name is None:
             return "exception", text + where
@@ -470,7 +473,7 @@ class Sandbox:
             watched += [(f"{earlier}'s argument {label} (which its cache holds)", a) for label, a in arrays]
         seen = {id(a) for _, a in watched}
         watched += [(f"its argument {label}", a) for label, a in own if id(a) not in seen]
-        before = [(label, a, np.array(self.host(a))) for label, a in watched]
+        before = [(label, a, np.array(self.host(a))) for label, a in watched] if step["inplace"] else []
         printed = Printed()
         try:
             with Capture(printed):
@@ -484,11 +487,17 @@ class Sandbox:
             value = result if step["take"] is None else result[step["take"]]
         except Exception:
             return {**out, "ok": False, "kind": "exception",
-                    "error": f"{fn_name} returned {kind_of(result)}, expected a pair (out, cache)"}
+                    "error": f"{fn_name} returned {kind_of(result)}, expected a tuple (its docstring says of what)"}
         if step["keep"]:
             kept[i] = (result, own, fn_name)
-        out["value"] = encode(value, self.host)
-        return out
+        return {**out, **self.encoded(value, fn_name)}
+
+    def encoded(self, value: Any, fn_name: str) -> dict:
+        try:
+            return {"value": encode(value, self.host)}
+        except Exception as e:  # an array the backend cannot move to the host, say
+            return {"ok": False, "kind": "exception",
+                    "error": f"{fn_name} returned a value the grader cannot read ({type(e).__name__}: {e})"}
 
     def train(self, fn: Any, fn_name: str, spec: dict, backend: str) -> dict:
         """train_step, `steps` times, on a fresh model: after each step the loss it returned, the gradients the
@@ -519,9 +528,13 @@ class Sandbox:
                 kind, error = self.describe(e, fn_name)
                 return {"ok": False, "kind": kind, "error": f"at step {t}: {error}" if t > 1 else error,
                         **self.printed(printed)}
-            steps.append({"loss": encode(loss, self.host), "backward_calls": len(after_backward) - calls,
+            # encoded now: the next step may write into these arrays
+            loss, params = (self.encoded(x, fn_name) for x in (loss, {n: p.data for n, p in model.named_parameters()}))
+            if "value" not in loss or "value" not in params:
+                return {**loss, **params, **self.printed(printed)}
+            steps.append({"loss": loss["value"], "params": params["value"],
+                          "backward_calls": len(after_backward) - calls,
                           "grads": after_backward[-1] if len(after_backward) > calls else None,
-                          "params": encode({n: p.data for n, p in model.named_parameters()}, self.host),
                           "changed": [label for label, a, old in before if not same(old, self.host(a))]})
         return {"ok": True, "changed": [], "value": steps, **self.printed(printed)}
 
