@@ -67,8 +67,8 @@ the Decision Transformer's batches are left-padded). A query whose visible keys 
 them: finite garbage nobody reads (the grader compares real query rows only, and requires no NaN anywhere).
 
 The backward passes are yours to derive (tutorials/05_attention.py does it). Some prompts:
-- softmax: write d y_j / d x_i for i = j and for i != j; dx_i = sum_j dout_j d y_j / d x_i collapses to y_i times
-  (dout_i minus one row sum).
+- softmax: write d y_j / d x_i for i = j and for i != j, then dx_i = sum_j dout_j d y_j / d x_i: it collapses to
+  a short expression in y and dout with one row sum.
 - attention: run the three lines backwards. out = probs @ v is two matrix products' worth of gradient (as in
   Conv1D: which operand is transposed?); probs = softmax(scores) is your softmax_backward; scores = q @ k^T *
   scale + bias gives dq and dk, and the constant bias gets none.

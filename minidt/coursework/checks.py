@@ -241,8 +241,18 @@ def compare(what: str, got: np.ndarray, want: np.ndarray, tol: float, where: "np
     err = float(np.max(diff)) / scale
     if err > tol:
         idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), got.shape))
+        g, w = _digits(float(got[idx]), float(want[idx]))
         raise Failure(f"{what}: max |got - expected| / max |expected| = {err:.2e} > {tol:.0e}; at index {idx}: "
-                      f"got {got[idx]:.6g}, expected {want[idx]:.6g}")
+                      f"got {g}, expected {w}")
+
+
+def _digits(got: float, want: float) -> tuple[str, str]:
+    """Both numbers with as few significant digits (6 at least) as show where they differ."""
+    for d in range(6, 18):
+        g, w = f"{got:.{d}g}", f"{want:.{d}g}"
+        if g != w:
+            return g, w
+    return f"{got:.17g}", f"{want:.17g}"
 
 
 def left_padding_mask(d: Draw, B: int, T: int) -> np.ndarray:

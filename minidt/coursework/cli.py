@@ -68,7 +68,7 @@ def add_parsers(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int
 
 
 def parse_backends(text: str) -> dict[str, int]:
-    """'numpy=2,strict' -> {'numpy': 2, 'strict': 1}; CuPy only where it works."""
+    """'numpy=2,strict' -> {'numpy': 2, 'strict': 1}; each backend must work here (CuPy needs a GPU)."""
     from ..backend import BACKENDS, get_backend
 
     out: dict[str, int] = {}
@@ -83,11 +83,12 @@ def parse_backends(text: str) -> dict[str, int]:
             out[name] = 0
         if out[name] < 1:
             raise UsageError(f"--backends: expected a positive integer weight for {name}, got {weight!r}")
-        if name == "cupy":
-            try:
-                get_backend("cupy")
-            except RuntimeError as e:
-                raise UsageError(f"--backends cupy: {e}")
+        try:
+            get_backend(name)
+        except ImportError as e:  # strict without array-api-strict
+            raise UsageError(f"--backends {name}: {e}; pip install -e '.[coursework]'")
+        except RuntimeError as e:  # cupy without CuPy or a GPU
+            raise UsageError(f"--backends {name}: {e}")
     return out
 
 

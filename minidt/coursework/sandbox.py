@@ -421,7 +421,7 @@ class Sandbox:
         if not unit["inject"]:
             return
         namespace: dict[str, Any] = {"__name__": "minidt_reference_helpers", "__builtins__": builtins}
-        exec(compile(unit["inject_source"], "<the reference's helpers>", "exec"), namespace)
+        exec(compile(unit["inject_source"], f"<the reference's {', '.join(unit['inject'])}>", "exec"), namespace)
         for name in unit["inject"]:
             setattr(self.student, name, namespace[name])
 

@@ -92,14 +92,15 @@ class Assignment:
             f'"""minidt assignment {self.number}: {self.title} ({kind}).\n\n{intro}\n\n'
             "Each docstring gives the shapes and the math. Grade your file with\n\n"
             f"    minidt grade {self.name}.py\n\n"
-            "which runs each function on inputs drawn by hypothesis: outputs against the reference solution,\n"
-            "gradients against central finite differences (float64) and against the reference, on NumPy and on the\n"
-            "strict Array API backend. For the strict backend, use only the namespace of your inputs\n"
-            "(xp = array_namespace(x)) and the Array API standard on it: no NumPy calls on the arrays.\n"
-            "Never write into an argument (x -= mean changes the caller's x): the grader checks. Your file runs in\n"
-            f"a separate process that may import, of minidt, only {allowed}\n"
-            "(the rest of minidt is the reference solution); a function that calls another of this file's functions\n"
-            "is graded with the reference's version of that one, so each mistake costs its own points only.\n"
+            + textwrap.fill(
+                "which runs each function on inputs drawn by hypothesis: outputs against the reference solution, "
+                "gradients against central finite differences (float64) and against the reference, on NumPy and on "
+                "the strict Array API backend. For the strict backend, use only the namespace of your inputs "
+                "(xp = array_namespace(x)) and the Array API standard on it: no NumPy calls on the arrays. Never "
+                "write into an argument (x -= mean changes the caller's x): the grader checks. Your file runs in a "
+                f"separate process that may import, of minidt, only {allowed} (the rest of minidt is the reference "
+                "solution); a function that calls another of this file's functions is graded with the reference's "
+                "version of that one, so each mistake costs its own points only.", 114) + "\n"
             '"""\n\n'
             "from __future__ import annotations\n\n"
             + textwrap.dedent(self.preamble).strip() + "\n"
