@@ -199,3 +199,22 @@ def test_a_function_not_written_in_the_file_scores_zero_with_the_reason(tmp_path
     forward_only(results)
     assert "layernorm_backward is not defined in layernorm.py" in results[
         "layernorm_backward: dx vs reference [numpy]"].output
+
+
+def test_the_train_step_model_never_brings_a_graded_reference_along(tmp_path, monkeypatch):
+    """train_step's child holds a real model, under a private package name; if the model ever imported a module
+    holding a graded reference (minidt.losses, minidt.optim), the student could reach it: the sandbox refuses."""
+    from minidt.coursework import grader
+
+    request = grader._request
+
+    def with_attention_graded(*args, **kwargs):
+        r = request(*args, **kwargs)
+        return {**r, "references": r["references"] + ["layers.attention"]}  # the model does import this one
+
+    monkeypatch.setattr(grader, "_request", with_attention_graded)
+    a = get_assignment("training")
+    path = tmp_path / "training.py"
+    path.write_text(a.source(solution=True))
+    with pytest.raises(RuntimeError, match="the model imports layers.attention, which holds graded reference"):
+        grade_file(str(path), a, max_examples=1)

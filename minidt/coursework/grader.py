@@ -209,6 +209,7 @@ def _request(path: str, a: Assignment, plans: list, backends: dict[str, int], fo
                    + "; the rest of minidt is the reference solution",
         "backends": list(backends),
         "model": any(getattr(unit, "needs_model", False) for unit in a.units),
+        "references": sorted({a.reference_function(f.name).__module__.partition(".")[2] for f in a.functions}),
         "path": path,
         "module": f"minidt_student_{a.name}",
         "functions": [f.name for f in a.functions],

@@ -314,6 +314,9 @@ class Sandbox:
         sys.modules[PRIVATE] = package
         self.Model = importlib.import_module(f"{PRIVATE}.model").DecisionTransformerModel
         self.Config = importlib.import_module(f"{PRIVATE}.config").DecisionTransformerConfig
+        graded = [m for m in self.request["references"] if f"{PRIVATE}.{m}" in sys.modules]
+        if graded:  # the student's code could reach them through the model
+            raise RuntimeError(f"the model imports {', '.join(graded)}, which holds graded reference solutions")
         private_backend = importlib.import_module(f"{PRIVATE}.backend")
         self.model_backends = {name: private_backend.get_backend(name) for name in self.request["backends"]}
         for b in self.model_backends.values():
