@@ -2,12 +2,15 @@
 
     minidt assignment list                      the assignments
     minidt assignment start NAME DIR            DIR/NAME.py: signatures, docstrings, `raise NotImplementedError`
-    minidt assignment start NAME DIR --solution the reference solution, for instructors
-    minidt grade DIR/NAME.py [--json]           points per check, and the total
+    minidt assignment start NAME DIR --solution the reference solution (self-study)
+    minidt grade DIR/NAME.py (or DIR) [--json]  points per check, and the total
+    minidt assignment gradescope NAME OUT.zip   a Gradescope autograder, with hidden checks
 
 Each assignment is a module here holding the reference functions (minidt's own layer functions where they have
-the assignment's signature) and its `ASSIGNMENT` (spec.Assignment): the functions, the checks, the text of the
-skeleton. `grader.py` runs the checks; `cli.py` holds the commands.
+the assignment's signature) and its `ASSIGNMENT` (spec.Assignment): the functions, the units of checks
+(checks.Pair and the training units), the text of the skeleton. `grader.py` plans the checks and judges them;
+`sandbox.py` is the child process the student's file runs in and `runner.py` supervises it (time limits,
+crashes); `gradescope.py` makes the kit and runs it; `cli.py` holds the commands.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..backend import array_namespace, device
 from ..layers.attention import softmax_backward, softmax_forward
-from .checks import Case, Draw, Pair
+from .checks import Case, Causal, Draw, Pair, left_padding_mask
 from .spec import Assignment, Function
 
 __all__ = ["softmax_forward", "softmax_backward", "attention_forward", "attention_backward", "ASSIGNMENT"]
@@ -53,9 +53,7 @@ def attention_backward(dout: Any, cache: tuple) -> tuple[Any, Any, Any]:
 
 INTRO = """
 Softmax over the last axis, y_i = exp(x_i) / sum_j exp(x_j). Subtract the row maximum first (softmax does not
-change, and exp never overflows). Its Jacobian is diag(y) - y y^T, so the backward, row by row, is
-
-    dx_i = y_i (dout_i - sum_j dout_j y_j)
+change, and exp never overflows).
 
 Causal self-attention for one head (q, k, v of shape (T, D), all heads at once as (B, H, T, D)):
 
@@ -68,11 +66,12 @@ and the dtype's most negative finite number (xp.finfo(dtype).min), *added*, for 
 the Decision Transformer's batches are left-padded). A query whose visible keys are all padding then averages
 them: finite garbage nobody reads (the grader compares real query rows only, and requires no NaN anywhere).
 
-The backward, with the gradient flowing out -> probs -> scores -> q, k:
-
-    dv = probs^T @ dout      dprobs = dout @ v^T      dscores = softmax_backward(dprobs, probs) * scale
-    dq = dscores @ k         dk = dscores^T @ q
-
+The backward passes are yours to derive (tutorials/05_attention.py does it). Some prompts:
+- softmax: write d y_j / d x_i for i = j and for i != j, then dx_i = sum_j dout_j d y_j / d x_i: it collapses to
+  a short expression in y and dout with one row sum.
+- attention: run the three lines backwards. out = probs @ v is two matrix products' worth of gradient (as in
+  Conv1D: which operand is transposed?); probs = softmax(scores) is your softmax_backward; scores = q @ k^T *
+  scale + bias gives dq and dk, and the constant bias gets none.
 The masked entries of probs are exactly 0, so they pass no gradient: keep the masked probs in the cache. (A
 backward that recomputes softmax(q @ k^T * scale) without the bias lets gradient leak into the future and into
 padding; the grader will notice.)
@@ -94,7 +93,8 @@ FUNCTIONS = (
     Function("softmax_backward", """
         dout (..., N), out (..., N) from softmax_forward -> dx (..., N).
 
-        dx = out * (dout - sum(dout * out, over the last axis)).
+        Derive it from the softmax's Jacobian (the module docstring's prompt); one row sum over the last axis, no
+        (N, N) matrix.
         """),
     Function("attention_forward", """
         q, k, v (B, H, T, D), attention_mask (B, T) of 1 (real) and 0 (padding), scale (float) ->
@@ -107,8 +107,8 @@ FUNCTIONS = (
     Function("attention_backward", """
         dout (B, H, T, D), cache from attention_forward -> (dq, dk, dv), each (B, H, T, D).
 
-        dv = probs^T @ dout; dscores = softmax_backward(dout @ v^T, probs) * scale;
-        dq = dscores @ k; dk = dscores^T @ q.
+        In reverse order: dv and dprobs from out = probs @ v; dscores from dprobs with softmax_backward above;
+        dq and dk from scores = q @ k^T * scale (mind the scale). xp.matrix_transpose transposes the last two axes.
         """),
 )
 
@@ -121,33 +121,29 @@ def _draw_softmax(d: Draw) -> Case:
     return Case({"x": rng.standard_normal((*lead, N)) * scale + shift}, seed=int(rng.integers(2**31)))
 
 
-def _call_softmax(f: Any, a: dict, c: dict) -> tuple[Any, Any]:
-    out = f(a["x"])
-    return out, out
+def _args_softmax(a: dict, c: dict) -> tuple:
+    return (a["x"],)
 
 
-def _grads_softmax(f: Any, dout: Any, cache: Any) -> dict[str, Any]:
-    return {"x": f(dout, cache)}
+def _grads_softmax(returned: Any) -> dict[str, Any]:
+    return {"x": returned}
 
 
 def _draw_attention(d: Draw) -> Case:
     B, H, T, D = d.int(1, 2, "B"), d.int(1, 3, "H"), d.int(2, 5, "T"), d.int(1, 4, "D")
-    pads = [d.int(0, T - 1, f"left padding of row {b}") for b in range(B)]
+    mask = left_padding_mask(d, B, T)
     scale = d.choice((D ** -0.5, 1.0, 0.3), "scale")
     rng = d.rng()
-    mask = np.ones((B, T))
-    for b, p in enumerate(pads):
-        mask[b, :p] = 0.0
     return Case({name: rng.standard_normal((B, H, T, D)) for name in ("q", "k", "v")},
                 {"attention_mask": mask, "scale": scale}, seed=int(rng.integers(2**31)))
 
 
-def _call_attention(f: Any, a: dict, c: dict) -> tuple[Any, Any]:
-    return f(a["q"], a["k"], a["v"], c["attention_mask"], c["scale"])
+def _args_attention(a: dict, c: dict) -> tuple:
+    return a["q"], a["k"], a["v"], c["attention_mask"], c["scale"]
 
 
-def _grads_attention(f: Any, dout: Any, cache: Any) -> dict[str, Any]:
-    dq, dk, dv = f(dout, cache)
+def _grads_attention(returned: Any) -> dict[str, Any]:
+    dq, dk, dv = returned
     return {"q": dq, "k": dk, "v": dv}
 
 
@@ -158,9 +154,11 @@ def _real_queries(case: Case) -> np.ndarray:
 
 
 UNITS = (
-    Pair("softmax_forward", "softmax_backward", _draw_softmax, _call_softmax, _grads_softmax, (("dx", ("x",)),)),
-    Pair("attention_forward", "attention_backward", _draw_attention, _call_attention, _grads_attention,
-         (("dq", ("q",)), ("dk", ("k",)), ("dv", ("v",))), where=_real_queries),
+    Pair("softmax_forward", "softmax_backward", _draw_softmax, _args_softmax, _grads_softmax, (("dx", ("x",)),),
+         returns_cache=False),
+    Pair("attention_forward", "attention_backward", _draw_attention, _args_attention, _grads_attention,
+         (("dq", ("q",)), ("dk", ("k",)), ("dv", ("v",))), where=_real_queries,
+         probe=Causal(inputs=("k", "v"), axis=2, out_axis=2, what="key")),
 )
 
 ASSIGNMENT = Assignment(name="attention", number=3, title="Softmax and causal self-attention", intro=INTRO,

@@ -67,11 +67,13 @@ The Decision Transformer reads a trajectory as a sequence of tokens, three per t
 embed_timestep is a lookup table (max_ep_len, C): the timestep plays the role of the position (GPT-2's own
 position ids are all zero in the Decision Transformer). The embeddings are torch.nn.Linear: weight (out, in).
 
-The backward undoes the interleaving: reshape dx (B, 3T, C) to (B, T, 3, C), split the three token gradients,
-run each through its Linear backward, and give the timestep table the *sum* of the three (it was added to all
-three tokens). An embedding's backward is a scatter-add: row ids[i] of dweight gets dout[i] added, and a row
-looked up twice gets both (plain fancy-index assignment keeps only one: use minidt.backend.scatter_add, which
-does this on every backend). Rows never looked up get zero.
+The backward undoes the interleaving (tutorials/02 and 06 derive it). Prompts:
+- which entries of dx belong to R_t, s_t and a_t? The forward's stack and reshape, run backwards, tell;
+- each token's gradient goes through its own Linear's backward (assignment 1);
+- embed_timestep[t] was added to all three tokens of timestep t: what does its row receive?
+- an embedding is a lookup, out[i] = weight[ids[i]]: row v of dweight collects the gradient of every output that
+  looked it up, including two lookups of the same row (plain fancy-index assignment keeps only one of them:
+  minidt.backend.scatter_add adds, on every backend). Rows never looked up get zero.
 
 (In the full model, embed_ln then normalizes x; that is assignment 2's layer and not part of this one.)
 """
@@ -93,8 +95,8 @@ FUNCTIONS = (
     Function("embedding_backward", """
         dout (..., C), cache from embedding_forward -> dweight (V, C).
 
-        dweight = zeros (V, C) (device=device(dout)); dweight[ids[i]] += dout[i] for every i, repeated ids summed:
-        scatter_add(dweight, flat_ids, dout reshaped to (N, C)).
+        Start from zeros (V, C) (device=device(dout)); which rows receive which rows of dout (reshaped to (N, C))?
+        Repeated ids must add up: scatter_add(out, idx, src) does out[idx[i]] += src[i] for every i.
         """),
     Function("dt_embed_forward", """
         returns_to_go (B, T, 1), states (B, T, S), actions (B, T, A), timesteps (B, T) integers in [0, V),
@@ -108,7 +110,7 @@ FUNCTIONS = (
         dx (B, 3T, C), cache from dt_embed_forward -> grads {name: gradient} for the seven parameters.
 
         Split dx back into the (R, s, a) token gradients; each Linear's backward gives its weight and bias
-        gradients; the timestep table's is the scatter-add of dR + ds + da.
+        gradients; the timestep table's comes from all three tokens of its timestep (embedding_backward above).
         """),
 )
 
@@ -121,12 +123,12 @@ def _draw_embedding(d: Draw) -> Case:
                 seed=int(rng.integers(2**31)))
 
 
-def _call_embedding(f: Any, a: dict, c: dict) -> tuple[Any, Any]:
-    return f(c["ids"], a["weight"])
+def _args_embedding(a: dict, c: dict) -> tuple:
+    return c["ids"], a["weight"]
 
 
-def _grads_embedding(f: Any, dout: Any, cache: Any) -> dict[str, Any]:
-    return {"weight": f(dout, cache)}
+def _grads_embedding(returned: Any) -> dict[str, Any]:
+    return {"weight": returned}
 
 
 def _draw_dt(d: Draw) -> Case:
@@ -141,19 +143,18 @@ def _draw_dt(d: Draw) -> Case:
     return Case(arrays, {"timesteps": rng.integers(0, V, size=(B, T))}, seed=int(rng.integers(2**31)))
 
 
-def _call_dt(f: Any, a: dict, c: dict) -> tuple[Any, Any]:
-    return f(a["returns_to_go"], a["states"], a["actions"], c["timesteps"], {k: a[k] for k in PARAM_NAMES})
+def _args_dt(a: dict, c: dict) -> tuple:
+    return a["returns_to_go"], a["states"], a["actions"], c["timesteps"], {k: a[k] for k in PARAM_NAMES}
 
 
-def _grads_dt(f: Any, dout: Any, cache: Any) -> dict[str, Any]:
-    grads = f(dout, cache)
-    return grads if isinstance(grads, dict) else {}
+def _grads_dt(returned: Any) -> dict[str, Any]:
+    return returned if isinstance(returned, dict) else {}
 
 
 UNITS = (
-    Pair("embedding_forward", "embedding_backward", _draw_embedding, _call_embedding, _grads_embedding,
+    Pair("embedding_forward", "embedding_backward", _draw_embedding, _args_embedding, _grads_embedding,
          (("dweight", ("weight",)),)),
-    Pair("dt_embed_forward", "dt_embed_backward", _draw_dt, _call_dt, _grads_dt,
+    Pair("dt_embed_forward", "dt_embed_backward", _draw_dt, _args_dt, _grads_dt,
          tuple((f"d{n}", tuple(k for k in PARAM_NAMES if k.startswith(n + ".")))
                for n in ("embed_return", "embed_state", "embed_action", "embed_timestep"))),
 )

@@ -16,7 +16,7 @@ from ..layers.attention import merge_heads, split_heads
 from ..layers.layernorm import layernorm_backward, layernorm_forward
 from ..layers.linear import conv1d_backward, conv1d_forward
 from .attention import attention_backward, attention_forward
-from .checks import Case, Draw, Pair
+from .checks import Case, Causal, Draw, Pair, left_padding_mask
 from .spec import Assignment, Function
 
 __all__ = ["block_forward", "block_backward", "PARAM_NAMES", "ASSIGNMENT"]
@@ -80,10 +80,9 @@ GPT-2's block is pre-LN: each sub-layer normalizes its input, and its output is 
 c_attn maps C -> 3C, split into q | k | v (contiguous slices of width C), each split into n_head heads of
 D = C / n_head columns (head h is columns h*D:(h+1)*D). All affine maps are Conv1D: weight (in, out).
 
-The backward runs the two residual steps in reverse. At each `+`, the gradient reaches the input twice, straight
-down the residual path and through the branch, and the two add:
-
-    dx1 = dout + d(mlp branch)/dx1 applied to dout        dx = dx1 + d(attention branch)/dx applied to dx1
+The backward runs the two residual steps in reverse (tutorials/06_gpt2_block_and_dt_tokens.py). The prompt:
+out = x1 + f(x1) uses x1 twice, once on the residual path and once through the branch f. How many terms does
+dL/dx1 have, and what is each? The same question again at x1 = x + g(x).
 
 The parameters are a dict with transformers' names (the block's state_dict keys without the `h.0.` prefix);
 the backward returns their gradients in a dict with the same keys.
@@ -116,8 +115,8 @@ FUNCTIONS = (
     Function("block_backward", """
         dout (B, T, C), cache from block_forward -> (dx (B, T, C), grads {name: gradient, for every key of params}).
 
-        Reverse order: the MLP branch, then dx1 = dout + its gradient; the attention branch (dq, dk, dv merged
-        and concatenated back to (B, T, 3C) for c_attn's backward), then dx = dx1 + its gradient.
+        Reverse order: the MLP branch, then the residual `+` at x1; the attention branch (dq, dk, dv merged and
+        concatenated back to (B, T, 3C) for c_attn's backward), then the residual `+` at x.
         """),
 )
 
@@ -128,11 +127,8 @@ def _draw(d: Draw) -> Case:
     C = n_head * D
     n_inner = d.choice((4 * C, 3), "n_inner")
     activation = d.choice(tuple(ACTIVATIONS), "activation")
-    pads = [d.int(0, T - 1, f"left padding of row {b}") for b in range(B)]
+    mask = left_padding_mask(d, B, T)
     rng = d.rng()
-    mask = np.ones((B, T))
-    for b, p in enumerate(pads):
-        mask[b, :p] = 0.0
 
     def w(i: int, o: int) -> np.ndarray:
         return rng.standard_normal((i, o)) / np.sqrt(i)
@@ -148,12 +144,12 @@ def _draw(d: Draw) -> Case:
                 seed=int(rng.integers(2**31)))
 
 
-def _call(f: Any, a: dict, c: dict) -> tuple[Any, Any]:
-    return f(a["x"], {k: a[k] for k in PARAM_NAMES}, c["n_head"], c["attention_mask"], c["activation"], c["eps"])
+def _args(a: dict, c: dict) -> tuple:
+    return a["x"], {k: a[k] for k in PARAM_NAMES}, c["n_head"], c["attention_mask"], c["activation"], c["eps"]
 
 
-def _grads(f: Any, dout: Any, cache: Any) -> dict[str, Any]:
-    dx, grads = f(dout, cache)
+def _grads(returned: Any) -> dict[str, Any]:
+    dx, grads = returned
     return {"x": dx, **(grads if isinstance(grads, dict) else {})}
 
 
@@ -164,7 +160,8 @@ def _real_rows(case: Case) -> np.ndarray:
 GROUPS = (("dx", ("x",)), ("dln_1", PARAM_NAMES[:2]), ("dattn", PARAM_NAMES[2:6]), ("dln_2", PARAM_NAMES[6:8]),
           ("dmlp", PARAM_NAMES[8:]))
 
-UNITS = (Pair("block_forward", "block_backward", _draw, _call, _grads, GROUPS, where=_real_rows),)
+UNITS = (Pair("block_forward", "block_backward", _draw, _args, _grads, GROUPS, where=_real_rows,
+              probe=Causal(inputs=("x",), axis=1, out_axis=1, what="position")),)
 
 ASSIGNMENT = Assignment(name="gpt2_block", number=4, title="The GPT-2 block", intro=INTRO, preamble=PREAMBLE,
                         functions=FUNCTIONS, module=__name__, units=UNITS)

@@ -19,15 +19,14 @@ LayerNorm normalizes each row (the last axis, C entries) to zero mean and unit v
     mean = sum_i x_i / C        var = sum_i (x_i - mean)^2 / C   (biased: divide by C, as torch)
     rstd = 1 / sqrt(var + eps)  xhat = (x - mean) * rstd         out = xhat * weight + bias
 
-The backward pass. With g = dout * weight (the gradient with respect to xhat), and every mean over the row:
-
-    dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
-    dweight = sum of dout * xhat over every leading dimension      dbias = sum of dout over them
-
-The two subtracted means are the gradient flowing through `mean` and through `rstd`: x appears three times in
-the forward pass (directly, in the mean, in the variance), and each path adds its part. Forgetting either mean is
-the classic bug; a finite-difference check catches it at once. Keep rstd (not std) in the cache: the backward
-needs 1/sigma twice, and xhat is cheap to recompute from x, mean and rstd.
+The backward pass is yours to derive (tutorials/04_layernorm.py does it step by step). Some prompts:
+- out = xhat * weight + bias, row by row: what do dweight and dbias collect from each row, and from all of them?
+- Call g = dout * weight the gradient with respect to xhat. x reaches xhat three times: directly, through mean
+  and through var (so through rstd). Write d xhat_j / d x_i with the three terms (d mean / d x_i = 1/C; what is
+  d rstd / d x_i?), then sum over j: the row means of g and of g * xhat appear, and everything is a multiple of
+  rstd.
+- Forgetting one of the paths is the classic bug; the finite-difference check catches it at once.
+Keep rstd (not std) in the cache: the backward needs 1/sigma twice, and xhat is cheap to recompute.
 """
 
 PREAMBLE = """
@@ -46,8 +45,9 @@ FUNCTIONS = (
     Function("layernorm_backward", """
         dout (..., C), cache from layernorm_forward -> (dx (..., C), dweight (C,), dbias (C,)).
 
-        g = dout * weight;  dx = rstd * (g - mean(g) - xhat * mean(g * xhat))  (means over the last axis);
-        dweight = sum(dout * xhat), dbias = sum(dout), summed over every leading dimension.
+        dweight, dbias: sums over every leading dimension (reshape to (N, C) and sum over axis 0) of what each row
+        contributes. dx (..., C): derive it (the module docstring's prompts); it is rstd times g minus two row means
+        of g-based terms, with g = dout * weight.
         """),
 )
 
@@ -62,16 +62,16 @@ def _draw(d: Draw) -> Case:
                  "bias": rng.standard_normal(C)}, {"eps": eps}, seed=int(rng.integers(2**31)))
 
 
-def _call(f: Any, a: dict, c: dict) -> tuple[Any, Any]:
-    return f(a["x"], a["weight"], a["bias"], c["eps"])
+def _args(a: dict, c: dict) -> tuple:
+    return a["x"], a["weight"], a["bias"], c["eps"]
 
 
-def _grads(f: Any, dout: Any, cache: Any) -> dict[str, Any]:
-    dx, dweight, dbias = f(dout, cache)
+def _grads(returned: Any) -> dict[str, Any]:
+    dx, dweight, dbias = returned
     return {"x": dx, "weight": dweight, "bias": dbias}
 
 
-UNITS = (Pair("layernorm_forward", "layernorm_backward", _draw, _call, _grads,
+UNITS = (Pair("layernorm_forward", "layernorm_backward", _draw, _args, _grads,
               (("dx", ("x",)), ("dweight", ("weight",)), ("dbias", ("bias",)))),)
 
 ASSIGNMENT = Assignment(name="layernorm", number=2, title="LayerNorm", intro=INTRO, preamble=PREAMBLE,

@@ -1,5 +1,6 @@
-"""What an assignment is: its functions (reference, signature, student docstring), its checks, and the source of
-the file a student starts from (skeleton) or an instructor reads (solution).
+"""What an assignment is: its functions (reference, signature, student docstring), its units of checks, what a
+graded file may import, and the source of the file a student starts from (skeleton) or an instructor reads
+(solution).
 
 The reference of a function is the function of that name in the assignment's module: either the library's own
 layer function re-exported (the solution *is* minidt's code) or, where the library has no pure function pair of
@@ -28,14 +29,7 @@ class Function:
     doc: str
 
 
-@dataclass
-class Check:
-    """One graded check: `run(student, reference, max_examples)` returns on success and raises on failure
-    (AssertionError with a message saying what differs; NotImplementedError from a skeleton)."""
-
-    name: str
-    points: int
-    run: Callable[[Any, ModuleType, int], None]
+DEFAULT_BACKENDS = {"numpy": 1, "strict": 1}  # backend -> weight: each check's points on it are multiplied by it
 
 
 @dataclass
@@ -47,7 +41,7 @@ class Assignment:
     preamble: str  # imports and constants the functions use (the same in skeleton and solution)
     functions: tuple[Function, ...]
     module: str  # dotted name of the module holding the reference functions
-    units: tuple[Any, ...] = field(default=())  # each has .checks(backend_name) -> list[Check]
+    units: tuple[Any, ...] = field(default=())  # checks.Pair and the like: .functions, .draw, .kinds(), .plan, .judge
 
     def reference(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -59,25 +53,54 @@ class Assignment:
         """The parameter names the student's function must have, in order."""
         return tuple(inspect.signature(self.reference_function(name)).parameters)
 
-    def checks(self, backends: tuple[str, ...] = ("numpy", "strict")) -> list[Check]:
-        return [c for unit in self.units for b in backends for c in unit.checks(b)]
+    def checks(self, backends: dict[str, int] = DEFAULT_BACKENDS) -> list[tuple[str, int]]:
+        """(name, points) of every check, in the order they are graded and reported."""
+        return [(f"{kind.label} [{b}]", kind.points * weight) for unit in self.units
+                for b, weight in backends.items() for kind in unit.kinds()]
 
-    def max_score(self, backends: tuple[str, ...] = ("numpy", "strict")) -> int:
-        return sum(c.points for c in self.checks(backends))
+    def max_score(self, backends: dict[str, int] = DEFAULT_BACKENDS) -> int:
+        return sum(points for _, points in self.checks(backends))
+
+    def imports(self) -> dict[str, tuple[str, ...]]:
+        """{minidt module: names} the preamble imports: what a graded file may import from minidt."""
+        found = {"minidt.backend": ()}
+        for node in ast.walk(ast.parse(textwrap.dedent(self.preamble))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("minidt."):
+                found[node.module] = tuple(alias.name for alias in node.names)
+        return found
+
+    def helpers(self, unit: Any) -> tuple[str, ...]:
+        """The assignment's other functions that the unit's reference functions call: while the unit is graded,
+        the reference's versions replace the student's (one wrong helper costs its own checks only)."""
+        names = {f.name for f in self.functions} - set(unit.functions)
+        used = {n for fn in unit.functions for n in self.reference_function(fn).__code__.co_names}
+        return tuple(f.name for f in self.functions if f.name in names & used)
+
+    def helper_source(self, names: tuple[str, ...]) -> str:
+        """The preamble and the reference solutions of `names`: the module the helpers are taken from."""
+        doc = {f.name: f.doc for f in self.functions}
+        return "\n\n".join([textwrap.dedent(self.preamble).strip() + "\n"] + [
+            function_source(self.reference_function(n), n, doc[n], solution=True) for n in names])
 
     def source(self, solution: bool = False) -> str:
         """The text of NAME.py: the skeleton (bodies raise NotImplementedError) or the reference solution."""
         kind = "reference solution" if solution else "skeleton"
         intro = textwrap.dedent(self.intro).strip()
+        allowed = ", ".join(self.imports())
         parts = [
             f"{HEADER}{self.name}\n"
             f'"""minidt assignment {self.number}: {self.title} ({kind}).\n\n{intro}\n\n'
             "Each docstring gives the shapes and the math. Grade your file with\n\n"
             f"    minidt grade {self.name}.py\n\n"
-            "which runs each function on inputs drawn by hypothesis: outputs against the reference solution,\n"
-            "gradients against central finite differences (float64) and against the reference, on NumPy and on the\n"
-            "strict Array API backend. For the strict backend, use only the namespace of your inputs\n"
-            "(xp = array_namespace(x)) and the Array API standard on it: no NumPy calls on the arrays.\n"
+            + textwrap.fill(
+                "which runs each function on inputs drawn by hypothesis: outputs against the reference solution, "
+                "gradients against central finite differences (float64) and against the reference, on NumPy and on "
+                "the strict Array API backend. For the strict backend, use only the namespace of your inputs "
+                "(xp = array_namespace(x)) and the Array API standard on it: no NumPy calls on the arrays. Never "
+                "write into an argument (x -= mean changes the caller's x): the grader checks. Your file runs in a "
+                f"separate process that may import, of minidt, only {allowed} (the rest of minidt is the reference "
+                "solution); a function that calls another of this file's functions is graded with the reference's "
+                "version of that one, so each mistake costs its own points only.", 114) + "\n"
             '"""\n\n'
             "from __future__ import annotations\n\n"
             + textwrap.dedent(self.preamble).strip() + "\n"
