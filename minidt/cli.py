@@ -200,6 +200,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     evaluations = evaluate_run(args.run_dir, env=args.env, targets=args.targets, episodes=args.episodes,
                                seed=args.seed, progress=not (args.quiet or args.json))
     print(json.dumps({"evaluations": evaluations}, indent=1) if args.json else format_evaluations(evaluations))
+    if args.video:
+        from .video import record_run
+
+        clips = record_run(args.run_dir, args.video, [e["target_return"] for e in evaluations], args.env, args.seed)
+        print("clips:", *clips, file=sys.stderr)
     return 0
 
 
@@ -319,6 +324,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--seed", type=nonnegative_int, default=EVAL_SEED, metavar="S",
                    help=f"episode j of every target is seeded seed + j (default {EVAL_SEED})")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.add_argument("--video", metavar="DIR", help="also write one GIF per target (its episode seeded --seed) and "
+                   "all of them side by side into DIR")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

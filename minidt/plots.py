@@ -1,8 +1,11 @@
-"""The two pictures of a training run: the loss curve, and achieved return against the return asked for."""
+"""The two pictures of a training run: the loss curve, and achieved return against the return asked for; and how
+a tutorial shows a figure (inline in a notebook, a PNG file either way)."""
 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -21,6 +24,27 @@ def _save(fig, path: "str | os.PathLike") -> None:
     from .checkpoint import atomic_write
 
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
+
+
+def figure_dir(tutorial_file: "str | None") -> Path:
+    """Where a tutorial writes its figures: $MINIDT_FIGURES if set, else figures/ beside the tutorial file. A
+    notebook has no __file__ (pass None): Jupyter runs it in its own folder, so figures/ lands beside it too."""
+    folder = Path(os.environ.get("MINIDT_FIGURES") or Path(tutorial_file or "notebook").resolve().parent / "figures")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def show(fig, path: "str | os.PathLike") -> None:
+    """Save `fig` as a PNG at `path`; in a notebook (a Jupyter kernel), also show that PNG under the cell. Then
+    close the figure (a script makes many: open figures would pile up)."""
+    import matplotlib.pyplot as plt
+
+    _save(fig, path)
+    if "ipykernel" in sys.modules:
+        from IPython.display import Image, display
+
+        display(Image(filename=str(path)))
+    plt.close(fig)
 
 
 def plot_loss(steps: Sequence[int], losses: Sequence[float], path: "str | os.PathLike", title: str = "",

@@ -19,16 +19,14 @@
 # 2. **How do we know a hand-written backward pass is right?** By comparing it with a derivative computed from the
 #    forward pass alone: central finite differences in float64.
 #
-# Run as a script (`python tutorials/01_arrays_and_backends.py`) or open as a notebook (jupytext).
-# `MINIDT_SMOKE=1` runs tiny sizes; figures go to `$MINIDT_FIGURES` (default `tutorials/figures`).
+# Run as a script (`python tutorials/01_arrays_and_backends.py`) or open as a notebook (jupytext): figures show
+# under their cells in a notebook and are saved as PNG files in `figures/` beside the tutorial either way
+# (`$MINIDT_FIGURES` overrides). `MINIDT_SMOKE=1` runs tiny sizes. Every tutorial ends with exercises.
 
 # %%
 import inspect
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import scipy.special
@@ -36,10 +34,10 @@ import scipy.special
 from minidt.backend import array_namespace, get_backend, to_numpy
 from minidt.layers.activations import tanh_backward, tanh_forward
 from minidt.layers.layernorm import layernorm_forward
+from minidt.plots import figure_dir, show
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
-FIGURES = os.environ.get("MINIDT_FIGURES", "tutorials/figures")
-os.makedirs(FIGURES, exist_ok=True)
+FIGURES = figure_dir(globals().get("__file__"))  # figures/ beside this file, or $MINIDT_FIGURES
 rng = np.random.default_rng(0)
 
 # %% [markdown]
@@ -208,8 +206,7 @@ ax.set_ylabel("|finite difference - exact derivative|")
 ax.set_title("Truncation (right) vs round-off (left): the V of finite differences")
 ax.legend()
 fig.tight_layout()
-fig.savefig(os.path.join(FIGURES, "01_finite_difference_error.png"), dpi=120)
-plt.close(fig)
+show(fig, FIGURES / "01_finite_difference_error.png")
 
 for name, (fwd, cen) in errors.items():
     i, j = np.argmin(fwd), np.argmin(cen)
@@ -278,3 +275,48 @@ assert err_s < 1e-8, err_s
 # backend catch what would break on a GPU. Check every backward pass with central differences in float64
 # ($h = 10^{-6}$), through a fake loss with a random `dout`, and one relative error per array. The next tutorials do
 # exactly this for every layer of the Decision Transformer.
+
+# %% [markdown]
+# ## Exercises
+#
+# **1. Predict, then run.** At $h = 10^{-3}$ in float64, how large are the errors of the forward and of the central
+# difference on $L(x) = \sum \sin(x) e^x$ at $x = 0.7$? Use the first Taylor term of each error
+# ($\tfrac h2 L''$ and $\tfrac{h^2}{6} L'''$, with $L'' = 2\cos x\, e^x$ and $L''' = 2(\cos x - \sin x)e^x$), write
+# the two numbers down, then run the solution.
+#
+# **2. Plant a bug, watch the check catch it.** Write a tanh backward that uses the *input* where it needs the
+# output, `dout * (1 - x**2)`. What relative error will the gradient check print: $10^{-8}$, $10^{-3}$ or
+# order 1?
+#
+# **3. Derive before the reveal.** For the *forward* difference the total error is about
+# $\tfrac h2 |L''| + \varepsilon |L| / h$. Which $h$ minimizes it, and how small is the error there, in float64?
+# Compare with the figure's dashed blue line.
+#
+# ### Solutions
+#
+# Each solution is one cell, collapsed in the book; in the script, everything below this line is the solutions.
+
+# %% tags=["hide-cell"]
+# Solution 1: the leading Taylor terms predict both errors to a few percent.
+x1, h1 = np.array([0.7]), 1e-3
+predicted = (h1 / 2 * abs(2 * np.cos(x1[0]) * np.exp(x1[0])),
+             h1**2 / 6 * abs(2 * (np.cos(x1[0]) - np.sin(x1[0])) * np.exp(x1[0])))
+measured = (abs((L(x1 + h1) - L(x1)) / h1 - dL(x1)[0]), abs((L(x1 + h1) - L(x1 - h1)) / (2 * h1) - dL(x1)[0]))
+for name, guess, seen in zip(("forward", "central"), predicted, measured):
+    print(f"{name}: predicted {guess:.2e}, measured {seen:.2e}")
+    assert 0.5 < seen / guess < 2, (name, guess, seen)
+
+# %% tags=["hide-cell"]
+# Solution 2: order 1. Away from 0, 1 - x^2 and 1 - tanh(x)^2 are different functions (of opposite signs for
+# |x| > 1), so the error is as large as the gradient itself.
+err_input = rel_error(dout * (1.0 - x**2), dx_num)
+print(f"tanh backward with the input instead of the output: relative error {err_input:.1e}")
+assert err_input > 0.1, err_input
+
+# %% [markdown]
+# :::{dropdown} Solution 3
+# Setting the derivative of $\tfrac h2 |L''| + \varepsilon |L| / h$ to zero gives
+# $h^* = \sqrt{2\varepsilon |L| / |L''|} \approx \sqrt{\varepsilon} \approx 10^{-8}$ in float64, and there the
+# error is $\sqrt{2\varepsilon |L|\,|L''|} \approx 10^{-8}$: a thousand times worse than the central difference's
+# best ($\approx\varepsilon^{2/3} \approx 10^{-11}$). The line printed under the figure shows both minima.
+# :::

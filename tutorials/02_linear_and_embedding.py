@@ -20,9 +20,6 @@
 import inspect
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -31,10 +28,10 @@ from minidt.backend import get_backend, scatter_add, to_numpy
 from minidt.layers.embedding import embedding_backward, embedding_forward
 from minidt.layers.linear import conv1d_backward, conv1d_forward, linear_backward, linear_forward
 from minidt.gradcheck import numerical_grad, rel_error  # tutorial 01 derives them
+from minidt.plots import figure_dir, show
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
-FIGURES = os.environ.get("MINIDT_FIGURES", "tutorials/figures")
-os.makedirs(FIGURES, exist_ok=True)
+FIGURES = figure_dir(globals().get("__file__"))  # figures/ beside this file, or $MINIDT_FIGURES
 rng = np.random.default_rng(0)
 
 
@@ -205,8 +202,7 @@ ax.set_ylabel("dW[v, 0]")
 ax.set_title("Embedding backward with repeated ids")
 ax.legend()
 fig.tight_layout()
-fig.savefig(os.path.join(FIGURES, "02_embedding_backward.png"), dpi=120)
-plt.close(fig)
+show(fig, FIGURES / "02_embedding_backward.png")
 
 # %% [markdown]
 # The same backward on the strict backend. There the naive line is not even allowed: the Array API standard
@@ -239,3 +235,63 @@ if torch is not None:
 # **Summary.** Conv1D stores $(I, O)$ and computes $XW + b$; nn.Linear stores $(O, I)$ and computes $XW^\top + b$;
 # their backward passes are three matrix products, with sums over every row that shared the weights. An embedding's
 # backward is a scatter-**add**: repeated ids must accumulate, and `dW[ids] += G` silently does not.
+
+# %% [markdown]
+# **Graded.** `minidt assignment start linear_activations DIR` asks for `conv1d_forward` / `conv1d_backward` and
+# `linear_forward` / `linear_backward` (with the activations of tutorial 03); `minidt assignment start dt_embedding
+# DIR` for `embedding_forward` / `embedding_backward` (with the Decision Transformer's token embedding of tutorial
+# 06). `minidt grade DIR/NAME.py` checks them as this tutorial does, on inputs drawn by hypothesis.
+#
+# ## Exercises
+#
+# **1. Predict, then run.** Every one of $n$ lookups reads row 0 (`ids` all zero, as `wpe` is read in a Decision
+# Transformer). What are `dW[0]` for the scatter-add and for the naive `dW[ids] += G`?
+#
+# **2. Plant a bug, watch the check catch it.** Give Conv1D the backward of `nn.Linear`, `dW = G.T @ X`. With
+# $I \ne O$ the shape is wrong and something fails at once; with $I = O$ the shapes fit. Which check catches it
+# then?
+#
+# **3. Derive before the reveal.** In the one-hot view, $\text{out} = \text{onehot}(\text{ids})\,W$. What is the
+# $V\times V$ matrix $\text{onehot}(\text{ids})^\top\,\text{onehot}(\text{ids})$, and what does it say about the
+# embedding's gradient?
+#
+# ### Solutions
+#
+# Each solution is one cell, collapsed in the book; in the script, everything below this line is the solutions.
+
+# %% tags=["hide-cell"]
+# Solution 1: the scatter-add gives the sum of all n gradients, the naive version only the last one.
+n = 6
+ids0 = np.zeros(n, dtype=np.int64)
+G0 = rng.standard_normal((n, C))
+dW_add = embedding_backward(G0, embedding_forward(ids0, W)[1])
+dW_last = np.zeros_like(W)
+dW_last[ids0] += G0
+print("scatter-add dW[0] == G.sum(0):", np.allclose(dW_add[0], G0.sum(0)), "| naive dW[0] == G[-1]:",
+      np.allclose(dW_last[0], G0[-1]))
+assert np.allclose(dW_add[0], G0.sum(0)) and np.allclose(dW_last[0], G0[-1])
+
+# %% tags=["hide-cell"]
+# Solution 2: the finite-difference check (and PyTorch): with I = O, G.T @ X is (O, I) = (I, O) but it is the
+# transpose of the right gradient X.T @ G, an O(1) error.
+I = O = 4
+Xs, Gs, Ws, bs = (rng.standard_normal(s) for s in ((3, I), (3, O), (I, O), (O,)))
+dW_wrong = Gs.T @ Xs
+dW_fd = numerical_grad(lambda: np.sum(conv1d_forward(Xs, Ws, bs)[0] * Gs), Ws)
+err_wrong = rel_error(dW_wrong, dW_fd)
+print(f"Conv1D with Linear's dW formula: relative error {err_wrong:.1e}")
+assert err_wrong > 0.1, err_wrong
+
+# %% [markdown]
+# :::{dropdown} Solution 3
+# Entry $(u, v)$ of $\text{onehot}^\top\text{onehot}$ counts the positions $n$ with $\text{ids}_n = u$ and
+# $\text{ids}_n = v$: zero unless $u = v$, so it is $\operatorname{diag}(\text{counts})$, the number of lookups of
+# each row. So $dW = \text{onehot}^\top G$ adds up $k$ gradient rows for a row looked up $k$ times and none for a
+# row never looked up (the `(x0)` bars of the figure), and a scatter-add is exactly this product without building
+# the one-hot matrix. Check it:
+#
+# ```python
+# onehot = np.eye(V)[ids.reshape(-1)]
+# assert np.array_equal(onehot.T @ onehot, np.diag(counts))
+# ```
+# :::

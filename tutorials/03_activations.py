@@ -24,19 +24,16 @@
 import inspect
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
 from minidt.backend import get_backend, to_numpy
 from minidt.layers.activations import ACTIVATIONS
 from minidt.gradcheck import rel_error  # tutorial 01 derives them
+from minidt.plots import figure_dir, show
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
-FIGURES = os.environ.get("MINIDT_FIGURES", "tutorials/figures")
-os.makedirs(FIGURES, exist_ok=True)
+FIGURES = figure_dir(globals().get("__file__"))  # figures/ beside this file, or $MINIDT_FIGURES
 
 
 try:
@@ -102,8 +99,7 @@ for ax, title, fig, fname in ((ax_f, "activations f(x)", fig_f, "03_activations.
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(FIGURES, fname), dpi=120)
-    plt.close(fig)
+    show(fig, FIGURES / fname)
 
 for name in ("silu", "gelu", "gelu_new"):
     i = np.argmin(derivs[name])
@@ -185,6 +181,94 @@ for name, (fwd, bwd) in ACTIVATIONS.items():
 print("all five activations: identical derivatives on the strict backend")
 
 # %% [markdown]
+# ## Dropout: an entrywise layer with a random mask
+#
+# Dropout (GPT-2's `attn_pdrop`, `resid_pdrop`, `embd_pdrop`; 0.1 in the Decision Transformer) is entrywise too.
+# In training it draws a mask $m_i \in \{0, 1\}$ with $P(m_i = 1) = 1 - p$ and computes
+#
+# $$y_i = \frac{m_i\, x_i}{1 - p}, \qquad \mathbb{E}[y_i] = \frac{(1-p)\, x_i}{1-p} = x_i .$$
+#
+# The $1/(1-p)$ ("inverted" dropout) keeps every activation's expected value unchanged, so the network trained
+# with dropout is used without it in evaluation (`model.eval()`), with no rescaling at test time. For a fixed
+# mask, $y$ is linear in $x$ with the diagonal Jacobian $m / (1-p)$, so
+#
+# $$\frac{\partial L}{\partial x_i} = \frac{\partial L}{\partial y_i}\,\frac{m_i}{1-p}, \qquad
+#   \texttt{dx = dout * mask}\quad(\text{the cache is the scaled mask } m/(1-p)).$$
+#
+# Two checks: the backward against finite differences *with the mask held fixed* (a finite difference of a
+# function that redraws its mask at every call measures noise), and the expectation, over many masks.
+
+# %%
+from minidt.backend import Generator
+from minidt.layers.dropout import dropout_backward, dropout_forward
+
+p_drop = 0.1
+xd = np.random.default_rng(1).standard_normal((4, 8))
+dout_d = np.random.default_rng(2).standard_normal((4, 8))
+yd, mask = dropout_forward(xd, p_drop, Generator(0))
+print("mask values:", np.unique(mask), f"(0 and 1/(1-p) = {1 / (1 - p_drop):.4f})")
+dx_d = dropout_backward(dout_d, mask)
+dx_fd = np.zeros_like(xd)
+for i in np.ndindex(xd.shape):  # central differences of y = x * mask, the mask held fixed
+    e = np.zeros_like(xd)
+    e[i] = 1e-6
+    dx_fd[i] = (np.sum((xd + e) * mask * dout_d) - np.sum((xd - e) * mask * dout_d)) / 2e-6
+err_d = rel_error(dx_d, dx_fd)
+print(f"dropout backward vs finite differences (fixed mask): {err_d:.1e}")
+assert err_d < 1e-8, err_d
+
+n_masks = 2_000 if SMOKE else 20_000
+ones = np.ones((n_masks, 16))
+mean_y = dropout_forward(ones, p_drop, Generator(3))[0].mean()
+print(f"mean of y over {n_masks * 16} dropped-out ones: {mean_y:.4f} (expected 1; without the 1/(1-p): "
+      f"{mean_y * (1 - p_drop):.4f})")
+assert abs(mean_y - 1.0) < 5 * np.sqrt(p_drop / (1 - p_drop) / ones.size), mean_y  # 5 standard errors
+
+# %% [markdown]
 # **Summary.** Entrywise layers have entrywise backward passes: `dx = dout * f'(x)`. Derive $f'$ by the chain and
 # product rules, cache whichever of $x$ or $y$ makes it cheapest, and check it: one vectorized central difference
 # covers a whole grid.
+
+# %% [markdown]
+# **Graded.** `minidt assignment start linear_activations DIR` asks for every activation here, forward and backward
+# (with tutorial 02's linear layers); `minidt grade DIR/linear_activations.py` checks them.
+#
+# ## Exercises
+#
+# **1. Predict, then run.** SiLU's derivative dips below zero. Guess where it is smallest and how negative it gets
+# (look at the formula $\sigma(1 + x(1 - \sigma))$: where does $1 + x(1-\sigma)$ vanish?), then read it off.
+#
+# **2. Plant a bug, watch the check catch it.** Drop the $x\,\varphi(x)$ term from GELU's derivative, keeping only
+# $\Phi(x)$. Where on the grid is the error largest, and does the check notice?
+#
+# **3. Derive before the reveal.** ReLU and tanh cache their *output*; GELU caches its input. Why can GELU not
+# cache its output instead?
+#
+# ### Solutions
+#
+# Each solution is one cell, collapsed in the book; in the script, everything below this line is the solutions.
+
+# %% tags=["hide-cell"]
+# Solution 1: f'(x) < 0 where 1 + x (1 - sigma(x)) < 0, i.e. x below about -1.28; the minimum is near x = -2.4,
+# about -0.1.
+i = np.argmin(derivs["silu"])
+print(f"silu: min f'(x) = {derivs['silu'][i]:.4f} at x = {x[i]:.3f}")
+assert -2.6 < x[i] < -2.2 and -0.11 < derivs["silu"][i] < -0.09
+
+# %% tags=["hide-cell"]
+# Solution 2: the missing term x phi(x) is largest near |x| = 1 (where x phi(x) peaks at 0.24), and the check
+# reports an O(1) relative error.
+from scipy.stats import norm
+
+gelu_bug = norm.cdf(x)  # Phi(x) alone
+err_gelu = rel_error(gelu_bug, derivs["gelu"])
+print(f"gelu derivative without x*phi(x): relative error {err_gelu:.1e}; largest error at x = "
+      f"{x[np.argmax(np.abs(gelu_bug - derivs['gelu']))]:+.2f}")
+assert err_gelu > 0.1, err_gelu
+
+# %% [markdown]
+# :::{dropdown} Solution 3
+# A cache must let backward recover $f'(x)$. ReLU's $[x > 0] = [y > 0]$ and tanh's $1 - y^2$ are functions of the
+# output. GELU is not monotone (it dips to about $-0.17$ near $x = -0.75$ and comes back to 0), so one output value
+# comes from two inputs with different derivatives: $y$ alone does not determine $f'(x)$.
+# :::

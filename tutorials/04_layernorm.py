@@ -20,19 +20,16 @@
 import inspect
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
 from minidt.backend import get_backend, to_numpy
 from minidt.layers.layernorm import layernorm_backward, layernorm_forward
 from minidt.gradcheck import numerical_grad, rel_error  # tutorial 01 derives them
+from minidt.plots import figure_dir, show
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
-FIGURES = os.environ.get("MINIDT_FIGURES", "tutorials/figures")
-os.makedirs(FIGURES, exist_ok=True)
+FIGURES = figure_dir(globals().get("__file__"))  # figures/ beside this file, or $MINIDT_FIGURES
 rng = np.random.default_rng(0)
 
 
@@ -83,9 +80,14 @@ print(inspect.getsource(layernorm_forward))
 # $$\boxed{\;dx = r\Big(g \;-\; \underbrace{\operatorname{mean}(g)}_{\text{mean term}} \;-\;
 #   \underbrace{\hat x \operatorname{mean}(g \odot \hat x)}_{\text{variance term}}\Big)\;}$$
 #
-# Read it as a projection: $dx$ is $r\,g$ with its component along the all-ones vector removed (the output cannot
-# change if every input shifts by the same amount) and its component along $\hat x$ removed (nor if the inputs are
-# scaled about their mean). Both sums run over the row; each row is independent.
+# Read it as (nearly) a projection: $dx$ is $r\,g$ with its component along the all-ones vector removed (the
+# output cannot change if every input shifts by the same amount) and, almost, its component along $\hat x$ (nor,
+# almost, if the inputs are scaled about their mean). The first removal is exact. The second is exact only at
+# $\epsilon = 0$: then $\lVert\hat x\rVert^2 = N$ and $I - \tfrac1N\mathbf{1}\mathbf{1}^\top - \tfrac1N\hat x\hat x^\top$
+# is an orthogonal projection. With $\epsilon > 0$, $\lVert\hat x\rVert^2 = N\sigma^2/(\sigma^2+\epsilon) < N$, so
+# only the fraction $\sigma^2/(\sigma^2+\epsilon)$ of the $\hat x$ component is removed (scaling the inputs does
+# change the output a little: $\epsilon$ is not scaled with them). Both sums run over the row; each row is
+# independent.
 
 # %%
 print(inspect.getsource(layernorm_backward))
@@ -183,6 +185,12 @@ J_formula = r * (np.eye(N) - 1.0 / N - np.outer(xhat, xhat) / N)
 err_J = rel_error(J_formula, J)
 print(f"Jacobian formula vs finite differences: {err_J:.1e}")
 assert err_J < 1e-8, err_J
+# a projection P satisfies P @ P == P: exactly at eps = 0, not at the eps = 1e-5 of a row with small variance
+for eps_p, row_p in ((0.0, row), (1e-5, row * 1e-2)):  # the second row has variance ~1e-4: eps matters
+    _, c_p = layernorm_forward(row_p, np.ones(N), np.zeros(N), eps_p)
+    xh = (row_p - c_p[2][0]) * c_p[3][0]
+    P = np.eye(N) - 1.0 / N - np.outer(xh, xh) / N
+    print(f"eps = {eps_p:g}, row variance {np.var(row_p):.1e}: max |P @ P - P| = {np.max(np.abs(P @ P - P)):.1e}")
 
 fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.5))
 lim = np.max(np.abs(J))
@@ -199,8 +207,7 @@ ax1.axhline(1e-8, color="k", ls="--", lw=1, label="tolerance 1e-8")
 ax1.set_ylabel("relative error of dx vs finite differences")
 ax1.legend()
 fig.tight_layout()
-fig.savefig(os.path.join(FIGURES, "04_layernorm_backward.png"), dpi=120)
-plt.close(fig)
+show(fig, FIGURES / "04_layernorm_backward.png")
 
 # %% [markdown]
 # ## Checked against PyTorch
@@ -239,3 +246,61 @@ assert err_s < 1e-14, err_s
 # $g = \text{dout}\odot w$: the mean term is the gradient through $\mu$, the variance term the gradient through
 # $r$. Dropping either gives an $O(1)$ error, which a check with a random `dout` catches and a check with
 # `sum(y)` may not.
+
+# %% [markdown]
+# **Graded.** `minidt assignment start layernorm DIR` asks for `layernorm_forward` and `layernorm_backward`;
+# `minidt grade DIR/layernorm.py` checks them against finite differences and this reference.
+#
+# ## Exercises
+#
+# **1. Predict, then run.** Whatever `dout` is, what is the sum of `dx` over a row? And its dot product with
+# $\hat x$: exactly zero, or only almost?
+#
+# **2. Plant a bug, watch the check catch it.** Take the two means of the backward over the wrong axis
+# (`axis=0`, across tokens, instead of `axis=-1`, across features). Every shape still fits: will the check
+# notice?
+#
+# **3. Derive before the reveal.** With $w = 1$, $b = 0$ and $\text{dout} = \hat x$ (the gradient of
+# $\tfrac12\lVert y\rVert^2$), simplify the boxed formula. Why is the result zero at $\epsilon = 0$?
+#
+# ### Solutions
+#
+# Each solution is one cell, collapsed in the book; in the script, everything below this line is the solutions.
+
+# %% tags=["hide-cell"]
+# Solution 1: sum(dx) = 0 exactly (the mean term removes the all-ones component, an exact projection);
+# dx . xhat = r * N * mean(g xhat) * (1 - mean(xhat^2)): zero only when mean(xhat^2) = 1, i.e. at eps = 0.
+xhat_all = (x - cache[2]) * cache[3]
+print(f"max |sum of dx over a row| = {np.max(np.abs(dx.sum(-1))):.1e};  "
+      f"max |dx . xhat| = {np.max(np.abs(np.sum(dx * xhat_all, -1))):.1e} (eps = {eps})")
+assert np.max(np.abs(dx.sum(-1))) < 1e-10
+
+
+# %% tags=["hide-cell"]
+# Solution 2: yes, at once. The means now average each feature over the tokens, mixing rows that LayerNorm keeps
+# independent; keepdims makes every shape broadcast, so only a numerical check can tell.
+def layernorm_backward_wrong_axis(dout, cache):
+    x, w, mean, rstd = cache
+    xhat = (x - mean) * rstd
+    g = dout * w
+    return (g - np.mean(g, axis=0, keepdims=True) - xhat * np.mean(g * xhat, axis=0, keepdims=True)) * rstd
+
+
+x2 = x.reshape(-1, C)
+_, cache2 = layernorm_forward(x2, w, b, eps)
+dout2 = dout.reshape(-1, C)
+dx2_num = numerical_grad(lambda: np.sum(layernorm_forward(x2, w, b, eps)[0] * dout2), x2)
+err_axis = rel_error(layernorm_backward_wrong_axis(dout2, cache2), dx2_num)
+print(f"means over the wrong axis, {x2.shape[0]} rows: relative error {err_axis:.1e}")
+assert err_axis > 1e-2, err_axis
+
+# %% [markdown]
+# :::{dropdown} Solution 3
+# With $w = 1$, $g = \text{dout} = \hat x$. Its mean is 0, and $\operatorname{mean}(g \odot \hat x) =
+# \operatorname{mean}(\hat x^2) = \sigma^2 / (\sigma^2 + \epsilon)$. So
+# $dx = r\,\hat x\,\big(1 - \sigma^2/(\sigma^2+\epsilon)\big) = r\,\hat x\,\epsilon/(\sigma^2+\epsilon)$.
+# At $\epsilon = 0$, $\lVert y\rVert^2 = \lVert\hat x\rVert^2 = N$ whatever $x$ is, so the loss is a constant and
+# its gradient is zero; with $\epsilon > 0$ scaling $x$ up moves $\lVert\hat x\rVert$ towards $\sqrt N$, a small
+# gradient proportional to $\epsilon$. Check: `layernorm_backward(xhat, cache)[0]` against
+# `rstd * xhat * eps / (var + eps)`.
+# :::

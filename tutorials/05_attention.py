@@ -25,9 +25,6 @@
 import inspect
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -35,10 +32,10 @@ from minidt.backend import Generator, get_backend, to_numpy
 from minidt.gradcheck import numerical_grad, rel_error  # tutorial 01 derives them
 from minidt.layers.attention import (CausalSelfAttention, attention_backward, attention_bias, attention_forward,
                                      merge_heads, softmax_backward, softmax_forward, split_heads)
+from minidt.plots import figure_dir, show
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
-FIGURES = os.environ.get("MINIDT_FIGURES", "tutorials/figures")
-os.makedirs(FIGURES, exist_ok=True)
+FIGURES = figure_dir(globals().get("__file__"))  # figures/ beside this file, or $MINIDT_FIGURES
 rng = np.random.default_rng(0)
 
 
@@ -75,6 +72,53 @@ assert err < 1e-8, err
 big = softmax_forward(np.array([[1000.0, 1001.0, 999.0]]))
 print("softmax of [1000, 1001, 999]:", big.round(4), "(no overflow)")
 assert np.all(np.isfinite(big))
+
+# %% [markdown]
+# ### Why the scores are divided by $\sqrt D$
+#
+# Let the entries of a query $q$ and a key $k$ be independent with mean 0 and variance 1 (what LayerNorm and a
+# sensible initialization roughly give). Then each term of $q\cdot k = \sum_{d=1}^{D} q_d k_d$ has mean 0 and
+# variance $\mathbb E[q_d^2]\,\mathbb E[k_d^2] = 1$, and the $D$ terms are independent, so
+#
+# $$\operatorname{Var}(q\cdot k) = D, \qquad \operatorname{Var}\Big(\frac{q \cdot k}{\sqrt D}\Big) = 1 .$$
+#
+# Unscaled, the scores spread as $\sqrt D$: for a head of width 64, differences of $\pm 16$ between scores, and a
+# softmax of such numbers is nearly one-hot. A one-hot softmax has a vanishing Jacobian
+# ($\operatorname{diag}(y) - yy^\top \to 0$ when $y$ is a unit vector), so almost no gradient reaches $Q$ and $K$.
+# Dividing by $\sqrt D$ keeps the scores' variance at 1 whatever the head width. Measured:
+
+# %%
+T_keys, n_rows = 20, 200 if SMOKE else 2000
+widths = (4, 16, 64, 256)
+print(f"{'D':>4s} {'var(q.k)':>9s} {'entropy, unscaled':>18s} {'entropy, / sqrt(D)':>19s} "
+      f"{'|softmax Jacobian|, unscaled':>29s} {'/ sqrt(D)':>10s}")
+entropy = {"unscaled": [], "scaled": []}
+for D_ in widths:
+    q_ = rng.standard_normal((n_rows, 1, D_))
+    k_ = rng.standard_normal((n_rows, T_keys, D_))
+    scores = (q_ @ k_.transpose(0, 2, 1))[:, 0]  # n_rows, T_keys
+    row = {}
+    for name, sc in (("unscaled", scores), ("scaled", scores / np.sqrt(D_))):
+        y_ = softmax_forward(sc)
+        entropy[name].append(float(np.mean(-np.sum(y_ * np.log(y_ + 1e-300), axis=-1))))
+        jac = np.mean([np.linalg.norm(np.diag(r) - np.outer(r, r)) for r in y_[:50]])  # Frobenius norm
+        row[name] = jac
+    print(f"{D_:4d} {np.var(scores):9.1f} {entropy['unscaled'][-1]:18.2f} {entropy['scaled'][-1]:19.2f} "
+          f"{row['unscaled']:29.3f} {row['scaled']:10.3f}")
+    assert 0.8 * D_ < np.var(scores) < 1.2 * D_  # Var(q.k) = D
+assert max(entropy["scaled"]) - min(entropy["scaled"]) < 0.2  # scaled: the same spread at every width
+assert entropy["unscaled"][-1] < 0.5 * entropy["scaled"][-1]  # unscaled: near one-hot at D = 256
+
+fig, ax = plt.subplots(figsize=(6, 3.8))
+ax.plot(widths, entropy["unscaled"], "o-", label=r"scores $q\cdot k$")
+ax.plot(widths, entropy["scaled"], "o-", label=r"scores $q\cdot k/\sqrt{D}$")
+ax.axhline(np.log(T_keys), color="gray", ls=":", label=f"uniform over {T_keys} keys (log {T_keys})")
+ax.set_xscale("log", base=2)
+ax.set_xlabel("head width D")
+ax.set_ylabel("mean entropy of a softmax row (nats)")
+ax.set_title("Without the 1/sqrt(D), wider heads attend to one key")
+ax.legend(fontsize=8)
+show(fig, FIGURES / "05_score_scale.png")
 
 # %% [markdown]
 # ## 2. The masks: one additive bias
@@ -229,7 +273,6 @@ for name, (analytic, array) in checks.items():
 # the other side: $\partial y_i / \partial x_j = 0$ for $j > i$.
 
 # %%
-attn.eval()  # no caches needed for these forward-only probes
 mask1 = np.ones((1, T))
 x1 = rng.standard_normal((1, T, C))
 y_base = attn(x1, attention_mask=mask1)[0]
@@ -243,7 +286,6 @@ for t in range(T):
 print(f"largest change of an output before the perturbed step: {worst_past:.1e}")
 assert worst_past == 0.0, worst_past
 
-attn.train()
 influence = np.zeros((T, T))  # influence[i, j] = || d y_i / d x_j ||
 for i in range(T):
     for row in range(C):  # one backward per output coordinate of token i gives the Jacobian block
@@ -279,8 +321,7 @@ for ax in axes:
     ax.set_xlabel("key j")
     ax.set_ylabel("query i")
 fig.tight_layout()
-fig.savefig(os.path.join(FIGURES, "05_attention_maps.png"), dpi=120)
-plt.close(fig)
+show(fig, FIGURES / "05_attention_maps.png")
 
 # %% [markdown]
 # Finally, the whole module on the strict backend (the masks are built with `xp.where` and `xp.arange` on the
@@ -300,3 +341,67 @@ assert err_s < 1e-12, err_s
 # fully padded row stays finite (NaN would poison every gradient through $\text{NaN}\times0$). Softmax backward is
 # $y\odot(\text{dout} - \langle \text{dout}, y\rangle)$ per row; the bias needs no backward. Heads are contiguous
 # column slices of $Q$, $K$, $V$, attended in one batched product. Causality holds exactly, and is tested.
+
+# %% [markdown]
+# **Graded.** `minidt assignment start attention DIR` asks for `softmax_forward` / `softmax_backward` and
+# `attention_forward` / `attention_backward` with the padding mask; `minidt grade DIR/attention.py` checks them.
+#
+# ## Exercises
+#
+# **1. Predict, then run.** Remove the causal mask (keep only the key padding). Sketch the attention map of
+# section 6 first: which entries become nonzero? Then run: does the causality probe still find
+# $\max |\Delta y_{<t}| = 0$?
+#
+# **2. Plant a bug, watch the check catch it.** Write the softmax backward as `dout * y` (forgetting the
+# $-\sum_j \text{dout}_j y_j$ term, as if the softmax were entrywise). What relative error will the check print?
+#
+# **3. Derive before the reveal.** Show that each row of the softmax's input gradient sums to zero, for any
+# `dout`. Why must it? (Hint: add a constant to every score of a row.)
+#
+# ### Solutions
+#
+# Each solution is one cell, collapsed in the book; in the script, everything below this line is the solutions.
+
+# %% tags=["hide-cell"]
+# Solution 1: without the causal mask every real query reads every real key: the upper triangle fills in (the
+# padded columns stay zero), and a perturbation of a future step now moves the past.
+pad_only = attention_bias(mask1, T, T, np.float64, x1)  # bias from the padding mask alone...
+pad_only = np.where(np.isneginf(pad_only), 0.0, pad_only)  # ...with the causal -inf entries removed
+q1, k1, v1 = (rng.standard_normal((1, 1, T, D)) for _ in range(3))
+_, P_causal, _ = attention_forward(q1, k1, v1, attention_bias(mask1, T, T, np.float64, x1), scale, 0.0, None)
+O_free, P_free, _ = attention_forward(q1, k1, v1, pad_only, scale, 0.0, None)
+v_pert = v1.copy()
+v_pert[0, 0, -1] += 1.0  # change the value of the last (future) token
+O_pert, _, _ = attention_forward(q1, k1, v_pert, pad_only, scale, 0.0, None)
+print(f"upper triangle of P: causal {np.triu(P_causal[0, 0], 1).max():.2f}, no causal mask "
+      f"{np.triu(P_free[0, 0], 1).max():.2f};  change of output 0 after changing the last value: "
+      f"{np.abs(O_pert - O_free)[0, 0, 0].max():.2e}")
+assert np.triu(P_causal[0, 0], 1).max() == 0.0 and np.triu(P_free[0, 0], 1).max() > 0.0
+assert np.abs(O_pert - O_free)[0, 0, 0].max() > 0.0  # the past now sees the future
+
+fig, (a0, a1) = plt.subplots(1, 2, figsize=(7, 3.4))
+a0.imshow(P_causal[0, 0], cmap="viridis", vmin=0, vmax=1)
+a0.set_title("causal", fontsize=9)
+a1.imshow(P_free[0, 0], cmap="viridis", vmin=0, vmax=1)
+a1.set_title("causal mask removed", fontsize=9)
+for a_ in (a0, a1):
+    a_.set_xlabel("key j")
+    a_.set_ylabel("query i")
+show(fig, FIGURES / "05_exercise_no_causal_mask.png")
+
+# %% tags=["hide-cell"]
+# Solution 2: order 1. dout * y is the diagonal of the Jacobian alone; the rank-one term y y^T is as large.
+x_s = rng.standard_normal((3, 6))
+dout_s = rng.standard_normal((3, 6))
+err_sm = rel_error(dout_s * softmax_forward(x_s), numerical_grad(lambda: np.sum(softmax_forward(x_s) * dout_s), x_s))
+print(f"softmax backward without the dot-product term: relative error {err_sm:.1e}")
+assert err_sm > 0.1, err_sm
+
+# %% [markdown]
+# :::{dropdown} Solution 3
+# $\sum_i dx_i = \sum_i y_i \text{dout}_i - \big(\sum_i y_i\big)\big(\sum_j \text{dout}_j y_j\big) = 0$, because
+# $\sum_i y_i = 1$. It must: adding the same constant to every score of a row leaves the softmax unchanged, so
+# the derivative along the all-ones direction, $\sum_i \partial L / \partial x_i$, is zero. (The same reason makes
+# subtracting the row maximum free.)
+# Check: `softmax_backward(dout, softmax_forward(x)).sum(-1)` is zero to round-off.
+# :::

@@ -21,9 +21,6 @@
 import inspect
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -33,10 +30,10 @@ from minidt.layers import Block
 from minidt.layers.attention import attention_bias
 from minidt.layers.layernorm import layernorm_forward
 from minidt.gradcheck import numerical_grad, rel_error  # tutorial 01 derives them
+from minidt.plots import figure_dir, show
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
-FIGURES = os.environ.get("MINIDT_FIGURES", "tutorials/figures")
-os.makedirs(FIGURES, exist_ok=True)
+FIGURES = figure_dir(globals().get("__file__"))  # figures/ beside this file, or $MINIDT_FIGURES
 rng = np.random.default_rng(0)
 
 
@@ -145,7 +142,7 @@ assert ratio < 0.2, ratio
 # (`nn.Linear`, tutorial 02), plus a learned embedding of the timestep $t$ shared by all three, and they are
 # interleaved into **one sequence of $3T$ tokens**:
 #
-# $$\hat R_1\; s_1\; a_1\; \hat R_2\; s_2\; a_2\; \dots\; \hat R_T\; s_T\; a_T$$
+# $$\hat R_0\; s_0\; a_0\; \hat R_1\; s_1\; a_1\; \dots\; \hat R_{T-1}\; s_{T-1}\; a_{T-1}$$
 #
 # then `embed_ln` normalizes every token and GPT-2 runs causally over the sequence. Predictions are read off the
 # final hidden state $h$:
@@ -242,8 +239,7 @@ for ax, ((key, pred), m) in zip(axes, dep.items()):
     ax.set_ylabel("prediction timestep t")
 fig.suptitle("log10 |change| (blank: exactly zero)", fontsize=10)
 fig.tight_layout()
-fig.savefig(os.path.join(FIGURES, "06_dt_dependencies.png"), dpi=120)
-plt.close(fig)
+show(fig, FIGURES / "06_dt_dependencies.png")
 
 # %% [markdown]
 # The attention pattern of the first layer over the $3T$ tokens, labelled, for the padded sequence: the six
@@ -251,7 +247,7 @@ plt.close(fig)
 
 # %%
 out_att = model(**{k: v[1:] for k, v in inputs.items()}, output_attentions=True)
-labels = [f"{kind}{t + 1}" for t in range(Tm) for kind in ("R", "s", "a")]
+labels = [f"{kind}{t}" for t in range(Tm) for kind in ("R", "s", "a")]  # 0-based, as the axes
 fig, ax = plt.subplots(figsize=(7, 6))
 ax.imshow(out_att.attentions[0][0, 0], cmap="viridis")
 ax.set_xticks(range(3 * Tm), labels, fontsize=6, rotation=90)
@@ -260,8 +256,7 @@ ax.set_xlabel("key token")
 ax.set_ylabel("query token")
 ax.set_title("layer 0, head 0 attention over R s a tokens (first 2 steps padded)", fontsize=9)
 fig.tight_layout()
-fig.savefig(os.path.join(FIGURES, "06_dt_attention_tokens.png"), dpi=120)
-plt.close(fig)
+show(fig, FIGURES / "06_dt_attention_tokens.png")
 real = 3 * 2  # first real token
 assert np.all(out_att.attentions[0][0, :, real:, :real] == 0.0)
 model.train()
@@ -294,7 +289,7 @@ time_emb = w["embed_timestep.weight"][inputs["timesteps"]]  # B,T,C: one table r
 r = inputs["returns_to_go"] @ w["embed_return.weight"].T + w["embed_return.bias"] + time_emb  # ...added to R,
 s = inputs["states"] @ w["embed_state.weight"].T + w["embed_state.bias"] + time_emb  # to s,
 a = inputs["actions"] @ w["embed_action.weight"].T + w["embed_action.bias"] + time_emb  # and to a (quirk 4)
-tokens = np.stack((r, s, a), axis=2).reshape(Bm, 3 * Tm, Cm)  # R1 s1 a1 R2 ...
+tokens = np.stack((r, s, a), axis=2).reshape(Bm, 3 * Tm, Cm)  # R0 s0 a0 R1 ...
 by_hand = layernorm_forward(tokens, w["embed_ln.weight"], w["embed_ln.bias"], 1e-5)[0] + w["encoder.wpe.weight"][0]
 err = rel_error(out.hidden_states[0], by_hand)
 print(f"hidden_states[0] rebuilt by hand (eps 1e-5, + wpe[0] everywhere): relative error {err:.1e}")
@@ -324,6 +319,32 @@ moved_row0 = np.max(np.abs(model(**inputs).action_preds - out.action_preds))
 wpe.data[:] = saved
 print(f"action_preds change when wpe[1:] changes: {moved_others:.1e}; when wpe[0] changes: {moved_row0:.1e}")
 assert moved_others == 0.0 and moved_row0 > 1e-4
+
+# %% [markdown]
+# ### Why a timestep embedding, and positions all zero
+#
+# GPT-2 on text adds a *position* embedding: token $i$ of the window gets `wpe[i]`. A Decision Transformer's
+# window slides along an episode, and the slot a step occupies says nothing about the episode: early in a rollout
+# the window is left-padded (the first real step sits in slot $K-1$, later in slot 0), and a training segment
+# may be padded by any amount. What matters is *when* in the episode a step happened (the same pendulum angle
+# means something else with 190 steps left than with 10), and that is the timestep embedding, `embed_timestep[t]`,
+# shared by the three tokens of step $t$. With positions all zero (quirk 1) the model's output depends on the
+# steps it sees and their timesteps, not on where they sit in the window; the order *within* a step ($\hat R$
+# before $s$ before $a$) comes from the causal mask, and a token's kind from its own embedding layer.
+#
+# Checked: the same four real steps, alone in a window of 4 and left-padded into a window of 7, give the same
+# predictions; shifting every timestep by one changes them.
+
+# %%
+real_steps = {k: v[:1] for k, v in inputs.items()}  # sequence 0: Tm real steps
+window = {k: np.concatenate([np.zeros((1, 3) + v.shape[2:], v.dtype), v[:1]], axis=1)
+          for k, v in inputs.items()}  # the same steps after 3 padded slots
+window["attention_mask"][0, :3] = 0.0
+alone, padded = model(**real_steps).action_preds, model(**window).action_preds[:, 3:]
+later = model(**(real_steps | {"timesteps": real_steps["timesteps"] + 1})).action_preds
+print(f"left-padded by 3 slots: max change {np.max(np.abs(padded - alone)):.1e};  timesteps + 1: "
+      f"max change {np.max(np.abs(later - alone)):.1e}")
+assert np.max(np.abs(padded - alone)) < 1e-12 and np.max(np.abs(later - alone)) > 1e-4
 
 # %% [markdown]
 # Quirk 3, block by block (mask and blocks as the encoder uses them):
@@ -413,3 +434,66 @@ assert np.all(gw[1:] == 0) and np.linalg.norm(gw[0]) > 0
 # copying its quirks: all-zero position ids (`wpe[0]` everywhere), `embed_ln` at $\epsilon = 10^{-5}$,
 # $n_\text{layer} + 1$ hidden states ending in `ln_f`'s output, and the timestep embedding on all three tokens.
 # Tutorial 07 compares all of it, output by output and gradient by gradient, with transformers itself.
+
+# %% [markdown]
+# **Graded.** `minidt assignment start gpt2_block DIR` asks for `block_forward` / `block_backward` (the block from
+# the earlier pieces, parameters as a dict); `minidt assignment start dt_embedding DIR` for the token layout of
+# section 2, `dt_embed_forward` / `dt_embed_backward`, interleaving and back. `minidt grade DIR/NAME.py` checks
+# them.
+#
+# ## Exercises
+#
+# **1. Predict, then run.** Swap two timesteps' *tokens* (steps 1 and 2 of a sequence, all three inputs and the
+# timesteps together). Which `action_preds` change: none, those from step 1 on, or all?
+#
+# **2. Plant a bug, watch the check catch it.** Read `action_preds` off the *action* tokens, `h[:, 2::3]`, instead
+# of the state tokens. Which line of the dependency check fails, and why is this bug a cheat in training?
+#
+# **3. Derive before the reveal.** With position ids all zero, how does the model tell the return token of a
+# step from its state token, and the tokens of step $t$ from those of step $t + 1$?
+#
+# ### Solutions
+#
+# Each solution is one cell, collapsed in the book; in the script, everything below this line is the solutions.
+
+# %% tags=["hide-cell"]
+# Solution 1: none before step 1 (causality), and most at steps 1 and 2, which now see other tokens and predict
+# for another state. Later steps see the same *set* of tokens in another order. One attention layer could not
+# tell (it sums over the keys it may see, and with positions all zero nothing marks a key's place), but from the
+# second layer on a key is what its token computed in the layer below, and the swapped tokens saw different
+# histories there: later steps move too, by less.
+swapped = {k: v[:1].copy() for k, v in inputs.items() if v is not None}
+for key in ("states", "actions", "returns_to_go", "timesteps"):
+    swapped[key][0, [1, 2]] = swapped[key][0, [2, 1]]
+moved = np.abs(model(**swapped).action_preds - model(**one).action_preds)[0].max(axis=-1)
+print("largest change of action_preds per step:", np.array2string(moved, precision=2))
+assert moved[0] == 0.0 and moved[1:3].min() > 0.0
+
+# %% tags=["hide-cell"]
+# Solution 2: the check that action_preds[t] does not see a_t (the zero diagonal) fails: the action token a_t
+# holds a_t itself, so the model could copy its input. In training the loss would fall towards zero by copying,
+# and in a rollout the a_t slot holds a zero placeholder: the model would act on nothing.
+h = model(**one).last_hidden_state
+lin = model.predict_action[0]
+
+
+def read_at_action_tokens(inp):
+    return np.tanh(model(**inp).last_hidden_state[:, 2::3] @ lin.weight.data.T + lin.bias.data)
+
+
+base_bug = read_at_action_tokens(one)
+pert = dict(one)
+pert["actions"] = one["actions"].copy()
+pert["actions"][0, 2] += 0.5  # change a_2
+sees_own_action = np.abs(read_at_action_tokens(pert) - base_bug)[0, 2].max()
+print(f"with the bug, action_preds[2] changes by {sees_own_action:.1e} when a_2 changes (must be exactly 0)")
+assert sees_own_action > 0.0
+
+# %% [markdown]
+# :::{dropdown} Solution 3
+# By what the tokens are made of and by the causal order. A return token is `embed_return(R)` and a state token
+# `embed_state(s)`: different layers, so different directions in the hidden space, and the kind of a token is in
+# its vector. The three tokens of step $t$ share `embed_timestep[t]`, which differs from step $t+1$'s; and the
+# causal mask orders the sequence, since token $i$ sees exactly the tokens before it. Nothing needs a position:
+# which is why a left-padded window (section "Why a timestep embedding") changes nothing.
+# :::

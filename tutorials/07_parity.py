@@ -38,8 +38,10 @@ import minidt
 from minidt import DecisionTransformerConfig, DecisionTransformerModel
 from minidt.backend import to_numpy
 from minidt.parity import format_table, make_inputs, rel_error
+from minidt.plots import figure_dir, show
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
+FIGURES = figure_dir(globals().get("__file__"))  # figures/ beside this file, or $MINIDT_FIGURES
 
 try:
     import torch
@@ -78,8 +80,9 @@ print(config)
 # and has no buffers we need (GPT-2's legacy `attn.bias` causal-mask buffers, when present, are skipped).
 #
 # Before copying we perturb every LayerNorm: at initialization its weight is 1 and its bias 0, and then
-# $\mathrm{LN}(\mathrm{LN}(x)) = \mathrm{LN}(x)$, so a hidden state taken on the wrong side of the final `ln_f`
-# would still agree. Random gains and biases make such a mistake visible.
+# $\mathrm{LN}(\mathrm{LN}(x)) = \mathrm{LN}(x)$ up to the effect of $\epsilon$ (about $10^{-5}$), so a hidden state
+# taken on the wrong side of the final `ln_f` would nearly agree (exercise 2). Random gains and biases make such a
+# mistake an error of order 1.
 
 # %%
 if HAVE_REFERENCE:
@@ -223,13 +226,8 @@ if HAVE_REFERENCE:
 
 # %%
 if HAVE_REFERENCE:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    FIGURES = os.environ.get("MINIDT_FIGURES", "tutorials/figures")
-    os.makedirs(FIGURES, exist_ok=True)
     names = [r.name for r in tables["float64"]]
     fig, ax = plt.subplots(figsize=(8, 0.16 * len(names) + 1.5))
     for (dtype, rows), color in zip(tables.items(), ("tab:blue", "tab:orange")):
@@ -243,10 +241,8 @@ if HAVE_REFERENCE:
     ax.set_xlabel("max relative error against transformers (float64); lines: tolerances (solid outputs, "
                   "dotted gradients)")
     ax.legend(loc="lower right")
-    fig.savefig(os.path.join(FIGURES, "07_parity_errors.png"), dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    print("figure in", FIGURES)
-
+    show(fig, FIGURES / "07_parity_errors.png")
+    
 # %% [markdown]
 # ## Step 5: checkpoints, both ways
 #
@@ -279,3 +275,64 @@ with tempfile.TemporaryDirectory() as tmp:
 
 # %% [markdown]
 # That is the whole model checked. From here on we trust it and train it: tutorial 8 builds the data.
+
+# %% [markdown]
+# ## Exercises
+#
+# **1. Predict, then run.** Scramble one *real* timestep $t$ of one row (its state, action and return-to-go)
+# instead of the padding. Which `action_preds` change: in which row, at which steps?
+#
+# **2. Plant a bug, watch the check catch it.** Suppose an implementation returned the last block's raw output,
+# before `ln_f`, as its last hidden state but applied `ln_f` again before the heads. How large is the difference
+# with LayerNorms at their initialization ($w = 1$, $b = 0$), and with the perturbed ones? Which tolerances would
+# miss it?
+#
+# **3. Derive before the reveal.** float32 rounds each operation with a relative error up to
+# $u = 2^{-24} \approx 6\times10^{-8}$. A sum of $n$ terms can accumulate up to $n u$, but its error typically
+# grows like $\sqrt n\, u$. With sums of a few hundred to a few thousand terms (the matrix products of hidden size
+# 128), which tolerance would you pick for outputs, and why are gradients given more room?
+#
+# ### Solutions
+#
+# Each solution is one cell, collapsed in the book; in the script, everything below this line is the solutions.
+
+# %% tags=["hide-cell"]
+# Solution 1: only that row, and only from step t on: causality hides the change from the earlier steps, and rows
+# of a batch never see each other.
+row_b = int(np.argmax(real.sum(axis=1)))  # the least padded row
+t_s = int(np.flatnonzero(real[row_b])[1])  # its second real step
+changed = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in inputs.items()}
+for key in ("states", "actions", "returns_to_go"):
+    changed[key][row_b, t_s] += 1.0
+model.eval()
+diff = np.abs(to_numpy(model(**changed).action_preds) - to_numpy(model(**inputs).action_preds)).max(axis=-1)
+diff = np.where(real, diff, 0.0)  # real positions only
+print(f"row {row_b}, step {t_s} changed; rows with a change: {np.flatnonzero(diff.max(axis=1) > 0)}, "
+      f"first changed step: {np.flatnonzero(diff[row_b] > 0)[0]}")
+assert np.flatnonzero(diff.max(axis=1) > 0).tolist() == [row_b] and np.flatnonzero(diff[row_b] > 0)[0] == t_s
+
+# %% tags=["hide-cell"]
+# Solution 2: at initialization LayerNorm is nearly idempotent: LN(LN(z)) differs from LN(z) only through eps,
+# by about 1e-5. The float64 comparison (tolerance 1e-9) would still flag that, but the float32 one (1e-4) would
+# pass it, and so would any test that compares at a loose tolerance. With a random gain and bias, LN(LN(z)) and
+# LN(z) differ at order 1, and every comparison fails.
+from minidt.layers.layernorm import layernorm_forward
+
+z = np.random.default_rng(2).standard_normal((4, fields["hidden_size"])) * 3 + 1
+C_ = z.shape[-1]
+for name, (w_, b_) in {"at init (w = 1, b = 0)": (np.ones(C_), np.zeros(C_)),
+                       "perturbed": (1 + 0.1 * np.random.default_rng(3).standard_normal(C_),
+                                     0.1 * np.random.default_rng(4).standard_normal(C_))}.items():
+    once = layernorm_forward(z, w_, b_, 1e-5)[0]
+    twice = layernorm_forward(once, w_, b_, 1e-5)[0]
+    print(f"LayerNorm {name:24s}: max |LN(LN(z)) - LN(z)| = {np.max(np.abs(twice - once)):.1e}")
+
+# %% [markdown]
+# :::{dropdown} Solution 3
+# With $n \approx 10^3$, $\sqrt n\,u \approx 2\times10^{-6}$ per sum, and an output passes through a few dozen
+# such sums and nonlinearities: an error of order $10^{-5}$ relative to the output's scale is what correct float32
+# code produces, so $10^{-4}$ leaves a margin without hiding a real bug (those give $10^{-2}$ to 1). A gradient is
+# a longer chain (the forward, then the backward through every layer again) and some gradient entries are sums
+# over the whole batch and sequence ($B \cdot 3T$ terms for `wpe[0]`), so its round-off is larger: $2\times10^{-3}$.
+# The figure above shows where the measured errors sit.
+# :::

@@ -27,15 +27,13 @@ import os
 import shutil
 import tempfile
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from minidt.plots import figure_dir, show
+
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
-FIGURES = os.environ.get("MINIDT_FIGURES", "tutorials/figures")
-os.makedirs(FIGURES, exist_ok=True)
+FIGURES = figure_dir(globals().get("__file__"))  # figures/ beside this file, or $MINIDT_FIGURES
 
 # Generated datasets are cached (in Minari's format) under $MINIDT_CACHE, else ~/.cache/minidt. A smoke run makes
 # tiny throwaway datasets: keep them in a temporary directory, out of the user's cache.
@@ -110,8 +108,7 @@ ax[1].plot(R)
 ax[1].set_ylabel("return-to-go $R_t$")
 ax[1].set_xlabel("timestep $t$")
 ax[0].set_title(f"{ENV}, one medium episode")
-fig.savefig(os.path.join(FIGURES, "08_returns_to_go.png"), dpi=100, bbox_inches="tight")
-plt.close(fig)
+show(fig, FIGURES / "08_returns_to_go.png")
 
 # %% [markdown]
 # The returns-to-go climb towards 0 as the episode runs out of time: a Pendulum reward is never positive, so
@@ -245,10 +242,52 @@ for ax, (tier, d) in zip(axes, tiers.items()):
     ax.set_ylabel(tier, rotation=0, ha="right", va="center")
     ax.set_yticks([])
 axes[-1].set_xlabel("episode return (dashed: mean)")
-axes[0].set_title(f"{ENV}: returns of each dataset tier ({len(tiers['medium'])} episodes per tier)")
-fig.savefig(os.path.join(FIGURES, "08_return_histograms.png"), dpi=100, bbox_inches="tight")
-plt.close(fig)
-print("figures in", FIGURES)
+axes[0].set_title(f"{ENV}: returns of each dataset tier ({len(tiers['medium'])} episodes each, "
+                  f"{len(tiers['medium-expert'])} in medium-expert)")
+show(fig, FIGURES / "08_return_histograms.png")
 
 # %% [markdown]
 # Next, tutorial 9 trains on these segments: the loop written out, forward, loss, backward, clip, AdamW.
+
+# %% [markdown]
+# ## Exercises
+#
+# **1. Predict, then run.** With $K = 50$ instead of 20, what share of a large batch's slots is padding? Work it
+# out from the start distribution (every start in the last $K-1$ steps of a 200-step episode pads
+# $K - \ell$ slots), then sample.
+#
+# **2. Plant a bug, watch the check catch it.** Compute returns-to-go with a *forward* cumulative sum,
+# `np.cumsum(rewards)`. Which of the section-2 assertions fails first?
+#
+# **3. Derive before the reveal.** Suppose the sampler drew the episode *uniformly* (not in proportion to its
+# length), then a start uniform within it. With the toy episodes of lengths 5, 15 and 30, how likely is any one
+# timestep of the short episode to start a segment, against one of the long episode?
+#
+# ### Solutions
+#
+# Each solution is one cell, collapsed in the book; in the script, everything below this line is the solutions.
+
+# %% tags=["hide-cell"]
+# Solution 1: sum over starts s of (K - min(K, 200 - s)) / (200 K) = (K - 1) / (2 * 200) for K <= 200: 0.1225.
+K50 = 50
+predicted50 = sum(K50 - min(K50, T_ep - s) for s in range(T_ep)) / (T_ep * K50)
+share50 = 1 - SegmentSampler(data, K=K50, max_ep_len=200, seed=1).sample(4096)["attention_mask"].mean()
+print(f"K = 50: predicted {predicted50:.4f} = (K - 1) / 400 = {(K50 - 1) / 400:.4f}; sampled {share50:.4f}")
+assert abs(share50 - predicted50) < 0.01
+
+# %% tags=["hide-cell"]
+# Solution 2: the forward sum is the return *so far*: R[0] = r_0, not the episode's return, so the check against
+# the loop (and R_0 == episode return) fails.
+R_bug = np.cumsum(rewards)
+print(f"forward cumsum: R[0] = {R_bug[0]:.2f}, the episode's return is {ep.ret:.2f}; matches the loop: "
+      f"{np.allclose(R_bug, R_loop[:-1], atol=1e-9)}")
+assert not np.allclose(R_bug, R_loop[:-1], atol=1e-9)
+
+# %% [markdown]
+# :::{dropdown} Solution 3
+# Each episode is chosen with probability $1/3$, then each of its $T_i$ starts with probability $1/T_i$: a
+# timestep of episode $i$ starts a segment with probability $1/(3T_i)$, that is $1/15$ for the short episode
+# against $1/90$ for the long one, six times as often. Uniform episodes over-sample short episodes' steps; drawing
+# episode $i$ with probability $T_i/\sum_j T_j$ makes every timestep equally likely, $1/\sum_j T_j = 1/50$.
+# Check with `toy_sampler`: its `draw` gives each (episode, start) pair a frequency near $1/50$.
+# :::

@@ -28,27 +28,29 @@
 # %%
 import atexit
 import inspect
+import json
 import os
 import shutil
 import tempfile
 import time
+from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import gymnasium as gym
 import matplotlib.pyplot as plt
 import numpy as np
 
+from minidt.plots import figure_dir, show
+
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
-FIGURES = os.environ.get("MINIDT_FIGURES", "tutorials/figures")
-os.makedirs(FIGURES, exist_ok=True)
+HERE = Path(globals().get("__file__", "notebook")).resolve().parent  # this tutorial's folder (a notebook runs there)
+FIGURES = figure_dir(globals().get("__file__"))  # figures/ beside this file, or $MINIDT_FIGURES
 if SMOKE:  # tiny throwaway datasets: keep them out of the user's cache (~/.cache/minidt)
     os.environ["MINIDT_CACHE"] = tempfile.mkdtemp(prefix="minidt-cache-")
     atexit.register(shutil.rmtree, os.environ["MINIDT_CACHE"], ignore_errors=True)
 
 from minidt import DecisionTransformerConfig, DecisionTransformerModel
 from minidt.backend import to_numpy
+from minidt.checkpoint import atomic_write_text
 from minidt.data import SegmentSampler, load_dataset
 from minidt.evaluate import Preprocess
 from minidt.losses import masked_mse
@@ -141,11 +143,18 @@ assert err < 1e-6, err
 # %% [markdown]
 # ## The optimizer
 #
-# AdamW, with the original trainer's settings scaled for a short run: learning rate $10^{-3}$ reached by a linear
-# warm-up ($\text{lr}_t = \text{lr} \cdot \min(1, (t+1)/\text{warmup})$: Adam's first steps, taken with
-# poorly estimated second moments, are the ones most likely to throw a transformer off), weight decay $10^{-4}$ on
-# the weight matrices only (decaying a LayerNorm gain or a bias towards zero regularizes nothing), and the
-# gradient's global norm clipped at 0.25 before each step:
+# AdamW with a linear warm-up and gradient clipping, as the paper's trainer has them, with the learning rate and
+# warm-up scaled for a short run (the original gym code: learning rate $10^{-4}$, $10^4$ warm-up steps, $10^5$
+# steps). Here: learning rate $10^{-3}$ reached by a linear warm-up
+# ($\text{lr}_t = \text{lr} \cdot \min(1, (t+1)/\text{warmup})$: Adam's first steps, taken with poorly estimated
+# second moments, are the ones most likely to throw a transformer off) and the gradient's global norm clipped at
+# 0.25 before each step. Weight decay $10^{-4}$ is where minidt departs from the original: the original trainer
+# decays *every* parameter (`AdamW(model.parameters(), weight_decay=1e-4)`), minidt's `param_groups_no_decay`
+# only the weight matrices (linear layers and embeddings), as minGPT and nanoGPT do, because pulling a LayerNorm
+# gain or a bias towards zero regularizes nothing (a gain of 0 switches the layer off). With decay this small the
+# two choices train alike; `minidt train` uses the same groups.
+#
+# The clipping rule:
 #
 # $$g \leftarrow g \cdot \min\left(1, \frac{0.25}{\lVert g \rVert_2 + 10^{-6}}\right), \qquad
 #   \lVert g \rVert_2 = \sqrt{\textstyle\sum_{\text{parameters}} \lVert g_p \rVert_2^2} .$$
@@ -161,7 +170,8 @@ print([(len(g["params"]), g["weight_decay"]) for g in opt.param_groups], "(param
 # %% [markdown]
 # ## The loop
 #
-# `model.train()` turns dropout on and makes every layer keep the cache its backward needs. `model.zero_grad()`
+# `model.train()` turns dropout on; every layer keeps the cache its backward needs, because grad mode is on (the
+# default, as in PyTorch; inside `with minidt.no_grad():` nothing would be kept). `model.zero_grad()`
 # matters: gradients *accumulate* into `Parameter.grad`, as in PyTorch. Only `action_preds` gets a gradient, so
 # `model.backward` skips the state and return heads.
 
@@ -215,9 +225,7 @@ ax0.legend()
 ax1.plot(np.arange(1, STEPS + 1), lrs)
 ax1.set_ylabel("learning rate")
 ax1.set_xlabel("step")
-fig.savefig(os.path.join(FIGURES, "09_loss.png"), dpi=100, bbox_inches="tight")
-plt.close(fig)
-print("figure in", FIGURES)
+show(fig, FIGURES / "09_loss.png")
 
 if not SMOKE:  # at full size the model must have learned something from its inputs
     assert np.mean(losses[-w:]) < 0.85 * baseline, (np.mean(losses[-w:]), baseline)
@@ -225,4 +233,100 @@ if not SMOKE:  # at full size the model must have learned something from its inp
 
 # %% [markdown]
 # A lower loss says the model imitates the data; it does not yet say that asking for a high return *gets* one.
-# That is the question of tutorial 10.
+# That is the question of tutorial 10, which evaluates this very model: `save_pretrained` writes it (config.json
+# and model.safetensors, the format transformers reads, tutorial 07) into `runs/09_training/` beside this file,
+# with the preprocessing beside it, and tutorial 10 loads it from there instead of training again.
+
+# %%
+SAVED = HERE / "runs" / ("09_training-smoke" if SMOKE else "09_training")  # a smoke model never passes for a real one
+model.save_pretrained(SAVED)
+atomic_write_text(SAVED / "tutorial09.json", json.dumps({"preprocess": pre.to_dict(), "steps": STEPS, "K": K,
+                                                         "final_loss": float(np.mean(losses[-w:]))}))
+print("saved to", SAVED, sorted(p.name for p in SAVED.iterdir()))
+
+# %% [markdown]
+# ## Exercises
+#
+# **1. Predict, then run: no warm-up.** Set `WARMUP = 1` (the full learning rate from the first step) and train
+# again for the same number of steps. Will the final loss be higher, lower, or the same? Will the first steps'
+# gradient norms look different? Write your guess down, then run the solution cell.
+#
+# **2. Predict, then run: forget `zero_grad`.** Gradients accumulate into `Parameter.grad` (PyTorch's semantics).
+# Delete `model.zero_grad()` from the loop: will the gradient norm that `clip_grad_norm_` reports grow step after
+# step?
+#
+# **3. Plant a bug: drop the 2.** In `masked_mse`'s gradient, forget the factor 2 of $d(x^2)/dx = 2x$. Which check
+# above catches it, and what relative error will it print? (You can say the number before you run it.)
+#
+# **4. Derive before the reveal.** With clipping at $c = 0.25$ and Adam's update
+# $\Delta\theta = -\text{lr}\,\hat m / (\sqrt{\hat v} + \epsilon)$, how much does clipping change the *first*
+# AdamW step? (Hint: at step 1, $\hat m = g$ and $\hat v = g^2$.)
+#
+# ### Solutions
+#
+# Each solution is one cell, collapsed in the book; in the script, everything below this line is the solutions.
+
+# %% tags=["hide-cell"]
+# Solution 1: a short run without warm-up, against the same run with it (same seed, same batches).
+def short_run(warmup: int, steps: int) -> tuple[list[float], list[float]]:
+    m = DecisionTransformerModel(config, dtype="float32", seed=0).train()
+    o = AdamW(param_groups_no_decay(m.named_parameters(), weight_decay=1e-4), lr=LR)
+    sc = LinearWarmup(o, warmup)
+    smp = SegmentSampler(data, K=K, max_ep_len=max_ep_len, seed=1)
+    ls, gs = [], []
+    for _ in range(steps):
+        b = training_batch(smp, BATCH)
+        l, d = masked_mse(m(**b).action_preds, m.backend.asarray(b["actions"], "float32"),
+                          m.backend.asarray(b["attention_mask"], "float32"))
+        m.zero_grad()
+        m.backward(action_preds=d)
+        gs.append(float(to_numpy(clip_grad_norm_(m.parameters(), CLIP))))
+        o.step()
+        sc.step()
+        ls.append(float(to_numpy(l)))
+    return ls, gs
+
+
+n = 20 if SMOKE else 100
+for warmup in (WARMUP, 1):
+    ls, gs = short_run(warmup, n)
+    print(f"warm-up {warmup:3d}: mean loss over the last {n // 4} of {n} steps {np.mean(ls[-n // 4:]):.4f}; "
+          f"gradient norm over the first 5 steps {np.round(gs[:5], 2)}")
+# On this small model both settle to about the same loss: warm-up matters most for deep models and large learning
+# rates, where the first, badly scaled Adam steps can push the network somewhere it does not recover from.
+
+# %% tags=["hide-cell"]
+# Solution 2: no. clip_grad_norm_ rescales p.grad in place, so what is left in p.grad after a step has norm at
+# most 0.25, and the next backward adds one batch's gradient g to it: the norm stays below 0.25 + |g|. Training
+# goes on, quietly wrong: each step follows the current gradient plus a clipped echo of all the earlier ones.
+m = DecisionTransformerModel(config, dtype="float32", seed=0).train()
+o = AdamW(param_groups_no_decay(m.named_parameters(), weight_decay=1e-4), lr=LR)
+norms = []
+for _ in range(10):
+    b = training_batch(sampler, BATCH)
+    _, d = masked_mse(m(**b).action_preds, m.backend.asarray(b["actions"], "float32"),
+                      m.backend.asarray(b["attention_mask"], "float32"))
+    m.backward(action_preds=d)  # the bug: no m.zero_grad() first
+    norms.append(float(to_numpy(clip_grad_norm_(m.parameters(), CLIP))))
+    o.step()
+print("gradient norm before clipping, steps 1-10, without zero_grad:", np.round(norms, 2))
+assert all(np.isfinite(norms))
+
+# %% tags=["hide-cell"]
+# Solution 3: half the gradient, so the relative error is exactly 0.5: the finite-difference check of the loss
+# section prints 5.0e-01 (max |half - full| / max |full|) where the correct gradient gave about 1e-9.
+from minidt.gradcheck import rel_error  # max |a - b| / max |b|, tutorial 01
+
+dpred_bug = dpred / 2  # what `diff * (1.0 / n)` would return
+err_bug = rel_error(dpred_bug, num)
+print(f"masked_mse gradient without the factor 2 against finite differences: relative error {err_bug:.1e}")
+assert abs(err_bug - 0.5) < 1e-6, err_bug
+
+# %% [markdown]
+# :::{dropdown} Solution 4
+# At step 1, Adam's bias-corrected moments are $\hat m = g$ and $\hat v = g^2$, so the update is
+# $-\text{lr}\; g / (|g| + \epsilon) \approx -\text{lr}\,\operatorname{sign}(g)$ entry by entry. Clipping
+# multiplies $g$ by a positive factor $s$: $sg / (|sg| + \epsilon)$ is the same sign, so the first step is
+# unchanged (up to $\epsilon$). Clipping changes later steps only through the *ratio* of the current gradient
+# to the running averages: it caps the weight of one outlier batch in $m$ and $v$.
+# :::

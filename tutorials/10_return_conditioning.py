@@ -16,77 +16,67 @@
 # good one. The paper's Figure 4 plots the return achieved against the return asked for; this tutorial draws it
 # for Pendulum:
 #
-# 1. train briefly, exactly as in tutorial 9;
-# 2. the evaluation loop: ask, act, subtract the reward earned, ask again;
-# 3. many targets at once, vectorized over environments;
+# 1. load the model tutorial 9 trained (or run tutorial 9 first, when it has not been run here);
+# 2. the evaluation loop: ask, act, subtract the reward earned, ask again; the same window as in training;
+# 3. many targets at once, vectorized over environments, and how to choose a target;
 # 4. achieved against target, with $y = x$ and the dataset's best return; and what happens beyond the data.
 
 # %%
 import atexit
 import inspect
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import gymnasium as gym
 import matplotlib.pyplot as plt
 import numpy as np
 from scipy.stats import spearmanr
 
+from minidt.plots import figure_dir, show
+
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
-FIGURES = os.environ.get("MINIDT_FIGURES", "tutorials/figures")
-os.makedirs(FIGURES, exist_ok=True)
+HERE = Path(globals().get("__file__", "notebook")).resolve().parent  # this tutorial's folder (a notebook runs there)
+FIGURES = figure_dir(globals().get("__file__"))  # figures/ beside this file, or $MINIDT_FIGURES
 if SMOKE:  # tiny throwaway datasets: keep them out of the user's cache (~/.cache/minidt)
     os.environ["MINIDT_CACHE"] = tempfile.mkdtemp(prefix="minidt-cache-")
     atexit.register(shutil.rmtree, os.environ["MINIDT_CACHE"], ignore_errors=True)
 
-from minidt import DecisionTransformerConfig, DecisionTransformerGPT2Model, DecisionTransformerModel
+from minidt import DecisionTransformerGPT2Model, DecisionTransformerModel
 from minidt.data import REF_MAX_SCORE, SegmentSampler, load_dataset, normalized_score
 from minidt.evaluate import Preprocess, context, rollout, rollout_sequential
-from minidt.losses import masked_mse
-from minidt.optim import AdamW, LinearWarmup, clip_grad_norm_, param_groups_no_decay
 
 ENV = "Pendulum-v1"
-K = 20
-STEPS = 20 if SMOKE else 1000
 EPISODES = 2 if SMOKE else 10  # evaluation episodes per target
 
 # %% [markdown]
-# ## 1. Train (tutorial 9's loop, condensed)
+# ## 1. Tutorial 9's model
+#
+# Tutorial 9 trained a model on Pendulum full-replay and saved it (`save_pretrained`, plus its preprocessing) in
+# `runs/09_training/` beside the tutorials. When it is there, it is loaded; when it is not, tutorial 9 is run
+# first, as a script (that is most of this tutorial's run time).
 
 # %%
-data = load_dataset("full-replay", env=ENV, episodes=10 if SMOKE else None, progress=not SMOKE)
-space = gym.make(ENV).action_space
-max_ep_len = gym.make(ENV).spec.max_episode_steps
-pre = Preprocess(data.state_mean, data.state_std, data.scale, space.low.astype(np.float64),
-                 space.high.astype(np.float64))
-config = DecisionTransformerConfig(
-    state_dim=data.state_dim, act_dim=data.act_dim, hidden_size=16 if SMOKE else 64, n_layer=1 if SMOKE else 2,
-    n_head=1, activation_function="relu", max_ep_len=max_ep_len, action_tanh=True,
-    resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
-model = DecisionTransformerModel(config, seed=0)
-sampler = SegmentSampler(data, K=K, max_ep_len=max_ep_len, seed=0)
-opt = AdamW(param_groups_no_decay(model.named_parameters(), weight_decay=1e-4), lr=1e-3)
-sched = LinearWarmup(opt, 10 if SMOKE else 100)
-
-t0 = time.perf_counter()
-model.train()
-for step in range(STEPS):
-    batch = sampler.sample(16 if SMOKE else 64)
-    real = batch["attention_mask"][..., None] > 0
-    batch["actions"] = np.where(real, pre.normalize_actions(batch["actions"]), -10.0).astype(np.float32)
-    out = model(**batch)
-    loss, daction = masked_mse(out.action_preds, batch["actions"], batch["attention_mask"])
-    model.zero_grad()
-    model.backward(action_preds=daction)
-    clip_grad_norm_(model.parameters(), 0.25)
-    opt.step()
-    sched.step()
-print(f"trained {STEPS} steps in {time.perf_counter() - t0:.0f} s; last loss {float(loss):.4f}")
+SAVED = HERE / "runs" / ("09_training-smoke" if SMOKE else "09_training")
+if not (SAVED / "tutorial09.json").exists():
+    print(f"no model from tutorial 9 in {SAVED}: running tutorial 9 first")
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, str(HERE / "09_training.py")], cwd=HERE, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"tutorial 9 failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    print(f"tutorial 9 ran in {time.perf_counter() - t0:.0f} s")
+saved = json.loads((SAVED / "tutorial09.json").read_text())
+model = DecisionTransformerModel.from_pretrained(SAVED).eval()  # float32 as trained; eval: dropout off
+pre = Preprocess.from_dict(saved["preprocess"])
+STEPS, K = saved["steps"], saved["K"]
+print(f"loaded {SAVED.name}: {STEPS} training steps, final loss {saved['final_loss']:.4f}, K = {K}, "
+      f"hidden {model.config.hidden_size}, {model.config.n_layer} layers")
+data = load_dataset("full-replay", env=ENV, episodes=10 if SMOKE else None, progress=not SMOKE)  # the returns
 
 # %% [markdown]
 # ## 2. The evaluation loop
@@ -98,7 +88,9 @@ print(f"trained {STEPS} steps in {time.perf_counter() - t0:.0f} s; last loss {fl
 # $$\hat R_{t+1} = \hat R_t - r_t ,$$
 #
 # so the model is always told what is *still* wanted, in the units it was trained on ($\div$ scale). Early in an
-# episode the window is left-padded exactly as the sampler pads training segments. The window, from
+# episode the window is left-padded, like the sampler's training segments, but not with the same values: the
+# window pads with zeros everywhere (state, action, return-to-go, timestep), the sampler with the reference's
+# values (the state $-\mu/\sigma$, the action $-10$). Section 2b shows why that does not matter. The window, from
 # `minidt.evaluate.context`:
 
 # %%
@@ -115,12 +107,72 @@ print(inspect.getsource(context))
 # %%
 source = inspect.getsource(DecisionTransformerGPT2Model.forward_last)
 print(source[source.index("        *blocks"):])
-model.eval()  # get_action is inference only: no dropout, nothing kept for backward
 x = context(np.random.default_rng(0).normal(size=(4, 30, model.config.state_dim)).astype(np.float32),
             np.zeros((4, 30, model.config.act_dim), np.float32), np.full((4, 30), -3.0, np.float32), t=12, K=K)
 lean, full = model.get_action(**x), model(**x).action_preds[:, -1]
 print(f"get_action vs forward(...).action_preds[:, -1]: max difference {np.max(np.abs(lean - full)):.1e}")
 assert np.allclose(lean, full, rtol=1e-5, atol=1e-6)
+
+# %% [markdown]
+# ### 2b. Two paddings, one action
+#
+# Users of the original code ask why training pads with $-\mu/\sigma$ and $-10$ while the evaluation loop pads
+# with zeros. It does not matter, because a padded step is masked as a *key*: its attention score gets the most
+# negative float, its weight $e^{\text{finfo.min} - \max}$ underflows to exactly 0, and nothing a real token
+# computes depends on what the padded tokens hold (tutorial 5). Left padding makes the padded tokens come first,
+# so no real token is a padded query either. Numerically: the same window, padded three ways.
+
+# %%
+rng = np.random.default_rng(1)
+window = context(rng.normal(size=(1, 30, model.config.state_dim)).astype(np.float32),
+                 rng.uniform(-1, 1, (1, 30, model.config.act_dim)).astype(np.float32),
+                 np.full((1, 30), -0.8, np.float32), t=4, K=K)  # t = 4: 5 real steps, K - 5 padded
+pad = window["attention_mask"][0] == 0
+like_sampler = {k: (v.copy() if v is not None else None) for k, v in window.items()}
+like_sampler["states"][0, pad] = -pre.state_mean / pre.state_std  # the sampler's padded state
+like_sampler["actions"][0, pad] = -10.0  # the sampler's padded action
+garbage = {k: (v.copy() if v is not None else None) for k, v in window.items()}
+for key in ("states", "actions", "returns_to_go"):
+    garbage[key][0, pad] = 1e3 * rng.normal(size=garbage[key][0, pad].shape)
+actions = {name: model.get_action(**w) for name, w in (("zeros (evaluation)", window),
+                                                      ("-mean/std, -10 (sampler)", like_sampler),
+                                                      ("random, 1e3 scale", garbage))}
+for name, a in actions.items():
+    print(f"padded with {name:26s} action {a.ravel()}")
+worst = max(float(np.max(np.abs(a - actions["zeros (evaluation)"]))) for a in actions.values())
+print(f"largest difference: {worst:.1e}")
+assert worst < 1e-6, worst
+
+# %% [markdown]
+# ### 2c. The returns-to-go off by one?
+#
+# In training, slot $k$ of a segment starting at step $s$ holds $R_{s+k} = \sum_{i \ge s+k} r_i$: the reward of
+# that step *included*. In a rollout, the window at step $t$ holds $\hat R_t = \hat R_0 - \sum_{i<t} r_i$: the
+# reward of step $t$ not yet subtracted (it has not been earned when the action is chosen). Asked for exactly an
+# episode's return, $\hat R_0 = R_0$, the two agree at every step: $\hat R_t = R_0 - \sum_{i<t} r_i
+# = \sum_{i\ge t} r_i = R_t$. No off-by-one. (The reference's `get_batch` slices $K+1$ returns-to-go per segment,
+# padding with a 0 at the episode's end, and feeds the model the first $K$: the extra one would be the target of
+# the return head, $R_{t+1}$, which the paper never trains. minidt's sampler returns the $K$ inputs.)
+#
+# Replaying a recorded episode through the rollout's update gives the sampler's window exactly:
+
+# %%
+episode = data[0]
+rtg_rollout = np.zeros((1, len(episode)), np.float32)
+rtg_rollout[0, 0] = episode.ret / pre.scale
+for t in range(len(episode) - 1):
+    rtg_rollout[0, t + 1] = rtg_rollout[0, t] - episode.rewards[t] / pre.scale  # the rollout's update
+states = ((episode.observations - pre.state_mean) / pre.state_std)[None].astype(np.float32)
+t = len(episode) // 2
+eval_window = context(states, np.zeros((1, len(episode), data.act_dim), np.float32), rtg_rollout, t=t, K=K)
+train_window = SegmentSampler(data, K=K, max_ep_len=model.config.max_ep_len).gather(np.array([0]),
+                                                                                     np.array([t - K + 1]))
+err_rtg = np.max(np.abs(eval_window["returns_to_go"] - train_window["returns_to_go"]))
+err_states = np.max(np.abs(eval_window["states"] - train_window["states"]))
+print(f"window at t = {t}: returns-to-go rollout vs sampler max difference {err_rtg:.1e}; states {err_states:.1e}; "
+      f"timesteps equal: {np.array_equal(eval_window['timesteps'], train_window['timesteps'])}")
+assert err_rtg < 1e-5 and err_states < 1e-5
+assert np.array_equal(eval_window["timesteps"], train_window["timesteps"])
 
 # %% [markdown]
 # Running one environment at a time would cost one model call per step per episode. `minidt.evaluate.rollout`
@@ -138,14 +190,21 @@ for f, s in zip(fast, slow):
     assert np.allclose(f["returns"], s["returns"], rtol=1e-5, atol=1e-4), (f["returns"], s["returns"])
 
 # %% [markdown]
-# ## 3. Many targets
+# ## 3. Many targets, and how to choose one
 #
-# Targets span the dataset's returns, from its worst episode to its best, and go beyond: Pendulum's rewards are
-# never positive, so a return above 0 is impossible, and one above the data's best has never been seen.
+# Which $R_0$ should one ask for? The paper used one or two fixed targets per environment (its gym code:
+# Hopper 3600 and 1800, HalfCheetah 12000 and 6000, Walker 5000 and 2500), about the best return in the D4RL data
+# and half of it. A rule that needs no knowledge of the environment: the mean return of the dataset's best 10% of
+# episodes, an expert-level return that the data shows often (its single best episode is often an outlier: here, a
+# pendulum that happened to start upright). `minidt train` evaluates at that target too. And the honest answer is
+# a sweep, which is what this section does: targets span the dataset's returns, from its worst episode to its
+# best, plus the best decile's mean, and go beyond: Pendulum's rewards are never positive, so a return above 0 is
+# impossible, and one above the data's best has never been seen.
 
 # %%
 lo, hi = float(data.returns.min()), float(data.returns.max())
-inside = np.linspace(lo, hi, 4 if SMOKE else 10)
+best_decile = float(np.mean(np.sort(data.returns)[-max(1, len(data) // 10):]))
+inside = np.sort(np.append(np.linspace(lo, hi, 4 if SMOKE else 10), best_decile))
 beyond = np.array([hi + 200.0] if SMOKE else [hi + 100.0, hi + 300.0, hi + 600.0])
 targets = np.concatenate([inside, beyond])
 t0 = time.perf_counter()
@@ -156,7 +215,7 @@ spread = np.array([r["return_std"] for r in results])
 print(f"{'target':>9s} {'achieved':>17s} {'normalized':>10s}")
 for target, m, s in zip(targets, achieved, spread):
     print(f"{target:9.1f} {m:9.1f} +- {s:5.1f} {normalized_score(ENV, m):10.1f}"
-          + ("   beyond the data" if target > hi else ""))
+          + ("   beyond the data" if target > hi else "") + ("   the best decile's mean" if target == best_decile else ""))
 
 if np.ptp(achieved[: len(inside)]) > 0:
     rho = float(spearmanr(inside, achieved[: len(inside)]).statistic)
@@ -172,15 +231,13 @@ ax.fill_between(targets, achieved - spread, achieved + spread, alpha=0.25, color
 ax.plot(targets, achieved, "o-", color="tab:blue", label=f"achieved: mean +- std over {EPISODES} episodes")
 edge = [min(targets.min(), (achieved - spread).min()), targets.max()]
 ax.plot(edge, edge, "k--", lw=1, label="y = x (perfect conditioning)")
-ax.axhline(hi, color="tab:red", ls=":", lw=1.5, label=f"best return in the dataset ({hi:.1f})")
-ax.axhline(0, color="0.4", lw=0.8)
+ax.axhline(hi, color="tab:red", ls="--", lw=2, zorder=3, label=f"best return in the dataset ({hi:.1f})")
+ax.axvline(best_decile, color="tab:green", ls=":", lw=1.5, label=f"target: best decile's mean ({best_decile:.1f})")
 ax.set_xlabel("target return $R_0$")
 ax.set_ylabel("achieved return")
 ax.set_title(f"{ENV} / full-replay, {STEPS} training steps: Spearman {rho:.2f}")
 ax.legend(loc="lower right", fontsize=8)
-fig.savefig(os.path.join(FIGURES, "10_return_conditioning.png"), dpi=100, bbox_inches="tight")
-plt.close(fig)
-print("figure in", FIGURES)
+show(fig, FIGURES / "10_return_conditioning.png")
 
 if not SMOKE:  # claims only at full size: a 20-step model conditions on nothing
     assert rho > 0.8, rho
@@ -203,8 +260,11 @@ if not SMOKE:  # claims only at full size: a 20-step model conditions on nothing
 # taught it what to do there, and it does not extrapolate to a better policy: the achieved return stays at or
 # below the best it reached inside the data, and typically falls as the target moves further out (the model
 # is being asked for an input unlike any it was trained on). A Decision Transformer imitates the part of the data
-# that matches the return it is asked for; it has no mechanism to do better than the data, unlike value-based
-# offline RL, which can stitch the good pieces of different episodes together. The numbers from this run:
+# that matches the return it is asked for. Nothing in its training objective rewards doing better than the data,
+# unlike value-based offline RL, which can stitch the good pieces of different episodes together. That is a
+# tendency, not a law: the paper reports that on Atari's Seaquest, prompted with returns above the best in its
+# dataset, the Decision Transformer did score above that best, so it can sometimes extrapolate a little. On
+# Pendulum, whose best episodes are close to the best possible, there is no room to. The numbers from this run:
 
 # %%
 best_inside = int(np.argmax(achieved[: len(inside)]))
@@ -213,3 +273,52 @@ print(f"best achieved inside the data: {achieved[best_inside]:.1f} at target {in
 for target, m in zip(beyond, achieved[len(inside):]):
     print(f"target {target:7.1f} (beyond the data): achieved {m:7.1f}, "
           f"{m - achieved[best_inside]:+7.1f} against the best inside")
+
+# %% [markdown]
+# ## Exercises
+#
+# **1. Predict, then run: no memory.** Evaluate the same model with a context of one step, `K = 1`: the model
+# then sees only the current return-to-go and state (positions are all zero, so a shorter window is a valid
+# input). Will the achieved return still follow the target? Better or worse than with $K = 20$?
+#
+# **2. Plant a bug: forget to normalize the states.** Evaluate with a `Preprocess` whose state mean is 0 and
+# standard deviation 1 (the raw observation goes in). What happens to the achieved returns, and which number of
+# this tutorial would catch the bug?
+#
+# **3. Derive before the reveal.** Pendulum's reward is at most 0 per step. Asked for a target $R_0 > 0$, what
+# return-to-go does the model see at step $t$, and why is that input unlike anything in the training data from
+# the very first step?
+#
+# ### Solutions
+#
+# Each solution is one cell, collapsed in the book; in the script, everything below this line is the solutions.
+
+# %% tags=["hide-cell"]
+# Solution 1: K = 1 against K = 20 on three targets inside the data.
+probe = [lo + 0.25 * (hi - lo), best_decile, hi]
+for k in (K, 1):
+    res = rollout(model, ENV, probe, EPISODES, pre, k, seed=20_000)
+    print(f"K = {k:2d}: achieved", [round(r["return_mean"], 1) for r in res], "at targets", np.round(probe, 1))
+# Pendulum is fully observed (the state holds the angle and the angular velocity), so the current state and the
+# return still wanted carry most of what the action needs: the one-step model still conditions on the target,
+# typically a little worse, since it cannot see how its own recent actions played out.
+
+# %% tags=["hide-cell"]
+# Solution 2: raw states instead of normalized ones.
+raw = Preprocess(np.zeros_like(pre.state_mean), np.ones_like(pre.state_std), pre.scale, pre.action_low,
+                 pre.action_high)
+good, bad = (rollout(model, ENV, probe, EPISODES, p, K, seed=20_000) for p in (pre, raw))
+print("normalized states: achieved", [round(r["return_mean"], 1) for r in good])
+print("raw states:        achieved", [round(r["return_mean"], 1) for r in bad])
+# The angular velocity reaches +-8 where the model saw values of order 1, so its inputs are off the training
+# distribution and the policy is another one. The returns change, and the curve of achieved against target (its
+# rank correlation) is what exposes it: a test of return conditioning is a test of the preprocessing too.
+
+# %% [markdown]
+# :::{dropdown} Solution 3
+# With $\hat R_0 > 0$ and every reward $r_i \le 0$, the return-to-go $\hat R_t = \hat R_0 - \sum_{i<t} r_i$ only
+# grows: the model is asked for ever more. In training, $R_t = \sum_{i \ge t} r_i \le 0$ at every step of every
+# episode, so a positive input was never seen, not even at $t = 0$. Whatever the model does there is an
+# extrapolation of the embedding `embed_return` (a linear map, so the input just moves further along one
+# direction), not something the loss taught it.
+# :::

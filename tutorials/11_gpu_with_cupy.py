@@ -31,9 +31,6 @@
 # %%
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -42,10 +39,10 @@ from minidt import DecisionTransformerConfig, DecisionTransformerModel
 from minidt.backend import array_namespace, device, get_backend, to_numpy
 from minidt.losses import masked_mse
 from minidt.optim import AdamW, clip_grad_norm_
+from minidt.plots import figure_dir, show
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
-FIGURES = os.environ.get("MINIDT_FIGURES", "tutorials/figures")
-os.makedirs(FIGURES, exist_ok=True)
+FIGURES = figure_dir(globals().get("__file__"))  # figures/ beside this file, or $MINIDT_FIGURES
 
 # %% [markdown]
 # ## Choosing a backend
@@ -194,9 +191,7 @@ ax.set_xlim(floor / 2, 1e-2)
 ax.set_xlabel(f"max |grad({device_backend.name}) - grad(numpy)| / max |grad(numpy)|")
 ax.set_title(f"one training step: {device_backend.name} backend against NumPy")
 ax.legend()
-fig.savefig(os.path.join(FIGURES, "11_backend_agreement.png"), dpi=100, bbox_inches="tight")
-plt.close(fig)
-print("figure in", FIGURES)
+show(fig, FIGURES / "11_backend_agreement.png")
 
 # %% [markdown]
 # ## Moving a trained model
@@ -256,3 +251,67 @@ if ON_GPU:
 else:
     print(f"no GPU: timing skipped (the strict backend is NumPy plus checks; its speed means nothing). Backend used "
           f"throughout: {device_backend.name}.")
+
+# %% [markdown]
+# ## Exercises
+#
+# **1. Predict, then run.** Is the strict backend faster or slower than NumPy for the same forward pass, and by
+# roughly how much? (It computes with NumPy underneath.)
+#
+# **2. Plant a bug, watch the check catch it.** Write a softmax with one NumPy call in it, `np.exp(x - m)`, and
+# run it on a device array. Which error do you get on the strict backend, and what would CuPy do?
+#
+# **3. Derive before the reveal.** Count the host-device transfers of one `train_step` above (sampler batch in,
+# loss out), and of one step of a vectorized rollout over $N$ environments. Why does neither grow with the number
+# of layers?
+#
+# ### Solutions
+#
+# Each solution is one cell, collapsed in the book; in the script, everything below this line is the solutions.
+
+# %% tags=["hide-cell"]
+# Solution 1: slower. array_api_strict wraps every NumPy array in its own Array object and checks every call
+# (dtypes, devices, the standard's rules), so each of the few hundred operations of a forward pays a
+# fixed overhead on top of NumPy's own work.
+import time
+
+timings = {}
+for backend in (host, get_backend("strict")):
+    m = DecisionTransformerModel(config, dtype="float32", backend=backend, seed=0).eval()
+    m(**batch)  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(3):
+        m(**batch)
+    timings[backend.name] = (time.perf_counter() - t0) / 3
+print({k: f"{v * 1000:.1f} ms" for k, v in timings.items()}, f"strict / numpy = {timings['strict'] / timings['numpy']:.1f}")
+
+
+# %% tags=["hide-cell"]
+# Solution 2: strict refuses the NumPy call on its array (RuntimeError: no conversion to NumPy on device1). CuPy
+# raises a TypeError for an implicit conversion too, but it *accepts* np.exp on a CuPy array (it dispatches NumPy
+# functions to itself): a bug strict catches and a GPU run would let through.
+def softmax_with_a_numpy_call(x):
+    xp = array_namespace(x)
+    m = xp.max(x, axis=-1, keepdims=True)
+    e = np.exp(x - m)  # the bug: NumPy, not xp
+    return e / xp.sum(e, axis=-1, keepdims=True)
+
+
+strict_backend = get_backend("strict")
+try:
+    softmax_with_a_numpy_call(strict_backend.asarray(np.ones((2, 3))))
+except (RuntimeError, TypeError) as e:
+    print(f"strict: {type(e).__name__}: {str(e)[:90]}")
+else:
+    raise AssertionError("the strict backend accepted np.exp on a device array")
+
+# %% [markdown]
+# :::{dropdown} Solution 3
+# A training step: one `asarray` per host array in. The model moves its five inputs (states, actions,
+# returns-to-go, timesteps, mask), and `train_step` above moves the target actions and the mask once more for the
+# loss: seven, which a trainer could make five by moving the batch once. And one read of the loss out when it is
+# logged; parameters, gradients, moments and activations never leave the
+# device. A rollout step: the observations of all $N$ environments in (one array) and their actions out (one
+# array), because gymnasium steps on the host. Neither depends on the number of layers: every layer's work
+# happens on arrays that are already on the device.
+# :::

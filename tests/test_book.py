@@ -1,0 +1,141 @@
+"""The book, built and read in a real browser: the README's Book command builds it in smoke mode, and headless
+Chromium opens every page and checks what a reader would see: math typeset by MathJax (no raw `$$` or `\\(` left
+in the visible text), every image loaded, every internal link pointing at a page (and anchor) that exists, and no
+JavaScript error or failed request (the network is closed: everything must be served from the build).
+
+Needs the docs extra (Sphinx, myst-nb), Playwright (the Python package only: it drives the system's Chromium,
+`/usr/bin/chromium`, Debian's `chromium` package; never `playwright install`). Under CI=true a missing browser or
+package fails the test instead of skipping it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+from conftest import require
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TUTORIALS = sorted(p.stem for p in ROOT.glob("tutorials/[0-9][0-9]_*.py"))
+BUILD_TIMEOUT = 900  # seconds for the smoke build (about 2 minutes on 2 idle cores)
+
+
+def book_command() -> str:
+    """The first shell block after the README heading that contains 'Book'."""
+    readme = (ROOT / "README.md").read_text()
+    heading = re.search(r"^#+ .*\bBook\b.*$", readme, re.M)
+    assert heading, "README.md: no heading containing 'Book'"
+    block = re.search(r"```(?:bash|sh|shell)\n(.*?)\n```", readme[heading.end():], re.S)
+    assert block, "README.md: no shell code block after the Book heading"
+    return block.group(1).strip()
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory) -> Path:
+    """Build the book exactly as the README says, in smoke mode, into a temporary directory; -> its html/."""
+    require("sphinx")
+    require("myst_nb")
+    install, build = (part.strip() for part in book_command().split("&&"))
+    assert install == 'pip install -e ".[docs]"', install  # the test environment has the docs extra already
+    assert build == "python docs/build.py", build
+    out = tmp_path_factory.mktemp("book")
+    env = dict(os.environ, MINIDT_SMOKE="1", MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, "docs/build.py", str(out)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=BUILD_TIMEOUT)
+    assert proc.returncode == 0, f"the book build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    html = out / "html"
+    assert (html / "index.html").is_file(), sorted(p.name for p in html.iterdir())
+    return html
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if not os.path.exists(CHROMIUM):
+        message = f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    sync_api = require("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh --user-data-dir
+        context = p.chromium.launch_persistent_context(str(profile), executable_path=CHROMIUM, headless=True,
+                                                       args=FLAGS)
+        yield context
+        context.close()
+
+
+def _pages(html: Path) -> list[str]:
+    pages = [f"tutorials/{name}.html" for name in TUTORIALS]
+    pages += ["index.html", "tutorials/README.html", "api.html"]
+    pages += sorted(str(p.relative_to(html)) for p in (html / "assignments").glob("*.html"))
+    return pages
+
+
+def test_the_book_has_a_page_per_tutorial_and_assignment(book: Path) -> None:
+    from minidt.coursework import assignments
+
+    missing = [p for p in _pages(book) if not (book / p).is_file()]
+    missing += [f"assignments/{name}.html" for name in assignments() if not (book / "assignments" /
+                                                                            f"{name}.html").is_file()]
+    assert not missing, f"pages missing from the book: {missing}"
+
+
+READ_PAGE = """async () => {
+    if (window.MathJax && MathJax.startup) await MathJax.startup.promise;
+    for (const img of document.images) img.loading = "eager";
+    await Promise.all([...document.images].map(img => img.decode().catch(() => null)));
+    return {
+        text: document.body.innerText,
+        math: document.querySelectorAll("mjx-container").length,
+        images: [...document.images].map(img => [img.getAttribute("src"), img.naturalWidth]),
+        links: [...document.querySelectorAll("a[href]")].map(a => a.getAttribute("href")),
+        ids: [...document.querySelectorAll("[id]")].map(e => e.id),
+    };
+}"""
+
+
+def _ids(path: Path) -> set[str]:
+    return set(re.findall(r'\bid="([^"]+)"', path.read_text()))
+
+
+@pytest.mark.parametrize("page", [f"tutorials/{name}.html" for name in TUTORIALS] + ["index.html", "api.html"])
+def test_page_reads_in_a_browser(book: Path, browser, page: str) -> None:
+    path = book / page
+    errors: list[str] = []
+    tab = browser.new_page()
+    tab.on("pageerror", lambda e: errors.append(f"JavaScript error: {e}"))
+    tab.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    tab.on("requestfailed", lambda r: errors.append(f"failed request: {r.url} ({r.failure})"))
+    tab.goto(path.as_uri(), wait_until="load")
+    seen = tab.evaluate(READ_PAGE)
+    tab.close()
+
+    assert not errors, f"{page}: {errors}"
+    for raw in ("$$", "\\(", "\\["):
+        assert raw not in seen["text"], f"{page}: raw math {raw!r} left in the visible text (MathJax did not run)"
+    if page.startswith("tutorials/"):
+        assert seen["math"] > 0, f"{page}: no typeset math (mjx-container) at all"
+        assert seen["images"], f"{page}: no figure"
+        assert "Exercises" in seen["text"], f"{page}: no Exercises section"
+    broken = [src for src, width in seen["images"] if width == 0]
+    assert not broken, f"{page}: images that did not load: {broken}"
+    bad = []
+    for href in seen["links"]:
+        url = urlsplit(href)
+        if url.scheme or href.startswith("//"):
+            continue  # external (http, mailto): not ours to check offline
+        target = (path.parent / unquote(url.path)).resolve() if url.path else path
+        if target.is_dir():
+            target = target / "index.html"
+        if not target.is_file():
+            bad.append(href)
+        elif url.fragment and url.fragment not in (set(seen["ids"]) if target == path else _ids(target)):
+            bad.append(href)
+    assert not bad, f"{page}: internal links that lead nowhere: {sorted(set(bad))}"
