@@ -50,8 +50,8 @@ def assignment_pages(tutorials: list[Path]) -> dict[str, str]:
             lines += ["", f"The tutorial that derives these functions: {links}."]
         lines += ["", "```text", inspect.cleandoc(a.intro), "```", "", "## What to write"]
         for f in a.functions:
-            signature = inspect.signature(a.reference_function(f.name))
-            lines += ["", f"### `{f.name}{signature}`", "", "```text", inspect.cleandoc(f.doc), "```"]
+            lines += ["", f"### `{f.name}({', '.join(a.parameters(f.name))})`", "", "```text",
+                      inspect.cleandoc(f.doc), "```"]
         lines += ["", ":::{dropdown} The whole skeleton file", f"```python\n{a.source()}\n```", ":::", ""]
         pages[f"{a.name}.md"] = "\n".join(lines)
     return pages

@@ -83,11 +83,11 @@ print(inspect.getsource(layernorm_forward))
 # Read it as (nearly) a projection: $dx$ is $r\,g$ with its component along the all-ones vector removed (the
 # output cannot change if every input shifts by the same amount) and, almost, its component along $\hat x$ (nor,
 # almost, if the inputs are scaled about their mean). The first removal is exact. The second is exact only at
-# $\epsilon = 0$: then $\lVert\hat x\rVert^2 = N$ and $I - \tfrac1N\mathbf{1}\mathbf{1}^\top - \tfrac1N\hat x\hat x^\top$
-# is an orthogonal projection. With $\epsilon > 0$, $\lVert\hat x\rVert^2 = N\sigma^2/(\sigma^2+\epsilon) < N$, so
-# only the fraction $\sigma^2/(\sigma^2+\epsilon)$ of the $\hat x$ component is removed (scaling the inputs does
-# change the output a little: $\epsilon$ is not scaled with them). Both sums run over the row; each row is
-# independent.
+# $\epsilon = 0$: then $\lVert\hat x\rVert^2 = N$, and
+# $I - \tfrac1N\mathbf{1}\mathbf{1}^\top - \tfrac1N\hat x\hat x^\top$ is an orthogonal projection. With
+# $\epsilon > 0$, $\lVert\hat x\rVert^2 = N\sigma^2/(\sigma^2+\epsilon) < N$, so only the fraction
+# $\sigma^2/(\sigma^2+\epsilon)$ of the $\hat x$ component is removed (scaling the inputs does change the output
+# a little: $\epsilon$ is not scaled with them). Both sums run over the row; each row is independent.
 
 # %%
 print(inspect.getsource(layernorm_backward))

@@ -28,6 +28,7 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
+import minidt
 from minidt.backend import Generator, get_backend, to_numpy
 from minidt.gradcheck import numerical_grad, rel_error  # tutorial 01 derives them
 from minidt.layers.attention import (CausalSelfAttention, attention_backward, attention_bias, attention_forward,
@@ -273,16 +274,17 @@ for name, (analytic, array) in checks.items():
 # the other side: $\partial y_i / \partial x_j = 0$ for $j > i$.
 
 # %%
-mask1 = np.ones((1, T))
-x1 = rng.standard_normal((1, T, C))
-y_base = attn(x1, attention_mask=mask1)[0]
-worst_past = 0.0
-for t in range(T):
-    x_pert = x1.copy()
-    x_pert[0, t] += 1.0
-    y_pert = attn(x_pert, attention_mask=mask1)[0]
-    worst_past = max(worst_past, np.max(np.abs(y_pert[0, :t] - y_base[0, :t]), initial=0.0))
-    assert np.max(np.abs(y_pert[0, t:] - y_base[0, t:])) > 1e-6  # the present and future do react
+with minidt.no_grad():  # forward-only probes: nothing is kept for a backward
+    mask1 = np.ones((1, T))
+    x1 = rng.standard_normal((1, T, C))
+    y_base = attn(x1, attention_mask=mask1)[0]
+    worst_past = 0.0
+    for t in range(T):
+        x_pert = x1.copy()
+        x_pert[0, t] += 1.0
+        y_pert = attn(x_pert, attention_mask=mask1)[0]
+        worst_past = max(worst_past, np.max(np.abs(y_pert[0, :t] - y_base[0, :t]), initial=0.0))
+        assert np.max(np.abs(y_pert[0, t:] - y_base[0, t:])) > 1e-6  # the present and future do react
 print(f"largest change of an output before the perturbed step: {worst_past:.1e}")
 assert worst_past == 0.0, worst_past
 
@@ -306,7 +308,8 @@ assert np.min(np.diag(influence)) > 0.0
 
 # %%
 attn_maps = CausalSelfAttention(C, H, std=0.5, gen=Generator(3), dtype="float64").eval()
-_, probs, _ = attn_maps(X[:1], attention_mask=mask[:1])
+with minidt.no_grad():
+    _, probs, _ = attn_maps(X[:1], attention_mask=mask[:1])
 bias_img = np.where(np.isneginf(bias[0, 0]), np.nan, np.where(bias[0, 0] < -1e300, -1.0, 0.0))
 ncols = H + 2
 fig, axes = plt.subplots(1, ncols, figsize=(3.2 * ncols, 3.4))

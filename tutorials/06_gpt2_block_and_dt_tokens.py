@@ -24,6 +24,7 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
+import minidt
 from minidt import DecisionTransformerConfig, DecisionTransformerModel
 from minidt.backend import Generator
 from minidt.layers import Block
@@ -205,23 +206,24 @@ print("action_preds = tanh(predict_action(h[:, 1::3]));  state_preds, return_pre
 # Perturb one input at timestep $t'$ and record which predictions at timestep $t$ move. Causality over the
 # interleaved sequence gives the table above: `action_preds[t]` reacts to $\hat R_{t'}$ and $s_{t'}$ for $t' \le t$,
 # but to actions only for $t' < t$ (the diagonal is exactly zero: $a_t$ comes after $s_t$). `state_preds[t]`
-# reacts to $a_t$ too.
+# reacts to $a_t$ too. These probes only run forward, so they run under `minidt.no_grad()` (as in PyTorch: no
+# layer keeps a cache for a backward that will not come). `model.eval()` would switch dropout off, which is 0 here.
 
 # %%
-model.eval()
-one = {k: v[:1] for k, v in inputs.items()}  # the unpadded sequence
-base = model(**one)
-dep = {}
-for key, pred in (("returns_to_go", "action_preds"), ("states", "action_preds"), ("actions", "action_preds"),
-                  ("actions", "state_preds")):
-    m = np.zeros((Tm, Tm))
-    for tp in range(Tm):
-        pert = dict(one)
-        pert[key] = one[key].copy()
-        pert[key][0, tp] += 0.5
-        moved = np.abs(getattr(model(**pert), pred) - getattr(base, pred))[0]  # T,dim
-        m[:, tp] = moved.max(axis=-1)
-    dep[(key, pred)] = m
+with minidt.no_grad():  # forward-only probes: nothing is kept for a backward
+    one = {k: v[:1] for k, v in inputs.items()}  # the unpadded sequence
+    base = model(**one)
+    dep = {}
+    for key, pred in (("returns_to_go", "action_preds"), ("states", "action_preds"), ("actions", "action_preds"),
+                      ("actions", "state_preds")):
+        m = np.zeros((Tm, Tm))
+        for tp in range(Tm):
+            pert = dict(one)
+            pert[key] = one[key].copy()
+            pert[key][0, tp] += 0.5
+            moved = np.abs(getattr(model(**pert), pred) - getattr(base, pred))[0]  # T,dim
+            m[:, tp] = moved.max(axis=-1)
+        dep[(key, pred)] = m
 assert np.all(np.triu(dep[("returns_to_go", "action_preds")], 1) == 0)
 assert np.all(np.triu(dep[("states", "action_preds")], 1) == 0)
 assert np.all(np.triu(dep[("actions", "action_preds")], 0) == 0)  # the diagonal too: a_t is not visible
@@ -246,7 +248,8 @@ show(fig, FIGURES / "06_dt_dependencies.png")
 # padded tokens (two timesteps) are keys nobody real attends to.
 
 # %%
-out_att = model(**{k: v[1:] for k, v in inputs.items()}, output_attentions=True)
+with minidt.no_grad():
+    out_att = model(**{k: v[1:] for k, v in inputs.items()}, output_attentions=True)
 labels = [f"{kind}{t}" for t in range(Tm) for kind in ("R", "s", "a")]  # 0-based, as the axes
 fig, ax = plt.subplots(figsize=(7, 6))
 ax.imshow(out_att.attentions[0][0, 0], cmap="viridis")
@@ -259,7 +262,6 @@ fig.tight_layout()
 show(fig, FIGURES / "06_dt_attention_tokens.png")
 real = 3 * 2  # first real token
 assert np.all(out_att.attentions[0][0, :, real:, :real] == 0.0)
-model.train()
 
 # %% [markdown]
 # ## 3. The reference's quirks, verified

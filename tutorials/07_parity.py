@@ -126,7 +126,7 @@ inputs = make_inputs(config, B, T, seed=0)  # float64, each row left-padded by 0
 real = inputs["attention_mask"] > 0  # B,T
 print("attention_mask:\n", inputs["attention_mask"].astype(int))
 
-model.train()  # train mode keeps the caches backward needs (dropout is 0, so outputs equal eval mode's)
+model.eval()  # dropout off (it is 0 here anyway); grad mode, on by default, keeps the caches backward needs
 out = model(**inputs, output_hidden_states=True, output_attentions=True)
 assert all(np.isfinite(to_numpy(x)).all() for x in out.to_tuple()), "NaN or inf at a padded position"
 
@@ -134,8 +134,8 @@ scrambled = dict(inputs)
 rng = np.random.default_rng(1)
 for key in ("states", "actions", "returns_to_go"):
     scrambled[key] = np.where(real[..., None], inputs[key], rng.normal(size=inputs[key].shape) * 100)
-out_scrambled = DecisionTransformerModel(config, dtype="float64").load_state_dict(model.state_dict()).eval()(
-    **scrambled)
+with minidt.no_grad():  # a forward-only comparison: keep no caches (and leave `model`'s for step 3)
+    out_scrambled = DecisionTransformerModel(config, dtype="float64").load_state_dict(model.state_dict())(**scrambled)
 err = np.max(np.abs(to_numpy(out_scrambled.action_preds)[real] - to_numpy(out.action_preds)[real]))
 print(f"real action_preds after scrambling the padding: max change {err:.1e}")
 assert err < 1e-12, err
@@ -304,8 +304,8 @@ t_s = int(np.flatnonzero(real[row_b])[1])  # its second real step
 changed = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in inputs.items()}
 for key in ("states", "actions", "returns_to_go"):
     changed[key][row_b, t_s] += 1.0
-model.eval()
-diff = np.abs(to_numpy(model(**changed).action_preds) - to_numpy(model(**inputs).action_preds)).max(axis=-1)
+with minidt.no_grad():
+    diff = np.abs(to_numpy(model(**changed).action_preds) - to_numpy(model(**inputs).action_preds)).max(axis=-1)
 diff = np.where(real, diff, 0.0)  # real positions only
 print(f"row {row_b}, step {t_s} changed; rows with a change: {np.flatnonzero(diff.max(axis=1) > 0)}, "
       f"first changed step: {np.flatnonzero(diff[row_b] > 0)[0]}")

@@ -201,11 +201,12 @@ show(fig, FIGURES / "11_backend_agreement.png")
 # `DecisionTransformerModel.from_pretrained(path, backend="cupy")`. Checkpoints always hold host arrays.
 
 # %%
-model = DecisionTransformerModel(config, dtype="float64", backend=host, seed=0).eval()
-before = to_numpy(model(**batch).action_preds)
-model.to(device_backend)
-assert all(device(p.data) == device_backend.device for p in model.parameters())
-after = to_numpy(model(**batch).action_preds)
+model = DecisionTransformerModel(config, dtype="float64", backend=host, seed=0).eval()  # eval(): dropout off
+with minidt.no_grad():  # inference: keep no caches
+    before = to_numpy(model(**batch).action_preds)
+    model.to(device_backend)
+    assert all(device(p.data) == device_backend.device for p in model.parameters())
+    after = to_numpy(model(**batch).action_preds)
 print(f"after .to({device_backend.name!r}): max |difference| {np.max(np.abs(after - before)):.1e}")
 assert np.allclose(after, before, rtol=0, atol=1e-12)
 
@@ -278,12 +279,14 @@ import time
 timings = {}
 for backend in (host, get_backend("strict")):
     m = DecisionTransformerModel(config, dtype="float32", backend=backend, seed=0).eval()
-    m(**batch)  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(3):
-        m(**batch)
+    with minidt.no_grad():
+        m(**batch)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(3):
+            m(**batch)
     timings[backend.name] = (time.perf_counter() - t0) / 3
-print({k: f"{v * 1000:.1f} ms" for k, v in timings.items()}, f"strict / numpy = {timings['strict'] / timings['numpy']:.1f}")
+print({k: f"{v * 1000:.1f} ms" for k, v in timings.items()},
+      f"strict / numpy = {timings['strict'] / timings['numpy']:.1f}")
 
 
 # %% tags=["hide-cell"]
