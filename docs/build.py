@@ -4,7 +4,7 @@ The book's sources are staged in BUILD_DIR/src, a tree that mirrors the reposito
 the tutorials' relative links and pictures work unchanged):
 
     index.md                 the README: the front page
-    docs/*.png               the README's pictures
+    docs/*.png, docs/*.gif   the README's pictures
     tutorials/README.md      the tutorials' overview, with their names linked to their pages
     tutorials/NN_*.py        the tutorials, executed by myst-nb at build time (MINIDT_SMOKE=1: tiny sizes)
     assignments/*.md         one page per graded assignment, written now from minidt.coursework.assignments()
@@ -66,7 +66,7 @@ def stage(src: Path) -> None:
     tutorials = sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.py"))
     for p in tutorials:
         shutil.copy2(p, src / "tutorials" / p.name)
-    for p in DOCS.glob("*.png"):
+    for p in [*DOCS.glob("*.png"), *DOCS.glob("*.gif")]:
         shutil.copy2(p, src / "docs" / p.name)
     shutil.copy2(DOCS / "api.md", src / "api.md")
     for name, text in assignment_pages(tutorials).items():
