@@ -27,6 +27,7 @@ nb_code_prompt_hide = "Hide the solution"
 
 exclude_patterns = ["**/figures/**", "**/runs/**", "jupyter_execute/**"]
 autodoc_member_order = "bysource"
+highlight_language = "text"  # unlabelled blocks (the README's tables and usage lines) are not Python
 autodoc_typehints = "signature"
 
 
