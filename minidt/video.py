@@ -2,9 +2,9 @@
 rendered by gymnasium (render_mode "rgb_array": no display needed) and written as animated GIFs with imageio:
 one clip per target, and all of them side by side (`minidt evaluate RUN_DIR --video DIR`).
 
-The loop is `minidt.evaluate.rollout`'s (the same window, the same return-to-go update, `get_action`), with one
-environment per target and a frame kept after every step; each frame is labelled with its target and the return
-earned so far.
+The loop is `minidt.evaluate.rollout`'s (its EpisodeWindow: the same context, return-to-go update and
+`get_action`), with one environment per target and a frame kept every EVERY steps; each frame is labelled with its
+target and the return earned so far.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .backend import to_numpy
-from .evaluate import Preprocess, context
+from .evaluate import EpisodeWindow, Preprocess
+from .layers.module import no_grad
 from .model import DecisionTransformerModel
 
 SIZE = 160  # pixels: each clip is scaled to SIZE x SIZE (Pendulum renders 500 x 500)
@@ -24,6 +24,7 @@ EVERY = 2  # keep every 2nd step: 100 frames for a 200-step Pendulum episode
 FPS = 25
 
 
+@no_grad()
 def record(model: DecisionTransformerModel, env_id: str, targets: Sequence[float], pre: Preprocess, K: int,
            seed: int = 0, max_steps: int | None = None) -> list[dict]:
     """One episode per target, all started from seed `seed` (the same initial state). Returns per target
@@ -41,10 +42,7 @@ def record(model: DecisionTransformerModel, env_id: str, targets: Sequence[float
     try:
         L = min(max_steps or envs.envs[0].spec.max_episode_steps or model.config.max_ep_len, model.config.max_ep_len)
         obs, _ = envs.reset(seed=[seed] * N)
-        states = np.zeros((N, L, model.config.state_dim), np.float32)
-        actions = np.zeros((N, L, model.config.act_dim), np.float32)
-        rtg = np.zeros((N, L), np.float32)
-        rtg[:, 0] = np.asarray(targets) / pre.scale
+        window = EpisodeWindow(targets, pre, K, L, model.config.state_dim, model.config.act_dim)
         returns = np.zeros(N)
         alive = np.ones(N, bool)
         frames = [[] for _ in range(N)]
@@ -53,13 +51,9 @@ def record(model: DecisionTransformerModel, env_id: str, targets: Sequence[float
                 for i, frame in enumerate(envs.render()):
                     if alive[i]:
                         frames[i].append(_label(frame, f"target {targets[i]:.1f}", f"return {returns[i]:.1f}"))
-            states[:, t] = (obs - pre.state_mean) / pre.state_std
-            a = to_numpy(model.get_action(**context(states, actions, rtg, t, K))).astype(np.float32)  # N,ad
-            actions[:, t] = a
-            obs, reward, terminated, truncated, _ = envs.step(pre.env_actions(a).astype(np.float32))
+            obs, reward, terminated, truncated, _ = envs.step(window.act(model, t, obs))
             returns += np.where(alive, reward, 0.0)
-            if t + 1 < L:
-                rtg[:, t + 1] = rtg[:, t].astype(np.float64) - reward / pre.scale
+            window.earn(t, reward)
             alive &= ~(terminated | truncated)
             if not alive.any():
                 break

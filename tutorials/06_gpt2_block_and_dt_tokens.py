@@ -11,6 +11,9 @@
 # %% [markdown]
 # # 06 · The GPT-2 block, and the Decision Transformer's tokens
 #
+# *Full size: about 44 s on 2 CPU cores, measured while other work shared the cores (an idle machine is faster);
+# `MINIDT_SMOKE=1`: seconds.*
+#
 # Tutorials 02–05 built every layer. This one assembles them twice: first into GPT-2's pre-LN block (and its
 # backward pass through the residual connections), then into the Decision Transformer, which turns a trajectory
 # of returns-to-go, states and actions into one token sequence for GPT-2 and reads its predictions off particular
