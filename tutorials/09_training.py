@@ -248,6 +248,40 @@ atomic_write_text(SAVED / "tutorial09.json", json.dumps({"preprocess": pre.to_di
 print("saved to", SAVED, sorted(p.name for p in SAVED.iterdir()))
 
 # %% [markdown]
+# ## The same step, from the library
+#
+# The loop body above is what minidt means by "a step" everywhere: `minidt.train.train_step(model, opt, sched,
+# batch, clip)` is that body as one function (the trainer, `minidt.DataParallel` and the coursework's `train_step`
+# all mean it). It returns the loss and the gradient norm as arrays on the model's device: reading a number from a
+# GPU stalls it, so `minidt train` reads them once per logging window. One step of each from the same weights and
+# the same batch must leave the same weights, bit for bit.
+
+# %%
+from minidt.train import train_step
+
+
+def fresh() -> tuple:
+    m = DecisionTransformerModel(config, dtype="float32", seed=1)
+    o = AdamW(param_groups_no_decay(m.named_parameters(), weight_decay=1e-4), lr=LR)
+    return m, o, LinearWarmup(o, WARMUP)
+
+
+batch = training_batch(sampler, BATCH)
+(m1, o1, s1), (m2, o2, s2) = fresh(), fresh()
+out = m1(**batch)  # the loop body, once
+loss1, daction = masked_mse(out.action_preds, m1.backend.asarray(batch["actions"], "float32"),
+                            m1.backend.asarray(batch["attention_mask"], "float32"))
+m1.zero_grad()
+m1.backward(action_preds=daction)
+clip_grad_norm_(m1.parameters(), CLIP)
+o1.step()
+s1.step()
+loss2, _ = train_step(m2, o2, s2, batch, CLIP)  # the library's step
+assert float(to_numpy(loss1)) == float(to_numpy(loss2))
+assert all(np.array_equal(to_numpy(p.data), to_numpy(q.data)) for p, q in zip(m1.parameters(), m2.parameters()))
+print("train_step leaves the same weights as the loop body, bit for bit; loss", float(to_numpy(loss2)))
+
+# %% [markdown]
 # ## Exercises
 #
 # **1. Predict, then run: no warm-up.** Set `WARMUP = 1` (the full learning rate from the first step) and train
