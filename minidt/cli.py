@@ -49,12 +49,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             settings.steps = args.steps
         if args.eval_episodes is not None:
             settings.final_eval_episodes = args.eval_episodes
+        if args.workers is not None:
+            settings.workers = args.workers
         out = args.resume
     else:
         try:
             settings = TrainSettings.from_preset(args.preset, env=args.env, dataset=args.dataset, steps=args.steps,
                                                  seed=args.seed, backend=args.backend,
-                                                 final_eval_episodes=args.eval_episodes)
+                                                 final_eval_episodes=args.eval_episodes, workers=args.workers)
         except ValueError as e:
             raise UsageError(str(e))
         out = args.out or default_run_dir(settings)
@@ -100,7 +102,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     try:
         evaluations = evaluate_run(args.run_dir, env=args.env, targets=args.targets, episodes=args.episodes,
-                                   seed=args.seed, progress=not (args.quiet or args.json))
+                                   seed=args.seed, progress=not (args.quiet or args.json), workers=args.workers)
     except ValueError as e:
         raise UsageError(str(e))
     print(json.dumps({"evaluations": evaluations}, indent=1) if args.json else format_evaluations(evaluations))
@@ -141,6 +143,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "reference-returns": cmd_reference_returns}
 
 
+WORKERS_HELP = ("threads for minidt.DataParallel, each on a slice of the batch (default: the usable CPU cores on "
+                "the numpy backend; 1 turns it off)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="minidt", description="The Decision Transformer from first principles.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -166,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--backend", choices=("numpy", "cupy", "strict"))
     t.add_argument("--eval-episodes", type=int, help="episodes per target in the final evaluation (default 20; "
                    "0 skips it)")
+    t.add_argument("--workers", type=int, help=WORKERS_HELP)
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -184,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "range and one beyond)")
     e.add_argument("--episodes", type=int, default=20, help="episodes per target (default 20)")
     e.add_argument("--seed", type=int, default=10_000, help="episode j of every target is seeded seed + j")
+    e.add_argument("--workers", type=int, help=WORKERS_HELP)
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -34,6 +34,7 @@ from .evaluate import Preprocess, add_normalized_scores, rollout
 from .losses import dt_loss
 from .model import DecisionTransformerModel
 from .optim import AdamW, LinearWarmup, clip_grad_norm_, param_groups_no_decay
+from .parallel import DataParallel
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's gym settings (Chen et al. 2021, Table 8 and the released code).
@@ -73,6 +74,7 @@ class TrainSettings:
     seed: int = 0
     dtype: str = "float32"
     backend: str = "numpy"
+    workers: int | None = None  # DataParallel replicas (threads); None: the usable cores (numpy), 1: off
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> "TrainSettings":
@@ -222,7 +224,8 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
                                  "mean": float(np.mean(data.returns)), "episodes": len(data.returns),
                                  "all": [float(r) for r in data.returns]}}, indent=1))
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    model.train()
+    net = DataParallel(model, s.workers)  # the one place the model is wrapped: steps and evaluations use net
+    net.train()
     bar = range(start, s.steps)
     if progress:
         from tqdm import tqdm
@@ -231,7 +234,7 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
     t_log, last_log_step = time.perf_counter(), start
     window = None  # (sum of losses, sum of gradient norms) since the last log, on the device: read when logging
     for step in bar:
-        loss, grad_norm = train_step(model, opt, sched, training_batch(sampler, pre, s.batch_size), s.grad_clip)
+        loss, grad_norm = train_step(net, opt, sched, training_batch(sampler, pre, s.batch_size), s.grad_clip)
         pair = model.backend.xp.stack((loss, grad_norm))
         window = pair if window is None else window + pair
         done = step + 1
@@ -256,13 +259,13 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
             if progress:
                 bar.set_postfix(loss=f"{loss_mean:.4f}", lr=f"{record['lr']:.1e}", it_s=f"{rate:.1f}")
         if evaluate:
-            ev = run_evaluation(model, s, pre, data, s.eval_episodes, progress=False)
+            ev = run_evaluation(net, s, pre, data, s.eval_episodes, progress=False)
             append_jsonl(run_dir / "metrics.jsonl", {"step": done, "evaluations": ev})
-            model.train()
+            net.train()
         if checkpoint:
             save_checkpoint(run_dir, done, model, opt, sched, sampler)
     train_time = time.perf_counter() - t_start
-    evaluations = (run_evaluation(model, s, pre, data, s.final_eval_episodes, progress=progress)
+    evaluations = (run_evaluation(net, s, pre, data, s.final_eval_episodes, progress=progress)
                    if s.final_eval_episodes else [])
     summary = write_report(run_dir, s, data, evaluations, train_time, time.perf_counter() - t_start)
     return summary
@@ -329,9 +332,11 @@ def evaluate_targets(model: DecisionTransformerModel, env: str, targets: list[fl
 
 
 def evaluate_run(run_dir: "str | os.PathLike", env: str | None = None, targets: list[float] | None = None,
-                 episodes: int = 20, seed: int = EVAL_SEED, progress: bool = False) -> list[dict]:
+                 episodes: int = 20, seed: int = EVAL_SEED, progress: bool = False, workers: int | None = None
+                 ) -> list[dict]:
     """Evaluate a finished (or resumed, or interrupted) run's latest model: `minidt evaluate RUN_DIR`.
-    env: the run's own by default; targets: the run's (its dataset's range and beyond) by default."""
+    env: the run's own by default; targets: the run's (its dataset's range and beyond) by default; workers:
+    DataParallel's (None: the usable cores, 1: off)."""
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").exists():
         raise ValueError(f"RUN_DIR: {run_dir} is not a run directory (expected run.json, written by minidt train)")
@@ -348,7 +353,8 @@ def evaluate_run(run_dir: "str | os.PathLike", env: str | None = None, targets: 
     pre.action_low, pre.action_high = spec["action_low"], spec["action_high"]
     if targets is None:
         targets = evaluation_targets(run["dataset_returns"]["all"])
-    return evaluate_targets(model, env, targets, episodes, pre, run["settings"]["K"], seed, progress)
+    return evaluate_targets(DataParallel(model, workers), env, targets, episodes, pre, run["settings"]["K"], seed,
+                            progress)
 
 
 def write_report(run_dir: Path, s: TrainSettings, data: Any, evaluations: list[dict], train_time: float,
