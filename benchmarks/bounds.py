@@ -150,10 +150,20 @@ def infer_bounds(rounds: int) -> None:
     assert np.allclose(pure, ours.get_action(**x), rtol=1e-5, atol=1e-6)
     pure_ms = median_ms(lambda: pure_get_action(ours, x), 300, 30)
     floor = gemm_ms(get_action_gemms(config, 1, 20))
+    from minidt.layers import attention_bias
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):  # its 12 GEMMs unthreaded: is OpenBLAS's second thread worth it?
+        one_thread_ms = median_ms(lambda: ours.get_action(**x), 300, 30)
+    mask3 = np.repeat(x["attention_mask"], 3, axis=1)[:, :-1]
+    bias_ms = median_ms(lambda: attention_bias(mask3, 59, 59, np.float32, mask3), 300, 30)
+    checks_ms = median_ms(lambda: ours._timesteps(x["timesteps"], 1, 20), 300, 30)
     print(f"2 inference batch 1: get_action {ours_ms:.3f} ms, torch {torch_ms:.3f} ms (ratio {ours_ms / torch_ms:.2f};"
           f" goal {GOALS['infer']} = {GOALS['infer'] * torch_ms:.3f} ms)")
     print(f"  the same math with no Module layer (layer functions called directly): {pure_ms:.3f} ms = "
           f"{pure_ms / torch_ms:.2f} x torch")
+    print(f"  with OpenBLAS on one thread: {one_thread_ms:.3f} ms; the attention bias built per call: {bias_ms:.3f} ms;"
+          f" the timesteps' range check: {checks_ms:.3f} ms")
     print(f"  its affine maps' GEMMs alone, contiguous operands, OpenBLAS's default threads: {floor:.3f} ms = "
           f"{floor / torch_ms:.2f} x torch; the rest of the goal, {GOALS['infer'] * torch_ms - floor:.3f} ms, would "
           f"have to hold every other NumPy call (LayerNorms, attention, residuals, embeddings), which take "
