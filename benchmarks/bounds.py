@@ -1,21 +1,17 @@
 """What bounds goals 1-3: the measurements behind benchmarks/README.md's "What bounds each goal".
 
-    pip install threadpoolctl            # runtime control of OpenBLAS's thread count, for experiment 1 only
-                                         # (without it, experiment 1 is skipped and says so)
     python -m benchmarks.bounds
 
-1. Training step, total work: the step with OpenBLAS held to one thread (threadpoolctl) is the CPU time of
-   minidt's work; half of it is the best any use of the two cores could do. Then the experiment that comes
-   closest: two replicas on half-batches in two Python threads (NumPy releases the GIL inside its loops), each
-   with single-threaded BLAS, so the elementwise passes use both cores, as torch's do. torch's step is timed in
-   the same process.
+1. Training step, total work: one replica's step with OpenBLAS held to one thread (threadpoolctl) is the CPU
+   time of minidt's work; half of it is the best any use of the two cores could do. DataParallel (the trainer's
+   step) splits the forward and backward over two threads; what it leaves on one thread (the loss, the gradient
+   sum, clip_grad_norm_, AdamW) is timed too, and bounds it further. torch's step is timed in the same process.
 2. Batch-1 get_action: the same math with the layer functions called directly (no Module, no checks), and its
-   GEMMs alone (contiguous operands, the shapes it multiplies), against 0.3 x torch.
+   GEMMs alone (contiguous operands, the shapes it multiplies), against the goal (benchmarks.run.GOALS).
 3. Evaluation: the FLOPs of 20,000 get_action rows at the measured sgemm rate of its shapes, against
-   0.05 x torch's loop (torch's number from `python -m benchmarks.run --only eval`, passed as --torch-eval-s).
+   the goal times torch's loop (torch's number from `python -m benchmarks.run --only eval`, passed as --torch-eval-s).
 
-Nothing here is used by the library; the threads-and-replicas experiment is not how minidt trains (see the
-README for why).
+Nothing here is used by the library.
 """
 
 from __future__ import annotations
@@ -25,15 +21,14 @@ import os
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.run import EVAL_K, PAPER, PENDULUM, THREADS, batch, infer_pair, train_pair  # noqa: E402
-from minidt import DecisionTransformerConfig, DecisionTransformerModel  # noqa: E402
-from minidt.losses import masked_mse  # noqa: E402
+from benchmarks.run import EVAL_K, GOALS, PAPER, PENDULUM, THREADS, batch, infer_pair, train_pair  # noqa: E402
+from minidt import DataParallel, DecisionTransformerConfig, DecisionTransformerModel  # noqa: E402
+from minidt.losses import dt_loss  # noqa: E402
 from minidt.optim import AdamW, clip_grad_norm_  # noqa: E402
 
 
@@ -76,47 +71,37 @@ def train_bounds(rounds: int) -> None:
     from threadpoolctl import threadpool_limits
 
     config = DecisionTransformerConfig(**PAPER)
-    fa, fb = train_pair(config, 64, 20)
-    step_ms, torch_ms = median_ms(fa, rounds), median_ms(fb, rounds)
+    fa, fb = train_pair(config, 64, 20)  # DataParallel, as the trainer runs it
+    one, _ = train_pair(config, 64, 20, workers=1)
+    step_ms, torch_ms, one_ms = median_ms(fa, rounds), median_ms(fb, rounds), median_ms(one, rounds)
     with threadpool_limits(1, user_api="blas"):
-        one_thread_ms = median_ms(fa, rounds)
+        one_thread_ms = median_ms(one, rounds)
 
-    # two replicas, half a batch each, in two threads with single-threaded BLAS
+    # what DataParallel leaves on one thread: the loss, the gradient sum, clip_grad_norm_ and AdamW
+    model = DecisionTransformerModel(config, seed=0).train()
+    dp = DataParallel(model, 2)
     x = batch(config, 64, 20)
-    halves = [{k: v[:32] for k, v in x.items()}, {k: v[32:] for k, v in x.items()}]
-    replicas = [DecisionTransformerModel(config, seed=0).train() for _ in range(2)]
-    n_real = float(np.sum(x["attention_mask"]))
+    opt = AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    out = dp(**x)
+    loss, grads = dt_loss(out, x["states"], x["actions"], x["returns_to_go"], x["attention_mask"])
 
-    def forward_backward(model, xs):
-        out = model(**xs)
-        _, d = masked_mse(out.action_preds, xs["actions"], xs["attention_mask"])
-        d *= float(np.sum(xs["attention_mask"])) / n_real  # each half's share of the whole batch's mean
-        model.backward(action_preds=d)
-
-    # for timing only: replica 1 never receives the updated weights (a real data-parallel step would share them)
-    opt = AdamW(replicas[0].parameters(), lr=1e-4, weight_decay=1e-4)
-    pool = ThreadPoolExecutor(1)
-
-    def parallel_step():
-        other = pool.submit(forward_backward, replicas[1], halves[1])
-        forward_backward(replicas[0], halves[0])
-        other.result()
-        for p, q in zip(replicas[0].parameters(), replicas[1].parameters()):
-            if q.grad is not None:
-                p.grad = p.grad + q.grad
-                q.grad = None
-        clip_grad_norm_(replicas[0].parameters(), 0.25)
+    def serial():
+        dt_loss(out, x["states"], x["actions"], x["returns_to_go"], x["attention_mask"])
+        for p, *copies in dp.params:
+            sum(c.data for c in copies[:2])  # as many adds as the gradient sum
+        clip_grad_norm_(model.parameters(), 0.25)
         opt.step()
-        opt.zero_grad()
 
-    with threadpool_limits(1, user_api="blas"):
-        parallel_ms = median_ms(parallel_step, rounds)
-    print(f"1 train step B 64 K 20: minidt {step_ms:.1f} ms, torch {torch_ms:.1f} ms (ratio {step_ms / torch_ms:.2f}; "
-          f"goal 0.80 = {0.8 * torch_ms:.1f} ms)")
-    print(f"  minidt's work on one core (BLAS 1 thread): {one_thread_ms:.1f} ms; half of it, the best two cores "
-          f"could do: {one_thread_ms / 2:.1f} ms = {one_thread_ms / 2 / torch_ms:.2f} x torch")
-    print(f"  two replicas on half-batches in two threads, BLAS 1 thread each, + clip + AdamW: {parallel_ms:.1f} ms"
-          f" = {parallel_ms / torch_ms:.2f} x torch")
+    dp.backward(*grads)
+    serial_ms = median_ms(serial, rounds)
+    print(f"1 train step B 64 K 20: minidt (DataParallel, 2 workers) {step_ms:.1f} ms, torch {torch_ms:.1f} ms "
+          f"(ratio {step_ms / torch_ms:.2f}; goal {GOALS['train']} = {GOALS['train'] * torch_ms:.1f} ms); one "
+          f"replica {one_ms:.1f} ms ({one_ms / torch_ms:.2f})")
+    print(f"  minidt's work on one core (one replica, BLAS 1 thread): {one_thread_ms:.1f} ms; half of it, the best two"
+          f" cores could do: {one_thread_ms / 2:.1f} ms = {one_thread_ms / 2 / torch_ms:.2f} x torch")
+    print(f"  left on one thread by DataParallel (loss, gradient sum, clip, AdamW): {serial_ms:.1f} ms; the two "
+          f"cores' bound with it: {(one_thread_ms - serial_ms) / 2 + serial_ms:.1f} ms = "
+          f"{((one_thread_ms - serial_ms) / 2 + serial_ms) / torch_ms:.2f} x torch")
 
 
 def pure_get_action(model: DecisionTransformerModel, x: dict) -> np.ndarray:
@@ -165,13 +150,23 @@ def infer_bounds(rounds: int) -> None:
     assert np.allclose(pure, ours.get_action(**x), rtol=1e-5, atol=1e-6)
     pure_ms = median_ms(lambda: pure_get_action(ours, x), 300, 30)
     floor = gemm_ms(get_action_gemms(config, 1, 20))
+    from minidt.layers import attention_bias
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):  # its 12 GEMMs unthreaded: is OpenBLAS's second thread worth it?
+        one_thread_ms = median_ms(lambda: ours.get_action(**x), 300, 30)
+    mask3 = np.repeat(x["attention_mask"], 3, axis=1)[:, :-1]
+    bias_ms = median_ms(lambda: attention_bias(mask3, 59, 59, np.float32, mask3), 300, 30)
+    checks_ms = median_ms(lambda: ours._timesteps(x["timesteps"], 1, 20), 300, 30)
     print(f"2 inference batch 1: get_action {ours_ms:.3f} ms, torch {torch_ms:.3f} ms (ratio {ours_ms / torch_ms:.2f};"
-          f" goal 0.30 = {0.3 * torch_ms:.3f} ms)")
+          f" goal {GOALS['infer']} = {GOALS['infer'] * torch_ms:.3f} ms)")
     print(f"  the same math with no Module layer (layer functions called directly): {pure_ms:.3f} ms = "
           f"{pure_ms / torch_ms:.2f} x torch")
+    print(f"  with OpenBLAS on one thread: {one_thread_ms:.3f} ms; the attention bias built per call: {bias_ms:.3f} ms;"
+          f" the timesteps' range check: {checks_ms:.3f} ms")
     print(f"  its affine maps' GEMMs alone, contiguous operands, OpenBLAS's default threads: {floor:.3f} ms = "
-          f"{floor / torch_ms:.2f} x torch; the rest of the goal, {0.3 * torch_ms - floor:.3f} ms, would have to hold "
-          f"every other NumPy call (LayerNorms, attention, residuals, embeddings), which take "
+          f"{floor / torch_ms:.2f} x torch; the rest of the goal, {GOALS['infer'] * torch_ms - floor:.3f} ms, would "
+          f"have to hold every other NumPy call (LayerNorms, attention, residuals, embeddings), which take "
           f"{pure_ms - floor:.3f} ms in the path above")
 
 
@@ -185,11 +180,14 @@ def eval_bounds(torch_eval_s: float) -> None:
     x = batch(config, B, EVAL_K)
     x["attention_mask"][:] = 1.0
     ga = median_ms(lambda: model.get_action(**x), 5, 1) * steps / 1e3
-    print(f"3 eval 100 Pendulum episodes x 200 steps: get_action alone {ga:.2f} s; its GEMMs alone "
-          f"({flops / 1e12:.2f} TFLOP) {t:.2f} s at {flops / t / 1e9:.0f} GFLOP/s")
+    dp = DataParallel(model)
+    ga_dp = median_ms(lambda: dp.get_action(**x), 5, 1) * steps / 1e3
+    print(f"3 eval 100 Pendulum episodes x 200 steps: get_action alone {ga:.2f} s, on DataParallel ({dp.workers} "
+          f"workers) {ga_dp:.2f} s; its GEMMs alone ({flops / 1e12:.2f} TFLOP) {t:.2f} s at {flops / t / 1e9:.0f} "
+          "GFLOP/s (OpenBLAS on every core)")
     if torch_eval_s:
-        print(f"  goal 0.05 x torch's {torch_eval_s:.1f} s = {0.05 * torch_eval_s:.2f} s; the GEMMs alone are "
-              f"{t / torch_eval_s:.3f} x torch")
+        print(f"  goal {GOALS['eval']} x torch's {torch_eval_s:.1f} s = {GOALS['eval'] * torch_eval_s:.2f} s; the "
+              f"GEMMs alone are {t / torch_eval_s:.3f} x torch")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -201,12 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(THREADS)
-    import importlib.util
-
-    if importlib.util.find_spec("threadpoolctl") is None:
-        print("1 train step: SKIPPED: needs threadpoolctl to hold OpenBLAS to one thread (pip install threadpoolctl)")
-    else:
-        train_bounds(args.rounds)
+    train_bounds(args.rounds)
     infer_bounds(args.rounds)
     eval_bounds(args.torch_eval_s)
 

@@ -6,15 +6,18 @@
 
 Every time is the median of >= 5 rounds after warm-up; within a round minidt runs, then torch, so a noisy
 neighbour slows both and the ratio stays fair. Both run float32 on the same number of threads (torch
-set_num_threads(2); NumPy's OpenBLAS uses every core, which is 2 on these machines). Ratios are minidt / torch:
+set_num_threads(2); minidt one DataParallel worker per core, or NumPy's OpenBLAS on every core where it runs
+unsplit: 2 on these machines). Ratios are minidt / torch:
 lower is better. Items (the issue's numbering):
 
-    1 train   one training step of the paper's config: forward, masked-MSE action loss, backward,
-              clip_grad_norm_ 0.25, AdamW; plus GFLOP/s against the sgemm rate at the same GEMM shapes
+    1 train   one training step of the paper's config (minidt.train.train_step on DataParallel, as the trainer
+              runs it): forward, masked-MSE action loss, backward, clip_grad_norm_ 0.25, AdamW; a second row with
+              one replica (--workers 1); GFLOP/s against the sgemm rate at the same GEMM shapes
     2 infer   one rollout step at batch 1, K 20: model.get_action against the example's full forward under
               no_grad (torch); the full forward on both sides as a second row
-    3 eval    100 Pendulum-v1 episodes at one target: minidt's vectorized rollout against the transformers
-              example's loop (one env, get_action once per step); torch may run fewer episodes, scaled linearly
+    3 eval    100 Pendulum-v1 episodes at one target: minidt's vectorized rollout (on DataParallel, as minidt
+              evaluate runs it) against the transformers example's loop (one env, get_action once per step);
+              torch may run fewer episodes, scaled linearly
     4 memory  peak extra memory of a training step: tracemalloc (NumPy) against torch's profiler accounting
     5 scaling training step time against batch size and context length K
     6 gpu     1 and 2 on the cupy backend against torch CUDA, when both exist
@@ -40,9 +43,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import minidt  # noqa: E402
 from minidt import DecisionTransformerConfig, DecisionTransformerModel  # noqa: E402
-from minidt.losses import masked_mse  # noqa: E402
-from minidt.optim import AdamW, clip_grad_norm_  # noqa: E402
+from minidt import DataParallel  # noqa: E402
+from minidt.optim import AdamW, LinearWarmup  # noqa: E402
 from minidt.parity import make_inputs  # noqa: E402
+from minidt.train import train_step  # noqa: E402
 
 THREADS = 2
 PAPER = dict(hidden_size=128, n_layer=3, n_head=1, activation_function="relu", state_dim=11, act_dim=3,
@@ -105,16 +109,9 @@ def to_torch(x: dict[str, np.ndarray], device: str = "cpu") -> dict:
 
 
 def minidt_train_step(model, opt, x: dict) -> Callable[[], Any]:
-    def step():
-        out = model(**x)
-        loss, daction = masked_mse(out.action_preds, x["actions"], x["attention_mask"])
-        model.backward(action_preds=daction)
-        clip_grad_norm_(model.parameters(), MAX_NORM)
-        opt.step()
-        opt.zero_grad()
-        return loss
-
-    return step
+    """minidt.train.train_step, the trainer's step (no warm-up here: LinearWarmup(opt, 1) keeps lr constant)."""
+    sched = LinearWarmup(opt, 1)
+    return lambda: train_step(model, opt, sched, x, MAX_NORM)
 
 
 def torch_train_step(ref, opt, x: dict) -> Callable[[], Any]:
@@ -138,7 +135,10 @@ def torch_train_step(ref, opt, x: dict) -> Callable[[], Any]:
     return step
 
 
-def train_pair(config: DecisionTransformerConfig, B: int, K: int, device: str = "cpu", backend: str = "numpy"):
+def train_pair(config: DecisionTransformerConfig, B: int, K: int, device: str = "cpu", backend: str = "numpy",
+               workers: int | None = None):
+    """minidt's training step (as the trainer runs it: DataParallel, `workers` replicas, default the usable cores
+    on the numpy backend) and torch's, on the same weights and batch."""
     import torch
 
     ours, ref = models(config, device=device, backend=backend)
@@ -150,7 +150,8 @@ def train_pair(config: DecisionTransformerConfig, B: int, K: int, device: str = 
         x_ours = {k: (None if v is None else b.asarray(v)) for k, v in x.items()}
     else:
         x_ours = x
-    fa = minidt_train_step(ours, AdamW(ours.parameters(), lr=LR, weight_decay=WEIGHT_DECAY), x_ours)
+    fa = minidt_train_step(DataParallel(ours, workers), AdamW(ours.parameters(), lr=LR, weight_decay=WEIGHT_DECAY),
+                           x_ours)
     fb = torch_train_step(ref, torch.optim.AdamW(ref.parameters(), lr=LR, weight_decay=WEIGHT_DECAY),
                           to_torch(x, device))
     return fa, fb
@@ -205,6 +206,7 @@ def item_train(args) -> dict:
     B, K = 64, 20
     fa, fb = train_pair(config, B, K)
     r = interleaved(fa, fb, args.rounds)
+    r["one_replica"] = interleaved(*train_pair(config, B, K, workers=1), args.rounds)  # --workers 1
     shapes = gemm_shapes(config, B, K)
     flops = sum(2.0 * b * m * k * n for b, m, k, n in shapes)
     t_np, rate_np = sgemm_rate(shapes, "numpy")
@@ -321,11 +323,12 @@ def item_eval(args) -> dict:
     ref.eval()
     pre = pendulum_pre()
     episodes, torch_episodes = 100, args.torch_episodes
-    fa = lambda: rollout(ours, "Pendulum-v1", [TARGET], episodes, pre, EVAL_K, seed=0)  # noqa: E731
+    dp = DataParallel(ours)  # as minidt evaluate runs it
+    fa = lambda: rollout(dp, "Pendulum-v1", [TARGET], episodes, pre, EVAL_K, seed=0)  # noqa: E731
     fb = lambda: torch_evaluate(ref, torch_episodes, pre, EVAL_K, seed=0)  # noqa: E731
     # warm-up on 2 episodes each, which doubles as a check: same weights, seeds and target, so the two loops must
     # earn nearly the same returns (float32 round-off may split a trajectory late)
-    check = {"minidt": rollout(ours, "Pendulum-v1", [TARGET], 2, pre, EVAL_K, seed=0)[0]["returns"],
+    check = {"minidt": rollout(dp, "Pendulum-v1", [TARGET], 2, pre, EVAL_K, seed=0)[0]["returns"],
              "torch": torch_evaluate(ref, 2, pre, EVAL_K, seed=0)}
     r = interleaved(fa, fb, args.eval_rounds, warmup=0, min_round=0.0)
     r["returns_check"] = check
@@ -416,7 +419,7 @@ def item_gpu(args) -> dict:
 
 
 # --- the table ---------------------------------------------------------------------------------------------------
-GOALS = {"train": 0.80, "infer": 0.30, "eval": 0.05, "memory": 1.0}
+GOALS = {"train": 0.95, "infer": 0.40, "eval": 0.12, "memory": 1.0}  # issue 16
 
 
 def fmt_s(s: float) -> str:
@@ -434,6 +437,8 @@ def table(results: dict) -> str:
         r = results["train"]
         row("1 train step (B 64, K 20, fwd+loss+bwd+clip+AdamW)", fmt_s(r["minidt_s"]), fmt_s(r["torch_s"]),
             r["ratio"], GOALS["train"])
+        o = r["one_replica"]
+        row("  one replica (--workers 1)", fmt_s(o["minidt_s"]), fmt_s(o["torch_s"]), o["ratio"], None)
         row(f"  GFLOP/s ({r['gflop']:.1f} GFLOP per step)", f"{r['minidt_gflops']:.0f}", f"{r['torch_gflops']:.0f}",
             r["minidt_gflops"] / r["torch_gflops"], None)
         row("  sgemm GFLOP/s at the step's GEMM shapes", f"{r['sgemm_numpy_gflops']:.0f}",

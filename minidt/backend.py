@@ -295,10 +295,14 @@ class Generator:
         """Booleans, each True with probability `prob` (to within 2^-32). Dropout draws one per activation, so
         this is hot: each entry takes 32 raw random bits (two per 64-bit word of the generator) compared with
         prob * 2^32, half the work of a float64 uniform, and a bool array is 1 byte per entry to move."""
-        n = math.prod(shape)
-        bits = self.rng.bit_generator.random_raw((n + 1) // 2).view(np.uint32)[:n]  # n uniform 32-bit integers
+        bits = self.random_bits(math.prod(shape))  # uniform 32-bit integers
         threshold = np.uint32(min(round(prob * 2**32), 2**32 - 1))
         return self.backend.asarray(np.reshape(bits < threshold, shape))
+
+    def random_bits(self, n: int) -> np.ndarray:
+        """The stream's next n uniform 32-bit integers, (n,) uint32 on the host: two per 64-bit word, so entry j
+        is half of word j // 2 (minidt.parallel's replicas draw their rows of a batch's mask by that rule)."""
+        return self.rng.bit_generator.random_raw((n + 1) // 2).view(np.uint32)[:n]
 
     def get_state(self) -> dict:
         return self.rng.bit_generator.state

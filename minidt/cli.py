@@ -109,7 +109,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         settings = TrainSettings.from_preset(
             args.preset or "quick", env=args.env, dataset=args.dataset, steps=args.steps, seed=args.seed,
-            backend=args.backend, final_eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every)
+            backend=args.backend, final_eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
+            workers=args.workers)
         out = args.out or default_run_dir(settings)
     on_main_thread = threading.current_thread() is threading.main_thread()
     # SIGTERM outside the training loop (which checkpoints first) stops as Ctrl-C does: no traceback
@@ -145,8 +146,8 @@ def interrupt(signum: int, frame: object) -> None:
 
 
 def resume_settings(args: argparse.Namespace) -> "TrainSettings":
-    """The resumed run's own settings; flags that contradict them are an error, --steps, --eval-episodes and
-    --checkpoint-every change them."""
+    """The resumed run's own settings; flags that contradict them are an error, --steps, --eval-episodes,
+    --checkpoint-every and --workers change them."""
     from .data import GYM_IDS, env_name
     from .train import read_run_info
 
@@ -170,7 +171,7 @@ def resume_settings(args: argparse.Namespace) -> "TrainSettings":
         raise UsageError(f"--resume {args.resume}: a resumed run keeps its settings; contradicted by "
                          + ", ".join(clashes))
     for name, value in (("steps", args.steps), ("final_eval_episodes", args.eval_episodes),
-                        ("checkpoint_every", args.checkpoint_every)):
+                        ("checkpoint_every", args.checkpoint_every), ("workers", args.workers)):
         if value is not None:
             setattr(s, name, value)
     return s
@@ -198,7 +199,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train import evaluate_run
 
     evaluations = evaluate_run(args.run_dir, env=args.env, targets=args.targets, episodes=args.episodes,
-                               seed=args.seed, progress=not (args.quiet or args.json))
+                               seed=args.seed, progress=not (args.quiet or args.json), workers=args.workers)
     print(json.dumps({"evaluations": evaluations}, indent=1) if args.json else format_evaluations(evaluations))
     if args.video:
         from .video import record_run
@@ -264,6 +265,10 @@ def add_parity(sub: argparse._SubParsersAction) -> None:
                    help="seed of the weights and inputs (default 0)")
 
 
+WORKERS_HELP = ("threads for minidt.DataParallel, each on a slice of the batch (default: the usable CPU cores on "
+                "the numpy backend; 1 turns it off)")
+
+
 def add_train(sub: argparse._SubParsersAction) -> None:
     from .train import PRESETS, TrainSettings  # not minidt.data, slow to import (minari): the tiers are tested
 
@@ -295,6 +300,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                         "Ctrl-C or SIGTERM)")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint, with its "
                    "settings (--steps, --eval-episodes and --checkpoint-every may change)")
+    t.add_argument("--workers", type=positive_int, metavar="N", help=WORKERS_HELP)
     t.add_argument("--quiet", action="store_true", help="no start-up summary, no progress bars")
 
 
@@ -323,6 +329,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--episodes", type=positive_int, default=20, metavar="N", help="episodes per target (default 20)")
     e.add_argument("--seed", type=nonnegative_int, default=EVAL_SEED, metavar="S",
                    help=f"episode j of every target is seeded seed + j (default {EVAL_SEED})")
+    e.add_argument("--workers", type=positive_int, metavar="N", help=WORKERS_HELP)
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.add_argument("--video", metavar="DIR", help="also write one GIF per target (its episode seeded --seed) and "
                    "all of them side by side into DIR")

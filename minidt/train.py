@@ -41,6 +41,7 @@ from .evaluate import Preprocess, add_normalized_scores, rollout
 from .losses import dt_loss
 from .model import DecisionTransformerModel
 from .optim import AdamW, LinearWarmup, clip_grad_norm_, param_groups_no_decay
+from .parallel import DataParallel
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's gym settings (Chen et al. 2021, Table 8 and the released code).
@@ -80,6 +81,7 @@ class TrainSettings:
     seed: int = 0
     dtype: str = "float32"
     backend: str = "numpy"
+    workers: int | None = None  # DataParallel replicas (threads); None: the usable cores (numpy), 1: off
 
     def __post_init__(self) -> None:
         at_least = {"steps": 1, "K": 1, "batch_size": 1, "hidden_size": 1, "n_layer": 1, "n_head": 1, "log_every": 1,
@@ -95,6 +97,9 @@ class TrainSettings:
                 raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
         if not self.lr > 0 or not self.dropout < 1:
             raise ValueError(f"lr and dropout: expected lr > 0 and dropout < 1, got {self.lr} and {self.dropout}")
+        if self.workers is not None and (not isinstance(self.workers, int) or isinstance(self.workers, bool)
+                                         or self.workers < 1):
+            raise ValueError(f"workers: expected None or an integer >= 1, got {self.workers!r}")
         for name, allowed in (("preset", tuple(PRESETS)), ("dtype", DTYPES), ("backend", BACKENDS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: expected one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -413,7 +418,8 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
                                  "all": [float(r) for r in data.returns]}}, indent=1))
     if progress:
         print(describe(s, data, model, run_dir, start), flush=True)
-    model.train()
+    net = DataParallel(model, s.workers)  # the one place the model is wrapped: steps and evaluations use net
+    net.train()
     bar = range(start, s.steps)
     if progress:
         from tqdm import tqdm
@@ -424,7 +430,7 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
     try:
         with deferred_signals() as caught:
             for step in bar:
-                loss, grad_norm = train_step(model, opt, sched, training_batch(sampler, pre, s.batch_size),
+                loss, grad_norm = train_step(net, opt, sched, training_batch(sampler, pre, s.batch_size),
                                              s.grad_clip)
                 pair = model.backend.xp.stack((loss, grad_norm))
                 window = pair if window is None else window + pair
@@ -452,9 +458,9 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
                     if progress:
                         bar.set_postfix(loss=f"{loss_mean:.4f}", lr=f"{record['lr']:.1e}", it_s=f"{rate:.1f}")
                 if evaluate:
-                    ev = run_evaluation(model, s, pre, data, s.eval_episodes, progress=False)
+                    ev = run_evaluation(net, s, pre, data, s.eval_episodes, progress=False)
                     append_jsonl(run_dir / "metrics.jsonl", {"step": done, "evaluations": ev})
-                    model.train()
+                    net.train()
                 if checkpoint:
                     ckpt = save_checkpoint(run_dir, done, model, opt, sched, sampler)
                 if stop:
@@ -463,7 +469,7 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
         if progress:
             bar.close()
     train_time = time.perf_counter() - t_start
-    evaluations = (run_evaluation(model, s, pre, data, s.final_eval_episodes, progress=progress)
+    evaluations = (run_evaluation(net, s, pre, data, s.final_eval_episodes, progress=progress)
                    if s.final_eval_episodes else [])
     summary = write_report(run_dir, s, data, pre, evaluations, train_time, time.perf_counter() - t_start)
     return summary
@@ -590,10 +596,11 @@ def load_run(path: "str | os.PathLike", backend: "str | Backend | None" = None,
 
 
 def evaluate_run(path: "str | os.PathLike", env: str | None = None, targets: list[float] | None = None,
-                 episodes: int = 20, seed: int = EVAL_SEED, progress: bool = False) -> list[dict]:
+                 episodes: int = 20, seed: int = EVAL_SEED, progress: bool = False, workers: int | None = None
+                 ) -> list[dict]:
     """Evaluate a finished (or resumed, or interrupted) run's latest model, or one of its checkpoints/step-N:
     `minidt evaluate PATH`. env: the run's own by default; targets: the run's (evaluation_targets of its
-    dataset's returns) by default."""
+    dataset's returns) by default; workers: DataParallel's (None: the usable cores, 1: off)."""
     if episodes < 1:
         raise ValueError(f"--episodes: expected at least 1, got {episodes}")
     if targets is not None and not (targets and np.isfinite(targets).all()):
@@ -612,7 +619,8 @@ def evaluate_run(path: "str | os.PathLike", env: str | None = None, targets: lis
     pre.action_low, pre.action_high = spec["action_low"], spec["action_high"]
     if targets is None:
         targets = evaluation_targets(info.dataset_returns)
-    return evaluate_targets(model, env, targets, episodes, pre, info.settings.K, seed, progress)
+    return evaluate_targets(DataParallel(model, workers), env, targets, episodes, pre, info.settings.K, seed,
+                            progress)
 
 
 def conditioning(evaluations: list[dict], dataset_best: float) -> dict:

@@ -153,6 +153,24 @@ def test_training_lowers_the_loss(cache, tmp_path):
     assert after < 0.5 * before, (before, after)
 
 
+def test_dataparallel_trains_as_the_model_alone(cache, tmp_path, monkeypatch):
+    """The trainer wraps the model in DataParallel (uneven splits here: 4 rows over 3 workers, dropout on);
+    workers=1 is the model alone: the same weights to round-off, in float64."""
+    from minidt.parallel import DataParallel
+
+    split = []
+    in_threads = DataParallel.in_threads
+    monkeypatch.setattr(DataParallel, "in_threads", lambda self, calls: split.append(len(calls)) or
+                        in_threads(self, calls))
+    train(tiny(steps=4, dtype="float64", workers=1), tmp_path / "one", progress=False)
+    assert split == []
+    train(tiny(steps=4, dtype="float64", workers=3), tmp_path / "three", progress=False)
+    assert split == [3] * 8  # a forward and a backward per step
+    a, b = read_state(tmp_path / "one"), read_state(tmp_path / "three")
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-10, atol=1e-12, err_msg=k)
+
+
 def test_one_training_step_on_the_strict_backend(cache, tmp_path):
     """The whole step (sampler batch, forward, loss, backward, clip, AdamW, checkpoint) on array_api_strict gives
     the NumPy step's weights."""
