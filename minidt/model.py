@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .backend import Backend, Generator, dtype_name, to_numpy
+from .backend import Backend, Generator, array_namespace, dtype_name, is_backend_array, to_numpy
 from .config import DecisionTransformerConfig
 from .gpt2 import DecisionTransformerGPT2Model
 from .layers import Activation, Embedding, LayerNorm, Linear, Module, ModuleList
@@ -77,12 +77,14 @@ class DecisionTransformerModel(Module):
                 ) -> "DecisionTransformerOutput | tuple":
         """states (B, T, state_dim), actions (B, T, act_dim), rewards (unused, as in the reference),
         returns_to_go (B, T, 1), timesteps (B, T) integers in [0, max_ep_len), attention_mask (B, T) of 1 (real)
-        and 0 (padding), default all ones. NumPy or backend arrays; floats are cast to the model's dtype."""
+        and 0 (padding), default all ones. NumPy or backend arrays; floats are cast to the model's dtype.
+        Timesteps from the host are range-checked; timesteps already on a GPU are not (a check would read them
+        back and stall it): out of range there, they are the caller's bug."""
         x, mask3 = self._tokens(states, actions, returns_to_go, timesteps, attention_mask)  # B,3T,C and B,3T
         cfg, xp = self.config, self.backend.xp
         B, T, C = x.shape[0], x.shape[1] // 3, cfg.hidden_size
-        position_ids = xp.zeros((B, 3 * T), dtype=xp.int64, device=self.backend.device)
-        enc = self.encoder(inputs_embeds=x, attention_mask=mask3, position_ids=position_ids, use_cache=False,
+        # position ids all 0, as the reference's zero array: the timestep embedding plays the role of a position
+        enc = self.encoder(inputs_embeds=x, attention_mask=mask3, position_ids=0, use_cache=False,
                            output_attentions=bool(output_attentions), output_hidden_states=bool(output_hidden_states))
         h = xp.reshape(enc.last_hidden_state, (B, T, 3, C))  # h[:, t, k]: token k of timestep t (R, s, a)
         h_state, h_action = h[:, :, 1, :], h[:, :, 2, :]
@@ -112,10 +114,8 @@ class DecisionTransformerModel(Module):
             x, mask3 = self._tokens(states, actions, returns_to_go, timesteps, attention_mask)  # B,3T,C and B,3T
             if x.shape[1] == 0:
                 raise ValueError(f"states: expected at least one timestep, got shape {tuple(states.shape)}")
-            xp = self.backend.xp
             x, mask3 = x[:, :-1, :], mask3[:, :-1]  # ... R_T s_T: s_T cannot see a_T (a placeholder input)
-            position_ids = xp.zeros((1, x.shape[1]), dtype=xp.int64, device=self.backend.device)
-            h = self.encoder.forward_last(x, mask3, position_ids)  # B,1,C  at the token s_T
+            h = self.encoder.forward_last(x, mask3, 0)  # B,1,C  at the token s_T (position ids all 0)
             for m in self.predict_action:  # Linear, then tanh if action_tanh
                 h = m(h)
             return h[:, 0, :]  # B,act_dim
@@ -192,17 +192,20 @@ class DecisionTransformerModel(Module):
     def _timesteps(self, timesteps: Any, B: int, T: int) -> Any:
         if timesteps is None:
             raise ValueError(f"timesteps: expected integers of shape ({B}, {T}), got None")
-        timesteps = self.backend.asarray(timesteps)
+        # Host timesteps (NumPy, lists) are checked here, before they are moved. Timesteps already on a GPU are
+        # not: reading them back would stall it on every call, so keeping them in range is the caller's part.
+        on_device = self.backend.name != "numpy" and is_backend_array(timesteps, self.backend)
+        timesteps = timesteps if on_device else to_numpy(timesteps)
         check_shape("timesteps", timesteps, (B, T))
-        xp = self.backend.xp
+        xp = array_namespace(timesteps)
         if not xp.isdtype(timesteps.dtype, "integral"):
             raise ValueError(f"timesteps: expected an integer dtype, got {timesteps.dtype}")
-        if B * T:
-            lo, hi = int(to_numpy(xp.min(timesteps))), int(to_numpy(xp.max(timesteps)))
+        if B * T and not on_device:
+            lo, hi = int(timesteps.min()), int(timesteps.max())
             if lo < 0 or hi >= self.config.max_ep_len:
                 raise ValueError(f"timesteps: expected values in [0, {self.config.max_ep_len - 1}] "
                                  f"(max_ep_len {self.config.max_ep_len}), got values in [{lo}, {hi}]")
-        return xp.astype(timesteps, xp.int64)
+        return self.backend.asarray(xp.astype(timesteps, xp.int64))
 
     # --- state dicts, devices, checkpoints -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
