@@ -39,6 +39,20 @@ def require(name: str):
         pytest.skip(f"reference package {name!r} not installed: pip install -e '.[test]'")
 
 
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory):
+    """Generated datasets go to a temporary cache, never the user's: one per test session, so each tier is
+    generated once."""
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("MINIDT_CACHE")
+    os.environ["MINIDT_CACHE"] = str(path)
+    yield path
+    if old is None:
+        del os.environ["MINIDT_CACHE"]
+    else:
+        os.environ["MINIDT_CACHE"] = old
+
+
 @pytest.fixture
 def torch():
     t = require("torch")

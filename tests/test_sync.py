@@ -111,12 +111,11 @@ def test_forward_and_get_action_read_nothing_back():
     assert reads == [], reads
 
 
-def test_the_trainer_reads_only_when_it_logs_or_saves(tmp_path, monkeypatch):
+def test_the_trainer_reads_only_when_it_logs_or_saves(cache, tmp_path, monkeypatch):
     """Between two training steps the loop reads nothing, except after a step that logs (the window's mean loss
     and gradient norm: one read), or checkpoints (the weights and moments, to write them)."""
     import minidt.train as t
 
-    monkeypatch.setenv("MINIDT_CACHE", str(tmp_path / "cache"))
     s = t.TrainSettings(env="Pendulum-v1", dataset="medium-replay", steps=12, K=5, batch_size=4, hidden_size=8,
                         n_layer=1, n_head=2, warmup_steps=3, log_every=4, checkpoint_every=12, final_eval_episodes=0,
                         seed=0, backend="strict")

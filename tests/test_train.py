@@ -24,19 +24,6 @@ from minidt.train import (TrainSettings, TrainingDiverged, evaluation_targets, l
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    """Generated datasets go to a temporary cache, never the user's."""
-    path = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("MINIDT_CACHE")
-    os.environ["MINIDT_CACHE"] = str(path)
-    yield path
-    if old is None:
-        del os.environ["MINIDT_CACHE"]
-    else:
-        os.environ["MINIDT_CACHE"] = old
-
-
 def tiny(**overrides) -> TrainSettings:
     s = TrainSettings(env="Pendulum-v1", dataset="medium-replay", steps=6, K=5, batch_size=4, hidden_size=8,
                       n_layer=1, n_head=2, warmup_steps=3, log_every=1, checkpoint_every=2, final_eval_episodes=0,
