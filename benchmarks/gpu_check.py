@@ -69,10 +69,12 @@ def pytest_collection_modifyitems(config: Any, items: list) -> None:
 # --- the device ----------------------------------------------------------------------------------------------------
 def device_backend() -> tuple[str, str | None]:
     """("cupy", None) when CuPy runs a kernel on a GPU, else ("strict", why not)."""
-    import minidt
-
     try:
+        import minidt
+
         minidt.get_backend("cupy")
+    except ImportError as e:  # a package minidt needs is missing: the environment part lists it
+        return "strict", f"minidt does not import: {e}"
     except RuntimeError as e:
         return "strict", str(e)
     return "cupy", None
@@ -391,10 +393,13 @@ def markdown(report: dict) -> str:
 
 
 def write(out: Path, report: dict) -> None:
-    from minidt.checkpoint import atomic_write_text
-
-    atomic_write_text(out / "gpu_check.json", json.dumps(report, indent=1, default=str))
-    atomic_write_text(out / "gpu_check.md", markdown(report))
+    """Both files, each written whole or not at all (not minidt.checkpoint's writer: the report must come out
+    even when minidt does not import)."""
+    for name, text in (("gpu_check.json", json.dumps(report, indent=1, default=str)),
+                       ("gpu_check.md", markdown(report))):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
 
 
 def main(argv: list[str] | None = None) -> int:

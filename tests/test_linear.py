@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from layer_helpers import (TORCH_TOL, assert_close, assert_grad_modes, assert_grads_accumulate, copy_to_torch,
                            fd_check, is_on, param_grads, randomize, seeds, torch_grads, twin, twin_tol)
-from minidt import to_numpy
 from minidt.backend import Generator
 from minidt.layers import Conv1D, Linear
 
