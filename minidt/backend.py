@@ -151,15 +151,22 @@ def _load_cupy() -> tuple[Any, Any]:
         raise RuntimeError(f"backend 'cupy' needs a CUDA GPU and driver; CuPy reports: {e}") from e
     if n == 0:
         raise RuntimeError("backend 'cupy' needs a CUDA GPU; CuPy found none")
-    try:  # NVRTC (the elementwise kernel), cuBLAS (the matrix product), a reduction, and the copy back
-        a = cupy.arange(6, dtype=cupy.float32).reshape(2, 3) + 1
-        got = float((a @ a.T).sum())
+    try:
+        got = first_kernel(cupy)
     except Exception as e:
         raise RuntimeError(f"backend 'cupy': CuPy found {n} GPU(s) but could not run a kernel on "
                            f"{cupy.cuda.Device()}. CuPy says: {type(e).__name__}: {e}. {CUPY_INSTALL}") from e
-    if got != 196.0:
-        raise RuntimeError(f"backend 'cupy': a test kernel on {cupy.cuda.Device()} computed {got}, expected 196.0")
+    if got != first_kernel(np):
+        raise RuntimeError(f"backend 'cupy': a test kernel on {cupy.cuda.Device()} computed {got}, expected "
+                           f"{first_kernel(np)}")
     return _cupy_namespace(cupy), cupy.cuda.Device()
+
+
+def first_kernel(xp: Any) -> float:
+    """sum(a @ a^T) for a = [[1, 2, 3], [4, 5, 6]] (155), computed by `xp`: on CuPy an elementwise kernel (NVRTC),
+    a matrix product (cuBLAS), a reduction and the copy back; NumPy gives the answer to compare with."""
+    a = xp.arange(6, dtype=xp.float32).reshape(2, 3) + 1
+    return float((a @ a.T).sum())
 
 
 def _cupy_namespace(cupy: Any) -> Any:

@@ -93,6 +93,11 @@ def test_a_broken_cupy_is_reported_in_cupys_own_words(no_cupy_backend_yet, monke
     assert "pip install" not in str(e.value)
 
 
+def test_the_first_kernel_is_checked_against_numpys_answer():
+    """_load_cupy runs first_kernel on CuPy and compares with NumPy's: the same expression, exact in float32."""
+    assert backend_module.first_kernel(np) == 155.0
+
+
 def test_cupy_that_cannot_run_a_kernel_fails_at_once(no_cupy_backend_yet, monkeypatch, tmp_path):
     """A GPU is found, but the first kernel fails (no cuBLAS, no NVRTC: CuPy 14 wheels without their [ctk] extra):
     the backend is not made, and the message carries CuPy's error and what to install."""
