@@ -77,9 +77,7 @@ class DecisionTransformerModel(Module):
                 ) -> "DecisionTransformerOutput | tuple":
         """states (B, T, state_dim), actions (B, T, act_dim), rewards (unused, as in the reference),
         returns_to_go (B, T, 1), timesteps (B, T) integers in [0, max_ep_len), attention_mask (B, T) of 1 (real)
-        and 0 (padding), default all ones. NumPy or backend arrays; floats are cast to the model's dtype.
-        Timesteps from the host are range-checked; timesteps already on a GPU are not (a check would read them
-        back and stall it): out of range there, they are the caller's bug."""
+        and 0 (padding), default all ones. NumPy or backend arrays; floats are cast to the model's dtype."""
         x, mask3 = self._tokens(states, actions, returns_to_go, timesteps, attention_mask)  # B,3T,C and B,3T
         cfg, xp = self.config, self.backend.xp
         B, T, C = x.shape[0], x.shape[1] // 3, cfg.hidden_size
