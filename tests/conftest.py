@@ -81,6 +81,10 @@ def pytest_configure(config) -> None:
     else:
         names = ["numpy", "strict"] + (["cupy"] if _cupy_runs() else [])
     config.backends = list(dict.fromkeys(names))
+    # Outside the backend tests NumPy is the default, for fixtures of every scope too (a module-scoped model is
+    # made before any function-scoped fixture runs); _process_default_backend switches it for each backend test.
+    minidt.backend._default = minidt.backend.get_backend("numpy")
+    os.environ["MINIDT_BACKEND"] = "numpy"
 
 
 def _cupy_runs() -> bool:
