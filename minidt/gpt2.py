@@ -59,8 +59,10 @@ class DecisionTransformerGPT2Model(Module):
                 position_ids: Any = None, inputs_embeds: Any = None, use_cache: bool | None = None,
                 output_attentions: bool = False, output_hidden_states: bool = False) -> GPT2Output:
         """inputs_embeds (B, T, C) or input_ids (B, T); attention_mask (B, T_past + T) of 1/0; position_ids
-        (B or 1, T), default T_past .. T_past + T - 1; past_key_values: the previous call's, one (k, v) per layer,
-        each (B, H, T_past, D). Returns last_hidden_state (B, T, C) and, as asked, the rest."""
+        (B or 1, T), default T_past .. T_past + T - 1, or one int for every token (the Decision Transformer passes
+        0 where the reference passes a zero array: the same numbers, and wpe's gradient is then a plain sum);
+        past_key_values: the previous call's, one (k, v) per layer, each (B, H, T_past, D). Returns
+        last_hidden_state (B, T, C) and, as asked, the rest."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("input_ids, inputs_embeds: expected exactly one of them, got "
                              + ("both" if input_ids is not None else "neither"))
@@ -78,8 +80,9 @@ class DecisionTransformerGPT2Model(Module):
             position_ids = xp.reshape(xp.arange(T_past, T_past + T, device=device(inputs_embeds)), (1, T))
         if attention_mask is not None:
             check_shape("attention_mask", attention_mask, (B, T_past + T))
-        position_ids = xp.broadcast_to(position_ids, (B, T))  # so wpe's backward sees one row per token
-        h = self.drop(inputs_embeds + self.wpe(position_ids))  # B,T,C
+        if not isinstance(position_ids, int):
+            position_ids = xp.broadcast_to(position_ids, (B, T))  # so wpe's backward sees one row per token
+        h = self.drop(inputs_embeds + self.wpe(position_ids))  # B,T,C  (an int: wpe gives one row, C)
         # One additive mask for all layers, in the dtype the scores are computed in.
         sdtype = xp.float32 if self.config.reorder_and_upcast_attn else self.dtype
         bias = attention_bias(attention_mask, T, T_past + T, sdtype, h)  # B|1,1,T,T_past+T
@@ -117,7 +120,9 @@ class DecisionTransformerGPT2Model(Module):
             position_ids = xp.reshape(xp.arange(T, device=device(inputs_embeds)), (1, T))
         if attention_mask is not None:
             check_shape("attention_mask", attention_mask, (B, T))
-        h = inputs_embeds + self.wpe(xp.broadcast_to(position_ids, (B, T)))  # B,T,C  (dropout: identity in eval)
+        if not isinstance(position_ids, int):
+            position_ids = xp.broadcast_to(position_ids, (B, T))
+        h = inputs_embeds + self.wpe(position_ids)  # B,T,C  (dropout: identity in eval)
         sdtype = xp.float32 if self.config.reorder_and_upcast_attn else self.dtype
         bias = attention_bias(attention_mask, T, T, sdtype, h)  # B|1,1,T,T
         *blocks, last = self.h

@@ -94,8 +94,8 @@ class DecisionTransformerModel(Module):
         x, mask3 = self._tokens(states, actions, returns_to_go, timesteps, attention_mask)  # B,3T,C and B,3T
         cfg, xp = self.config, self.backend.xp
         B, T, C = x.shape[0], x.shape[1] // 3, cfg.hidden_size
-        position_ids = xp.zeros((B, 3 * T), dtype=xp.int64, device=self.backend.device)
-        enc = self.encoder(inputs_embeds=x, attention_mask=mask3, position_ids=position_ids, use_cache=False,
+        # position ids all 0, as the reference's zero array: the timestep embedding plays the role of a position
+        enc = self.encoder(inputs_embeds=x, attention_mask=mask3, position_ids=0, use_cache=False,
                            output_attentions=bool(output_attentions), output_hidden_states=bool(output_hidden_states))
         h = xp.reshape(enc.last_hidden_state, (B, T, 3, C))  # h[:, t, k]: token k of timestep t (R, s, a)
         h_state, h_action = h[:, :, 1, :], h[:, :, 2, :]
@@ -123,10 +123,8 @@ class DecisionTransformerModel(Module):
                                "inference path of a rollout step, with no dropout")
         with no_grad():
             x, mask3 = self._tokens(states, actions, returns_to_go, timesteps, attention_mask)  # B,3T,C and B,3T
-            xp = self.backend.xp
             x, mask3 = x[:, :-1, :], mask3[:, :-1]  # ... R_T s_T: s_T cannot see a_T (a placeholder input)
-            position_ids = xp.zeros((1, x.shape[1]), dtype=xp.int64, device=self.backend.device)
-            h = self.encoder.forward_last(x, mask3, position_ids)  # B,1,C  at the token s_T
+            h = self.encoder.forward_last(x, mask3, 0)  # B,1,C  at the token s_T (position ids all 0)
             for m in self.predict_action:  # Linear, then tanh if action_tanh
                 h = m(h)
             return h[:, 0, :]  # B,act_dim

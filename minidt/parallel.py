@@ -80,6 +80,9 @@ class DataParallel:
             workers = usable_cores() if model.backend.name == "numpy" else 1
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers: expected a positive integer, got {workers!r}")
+        if workers > 1 and model.backend.name == "cupy":  # its dropout masks come from cuRAND, not rows of PCG64
+            raise ValueError(f"workers: expected 1 on the cupy backend (one GPU's kernels already use all of it; "
+                             f"the docstring says what one replica per GPU would take), got {workers}")
         self.module, self.workers = model, workers
         self.pool = ThreadPoolExecutor(workers - 1, thread_name_prefix="minidt-dp") if workers > 1 else None
         self.blas = None  # OpenBLAS's thread control, found once (it scans the loaded libraries)

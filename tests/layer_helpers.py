@@ -2,7 +2,7 @@
 
 - `fd_check`        check 1: a Module's backward against central differences, every parameter and input
 - `copy_to_torch`, `torch_grads`, `assert_close`   check 2: the same pass through PyTorch / transformers
-- `strict_twin`     check 4: the same module on the strict backend (`past_kv_pass`: a pass to compare on both)
+- `twin`, `twin_tol` check 4: the same module on a device backend, against NumPy (`past_kv_pass`: a pass to compare)
 - `assert_causal`, `assert_left_padding_invariant`   causality and padding invariance, for attention and blocks
 - `assert_grads_accumulate`, `assert_bad_dout_raises`, `assert_grad_modes`   what every Module must do
 - `randomize`       weights away from their init (zero biases and unit LayerNorm weights hide terms of a backward)
@@ -22,13 +22,12 @@ from hypothesis import assume
 from conftest import numerical_grad, rel_error
 import minidt
 from minidt import to_numpy
-from minidt.backend import get_backend
+from minidt.backend import Backend, backend_of, device, dtype_name, is_backend_array
 from minidt.layers import LayerNorm, Module
 
 FD_TOL = 1e-6  # check 1: backward vs central finite differences, float64
 FD_FLOOR = 1e-3  # see fd_errors
 TORCH_TOL = 1e-10  # check 2: forward and backward vs PyTorch / transformers, float64
-STRICT_TOL = 1e-12  # check 4: strict wraps NumPy, so the same math gives the same numbers up to round-off
 
 seeds = dict(min_value=0, max_value=2**32 - 1)
 
@@ -111,48 +110,53 @@ def param_grads(module: Module) -> dict[str, Any]:
 
 
 def assert_grads_accumulate(module: Module, inputs: tuple, dout: Any) -> None:
-    """Two forward/backward passes on the same input leave twice one pass's gradient in every .grad."""
+    """Two forward/backward passes on the same input leave twice one pass's gradient in every .grad (host inputs,
+    moved to the module's backend)."""
+    b = module.backend
+    inputs, dout = tuple(b.asarray(x) for x in inputs), b.asarray(dout)
     module(*inputs)
     module.backward(dout)
-    once = {n: g.copy() for n, g in param_grads(module).items()}
+    once = {n: np.array(to_numpy(g)) for n, g in param_grads(module).items()}
     module(*inputs)
     module.backward(dout)
     for n, g in param_grads(module).items():
-        assert rel_error(g, 2 * once[n]) <= 1e-15, n
+        assert rel_error(to_numpy(g), 2 * once[n]) <= 1e-15, n
 
 
 def assert_bad_dout_raises(module: Module, shape: tuple[int, ...]) -> None:
     """After a float32 forward on x of `shape`, a dout that would broadcast against the output (batch 1) or has
     the wrong dtype is a ValueError naming dout, the expected and the received value (a broadcast dout would be
-    summed over silently)."""
+    summed over silently). Arrays of the module's backend."""
+    b = module.backend
     got = (1, *shape[1:])
     for dout, match in [(np.ones(got, np.float32), re.escape(f"dout: expected shape {shape}, got {got}")),
                         (np.ones(shape), "dout: expected dtype float32, got float64")]:
-        module(np.ones(shape, np.float32))
+        module(b.asarray(np.ones(shape, np.float32)))
         with pytest.raises(ValueError, match=match):
-            module.backward(dout)
+            module.backward(b.asarray(dout))
 
 
 def assert_grad_modes(build: Callable[[float], Module], x: np.ndarray) -> None:
     """The two switches, as in PyTorch. `build(p)` makes the module with every dropout probability p (the same
     weights for any p). Eval mode draws no dropout (two passes agree) and still differentiates: its forward and
     backward equal those of training mode with dropout 0, to the bit. Under no_grad() a forward keeps no cache
-    anywhere in the tree and backward names `no_grad`; each forward serves one backward."""
+    anywhere in the tree and backward names `no_grad`; each forward serves one backward. x: an array of the
+    backend under test."""
     def out(y):
         return y[0] if isinstance(y, tuple) else y  # attention and blocks return (y, probs, present)
 
     def grads(module):
-        return {n: np.array(p.grad) for n, p in module.named_parameters()}
+        return {n: np.array(to_numpy(p.grad)) for n, p in module.named_parameters()}
 
     module, plain = build(0.5).eval(), build(0.0)
-    np.testing.assert_array_equal(out(module(x)), out(module(x)))
+    np.testing.assert_array_equal(to_numpy(out(module(x))), to_numpy(out(module(x))))
     y = out(module(x))
-    dout = np.random.default_rng(0).normal(size=y.shape).astype(y.dtype)
+    dout = backend_of(y).asarray(np.random.default_rng(0).normal(size=y.shape), dtype_name(y.dtype))
     dx = module.backward(dout)
     with pytest.raises(RuntimeError, match="no forward pass to differentiate"):
         module.backward(dout)  # one forward serves one backward
-    np.testing.assert_array_equal(out(plain(x)), y)
-    np.testing.assert_array_equal(plain.backward(dout), dx)
+    np.testing.assert_array_equal(to_numpy(out(plain(x))), to_numpy(y))
+    np.testing.assert_array_equal(to_numpy(plain.backward(dout)), to_numpy(dx))
     want = grads(plain)
     for name, g in grads(module).items():
         np.testing.assert_array_equal(g, want[name], err_msg=name)
@@ -221,18 +225,34 @@ def past_kv_pass(layer: Module, x: Any, mask: Any, dout: Any, split: int = 2) ->
     return {"y": y, "probs": probs, "k": k, "v": v, "x": dx, **param_grads(layer)}
 
 
-def strict_twin(module: Module, make: Callable[..., Module]) -> Module:
-    """make(backend="strict") with `module`'s parameter values copied onto the strict device."""
-    twin = make(backend="strict")
-    strict = get_backend("strict")
-    for (name, p), (name2, q) in zip(module.named_parameters(), twin.named_parameters()):
+def twin(module: Module, make: Callable[..., Module], backend: Backend) -> Module:
+    """make(backend=backend) with `module`'s parameter values copied onto that backend's device."""
+    other = make(backend=backend)
+    for (name, p), (name2, q) in zip(module.named_parameters(), other.named_parameters()):
         assert name == name2
-        q.data = strict.asarray(to_numpy(p.data), dtype=p.data.dtype.name)
-    return twin
+        q.data = backend.asarray(to_numpy(p.data), dtype=dtype_name(p.data.dtype))
+    return other
 
 
-def is_strict(x: Any) -> bool:
-    return type(x).__module__.startswith("array_api_strict")
+def twin_tol(backend: Backend, dtype: str) -> float:
+    """Check 4's relative tolerance: a backend against NumPy, the same math on the same numbers. strict wraps
+    NumPy: the same operations in the same order, equal up to the round-off of the few kernels that take another
+    route there (the one-hot embedding backward). A GPU sums in other orders (cuBLAS, CuPy's reductions) and fuses
+    multiply-adds: float64 agrees to round-off, float32 to float32's precision times the short sums here."""
+    if dtype == "float64":
+        return 1e-12
+    return 1e-5 if backend.name == "cupy" else 1e-6
+
+
+def twin_dropout(backend: Backend, p: float) -> float:
+    """The dropout probability for a comparison with NumPy: p where the backend draws NumPy's masks (strict), 0 on
+    cupy, whose masks are its own (drawn on the GPU; test_dropout.py checks them there)."""
+    return 0.0 if backend.name == "cupy" else p
+
+
+def is_on(x: Any, backend: Backend) -> bool:
+    """x is an array of `backend`, on its device."""
+    return is_backend_array(x, backend) and (backend.name == "numpy" or device(x) == backend.device)
 
 
 # --- masks, for attention and the block ------------------------------------------------------------------

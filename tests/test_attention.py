@@ -16,11 +16,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import rel_error
-from layer_helpers import (STRICT_TOL, TORCH_TOL, assert_bad_dout_raises, assert_causal, assert_close,
-                           assert_grad_modes, assert_grads_accumulate, assert_left_padding_invariant,
-                           copy_to_torch, fd_check, fd_errors, fully_masked, is_strict, make_mask, param_grads,
-                           past_kv_pass, randomize, reference_mask, seeds, strict_twin, torch_grads)
-from minidt.backend import Generator, dtype_name, get_backend
+from layer_helpers import (TORCH_TOL, assert_bad_dout_raises, assert_causal, assert_close, assert_grad_modes,
+                           assert_grads_accumulate, assert_left_padding_invariant, copy_to_torch, fd_check, fd_errors,
+                           fully_masked, is_on, make_mask, param_grads, past_kv_pass, randomize, reference_mask, seeds,
+                           torch_grads, twin, twin_dropout, twin_tol)
+from minidt import to_numpy
+from minidt.backend import Generator, dtype_name
 from minidt.layers import CausalSelfAttention
 from minidt.layers.attention import (attention_backward, attention_bias, attention_forward, softmax_backward,
                                      softmax_forward)
@@ -39,7 +40,7 @@ def cases(draw, dropout: bool = True, mask_kinds=(None, "left", "random")):
                 mask_kind=draw(st.sampled_from(mask_kinds)), seed=draw(st.integers(**seeds)))
 
 
-def build(case: dict, dtype: str = "float64", backend=None, **over) -> CausalSelfAttention:
+def build(case: dict, dtype: str = "float64", backend="numpy", **over) -> CausalSelfAttention:
     return CausalSelfAttention(case["C"], case["H"], gen=Generator(case["seed"], backend), backend=backend,
                                dtype=dtype, **{**case["flags"], **over})
 
@@ -124,14 +125,14 @@ def test_softmax_rows_sum_to_one(shape, seed, scale):
     assert np.all(y[np.isneginf(x)] == 0.0)
 
 
-def test_softmax_strict_and_float32():
+def test_softmax_backend_equals_numpy_and_float32(device_backend):
+    b = device_backend
     x = np.random.default_rng(0).normal(size=(2, 3, 5)).astype(np.float32)
-    b = get_backend("strict")
     y, y_s = softmax_forward(x), softmax_forward(b.asarray(x))
     dx, dx_s = softmax_backward(x, y), softmax_backward(b.asarray(x), y_s)
-    assert is_strict(y_s) and is_strict(dx_s) and y.dtype == dx.dtype == np.float32
+    assert is_on(y_s, b) and is_on(dx_s, b) and y.dtype == dx.dtype == np.float32
     assert dtype_name(y_s.dtype) == dtype_name(dx_s.dtype) == "float32"
-    assert_close({"y": y_s, "dx": dx_s}, {"y": y, "dx": dx}, 1e-6)
+    assert_close({"y": y_s, "dx": dx_s}, {"y": y, "dx": dx}, twin_tol(b, "float32"))
 
 
 # --- attention_bias ------------------------------------------------------------------------------------------------
@@ -408,71 +409,77 @@ def test_left_padding_leaves_real_outputs_and_gradients_unchanged(P):
 
 
 @pytest.mark.parametrize("dtype, upcast", [("float64", False), ("float32", False), ("float32", True)])
-def test_fully_masked_query_rows_stay_finite(dtype, upcast):
+def test_fully_masked_query_rows_stay_finite(dtype, upcast, backend):
     """A batch row with no real token at all: finite garbage (a uniform average over the visible keys), no NaN,
     forward or backward, even for a nonzero gradient there."""
     case = causal_case()
-    layer = build(case, dtype, reorder_and_upcast_attn=upcast, attn_pdrop=0.2)
-    x, _, _ = data(case, dtype)
+    layer = build(case, dtype, backend, reorder_and_upcast_attn=upcast, attn_pdrop=0.2)
+    x = backend.asarray(data(case, dtype)[0])
     mask = np.ones((2, 6))
     mask[0] = 0.0
+    mask = backend.asarray(mask)
     y, probs, _ = layer(x, mask)
-    dx = layer.backward(np.ones_like(x))
-    assert all(np.all(np.isfinite(a)) for a in (y, probs, dx, *param_grads(layer).values()))
-    plain = build(case, dtype, reorder_and_upcast_attn=upcast)
-    _, probs0, _ = plain(x, mask)
+    dx = layer.backward(backend.asarray(np.ones(x.shape, dtype)))
+    assert all(np.all(np.isfinite(to_numpy(a))) for a in (y, probs, dx, *param_grads(layer).values()))
+    plain = build(case, dtype, backend, reorder_and_upcast_attn=upcast)
+    probs0 = to_numpy(plain(x, mask)[1])
     i = np.arange(6)
     np.testing.assert_allclose(probs0[0], np.broadcast_to(np.where(i[None] <= i[:, None], 1 / (i[:, None] + 1), 0),
                                                           probs0[0].shape), rtol=1e-6)
 
 
-def test_gradients_accumulate_across_two_backward_calls():
+def test_gradients_accumulate_across_two_backward_calls(backend):
     case = causal_case()
-    layer = randomize(build(case), np.random.default_rng(0))
+    layer = randomize(build(case, backend=backend), np.random.default_rng(0))
     x, _, dout = data(case)
     assert_grads_accumulate(layer, (x,), dout)
 
 
 @pytest.mark.parametrize("dtype, upcast", [("float64", False), ("float32", False), ("float32", True)])
-def test_strict_backend_equals_numpy(dtype, upcast):
-    """Mask, a past_kv cache, both dropouts (one seed draws the same masks on both backends) and upcasting."""
-    case = {**causal_case(3, attn_pdrop=0.3, resid_pdrop=0.2, reorder_and_upcast_attn=upcast), "mask_kind": "left"}
+def test_backend_equals_numpy(dtype, upcast, device_backend):
+    """Mask, a past_kv cache, both dropouts (strict draws NumPy's masks) and upcasting."""
+    b = device_backend
+    flags = dict(attn_pdrop=twin_dropout(b, 0.3), resid_pdrop=twin_dropout(b, 0.2), reorder_and_upcast_attn=upcast)
+    case = {**causal_case(3, **flags), "mask_kind": "left"}
     layer = randomize(build(case, dtype), np.random.default_rng(0))
-    twin = strict_twin(layer, lambda backend: build(case, dtype, backend=backend))
-    b = get_backend("strict")
+    other = twin(layer, lambda backend: build(case, dtype, backend=backend), b)
     x, mask, dout = data(case, dtype)
     ours = past_kv_pass(layer, x, mask, dout)
-    strict = past_kv_pass(twin, *(b.asarray(a) for a in (x, mask, dout)))
-    assert all(is_strict(a) and dtype_name(a.dtype) == dtype for a in strict.values())
-    assert_close(strict, ours, STRICT_TOL if dtype == "float64" else 1e-6)
+    theirs = past_kv_pass(other, *(b.asarray(a) for a in (x, mask, dout)))
+    assert all(is_on(a, b) and dtype_name(a.dtype) == dtype for a in theirs.values())
+    assert_close(theirs, ours, twin_tol(b, dtype))
 
 
 @pytest.mark.parametrize("upcast", [False, True])
-def test_float32_stays_float32(upcast):
+def test_float32_stays_float32(upcast, backend):
     case = {**causal_case(attn_pdrop=0.3, resid_pdrop=0.3, reorder_and_upcast_attn=upcast), "mask_kind": "left"}
-    out = past_kv_pass(build(case, "float32"), *data(case, "float32"))
-    assert all(a.dtype == np.float32 for a in out.values())
+    out = past_kv_pass(build(case, "float32", backend), *(backend.asarray(a) for a in data(case, "float32")))
+    assert all(a.dtype == backend.xp.float32 for a in out.values())
 
 
-def test_bad_input_names_argument_expected_and_received():
-    layer = CausalSelfAttention(4, 2, dtype="float64")
+def test_bad_input_names_argument_expected_and_received(backend):
+    layer = CausalSelfAttention(4, 2, dtype="float64", backend=backend)
+
+    def zeros(*shape):
+        return backend.asarray(np.zeros(shape))
+
     with pytest.raises(ValueError, match=r"x: expected shape \(B, T, 4\), got \(5, 4\)"):
-        layer(np.zeros((5, 4)))
+        layer(zeros(5, 4))
     with pytest.raises(ValueError, match=r"x: expected shape \(\.\.\., 4\), got \(2, 5, 3\)"):
-        layer(np.zeros((2, 5, 3)))
+        layer(zeros(2, 5, 3))
     with pytest.raises(ValueError, match="x: expected dtype float64, got float32"):
-        layer(np.zeros((2, 5, 4), np.float32))
+        layer(backend.asarray(np.zeros((2, 5, 4), np.float32)))
     with pytest.raises(ValueError, match=r"attention_mask: expected shape \(2, 5\), got \(2, 4\)"):
-        layer(np.zeros((2, 5, 4)), np.ones((2, 4)))
-    _, _, past = layer(np.zeros((2, 3, 4)), use_cache=True)
+        layer(zeros(2, 5, 4), backend.asarray(np.ones((2, 4))))
+    _, _, past = layer(zeros(2, 3, 4), use_cache=True)
     with pytest.raises(ValueError, match=r"attention_mask: expected shape \(2, 5\), got \(2, 2\)"):
-        layer(np.zeros((2, 2, 4)), np.ones((2, 2)), past_kv=past)  # the mask covers past and new tokens
+        layer(zeros(2, 2, 4), backend.asarray(np.ones((2, 2))), past_kv=past)  # the mask covers past and new tokens
 
 
 @pytest.mark.parametrize("resid_pdrop", [0.0, 0.5])
-def test_bad_dout_names_argument_expected_and_received(resid_pdrop):
+def test_bad_dout_names_argument_expected_and_received(resid_pdrop, backend):
     """A dout broadcasting against (B, T, C) would pass through dropout and c_proj silently without the check."""
-    assert_bad_dout_raises(CausalSelfAttention(4, 2, resid_pdrop=resid_pdrop), (2, 5, 4))
+    assert_bad_dout_raises(CausalSelfAttention(4, 2, resid_pdrop=resid_pdrop, backend=backend), (2, 5, 4))
 
 
 @pytest.mark.parametrize("C, n_head", [(6, 4), (4, 0), (5, 2)])
@@ -481,6 +488,7 @@ def test_hidden_size_not_divisible_by_heads_raises_at_construction(C, n_head):
         CausalSelfAttention(C, n_head)
 
 
-def test_eval_mode_differentiates_and_no_grad_keeps_nothing():
-    assert_grad_modes(lambda p: CausalSelfAttention(4, 2, attn_pdrop=p, resid_pdrop=p, gen=Generator(0),
-                                                    dtype="float64"), np.random.default_rng(1).normal(size=(2, 3, 4)))
+def test_eval_mode_differentiates_and_no_grad_keeps_nothing(backend):
+    assert_grad_modes(lambda p: CausalSelfAttention(4, 2, attn_pdrop=p, resid_pdrop=p, gen=Generator(0, backend),
+                                                    backend=backend, dtype="float64"),
+                      backend.asarray(np.random.default_rng(1).normal(size=(2, 3, 4))))

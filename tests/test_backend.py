@@ -1,5 +1,6 @@
 """backend.py: choosing a backend, transfers, dtypes, and the kernels the Array API lacks (erf, scatter_add,
-seeded random numbers), each on numpy and strict, against PyTorch where it has the same function."""
+seeded random numbers), each on every backend (the `backend` fixture), against PyTorch where it has the same
+function; what `_load_cupy` says when CuPy is missing or broken."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from hypothesis import strategies as st
 
 import minidt
 from conftest import rel_error
-from layer_helpers import TORCH_TOL, is_strict, seeds
+from layer_helpers import TORCH_TOL, is_on, seeds, twin_tol
 from minidt import backend as backend_module
-from minidt.backend import (Backend, Generator, array_namespace, backend_of, dtype_name, erf, get_backend,
+from minidt.backend import (Backend, Generator, array_namespace, backend_of, device, dtype_name, erf, get_backend,
                             scatter_add, set_backend, to_numpy)
 
 
@@ -34,7 +35,7 @@ def test_named_backends():
     assert numpy.xp is np and numpy.device == "cpu"
     assert strict.xp is array_api_strict and strict.device == array_api_strict.Device("device1")
     assert strict.device != array_api_strict.Device("CPU_DEVICE")  # a non-default device: no accidental mixing
-    assert get_backend(strict) is strict and Backend("strict") == strict and hash(Backend("strict")) == hash(strict)
+    assert get_backend(strict) is strict and Backend("strict") is strict  # one Backend per name
 
 
 def test_unknown_backend_lists_the_choices():
@@ -53,10 +54,67 @@ def test_default_is_numpy(fresh_default):
     assert get_backend().name == "numpy"
 
 
-def test_cupy_without_cupy_says_what_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` now raises ImportError, CuPy installed or not
-    with pytest.raises(RuntimeError, match=r"backend 'cupy' needs CuPy: pip install 'minidt\[gpu\]'"):
+@pytest.fixture
+def no_cupy_backend_yet(monkeypatch):
+    """A process where the cupy backend was never made (it is made once, then remembered) and CuPy never
+    imported; afterwards, the real one (if any) is back and the test's stand-in is gone."""
+    monkeypatch.setattr(backend_module, "_made", {k: v for k, v in backend_module._made.items() if k != "cupy"})
+
+    def cupy_modules():
+        return {name: m for name, m in sys.modules.items() if name == "cupy" or name.startswith("cupy.")}
+
+    saved = cupy_modules()
+    for name in saved:
+        del sys.modules[name]
+    yield
+    for name in cupy_modules():
+        del sys.modules[name]
+    sys.modules.update(saved)
+
+
+def test_cupy_without_cupy_says_what_to_install(no_cupy_backend_yet, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` now raises ModuleNotFoundError
+    with pytest.raises(RuntimeError, match=r"backend 'cupy' needs CuPy, which is not installed: pip install "
+                                           r"'minidt\[gpu-cuda12\]' or 'minidt\[gpu-cuda13\]'"):
         get_backend("cupy")
+
+
+def test_a_broken_cupy_is_reported_in_cupys_own_words(no_cupy_backend_yet, monkeypatch, tmp_path):
+    """CuPy installed for the wrong CUDA raises its own ImportError ("Failed to import CuPy ..."): that text is the
+    diagnosis, and "pip install" would be wrong advice."""
+    (tmp_path / "cupy").mkdir()
+    (tmp_path / "cupy" / "__init__.py").write_text(
+        "raise ImportError('Failed to import CuPy.\\n\\nOriginal error:\\n  ImportError: libcudart.so.12: cannot "
+        "open shared object file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"(?s)CuPy is installed but does not import. CuPy says: Failed to import "
+                                           r"CuPy.*libcudart.so.12") as e:
+        get_backend("cupy")
+    assert "pip install" not in str(e.value)
+
+
+def test_the_first_kernel_is_checked_against_numpys_answer():
+    """_load_cupy runs first_kernel on CuPy and compares with NumPy's: the same expression, exact in float32."""
+    assert backend_module.first_kernel(np) == 155.0
+
+
+def test_cupy_that_cannot_run_a_kernel_fails_at_once(no_cupy_backend_yet, monkeypatch, tmp_path):
+    """A GPU is found, but the first kernel fails (no cuBLAS, no NVRTC: CuPy 14 wheels without their [ctk] extra):
+    the backend is not made, and the message carries CuPy's error and what to install."""
+    (tmp_path / "cupy").mkdir()
+    (tmp_path / "cupy" / "__init__.py").write_text(
+        "import types\n"
+        "float32 = 'float32'\n"
+        "cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1), "
+        "Device=lambda *a: '<CUDA Device 0>')\n"
+        "def arange(*a, **k):\n"
+        "    raise RuntimeError('CUDA_ERROR_FILE_NOT_FOUND: libnvrtc.so.13 not found')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"CuPy found 1 GPU\(s\) but could not run a kernel on <CUDA Device 0>\. "
+                                           r"CuPy says: RuntimeError: CUDA_ERROR_FILE_NOT_FOUND: libnvrtc.so.13 "
+                                           r"not found\. pip install 'minidt\[gpu-cuda12\]'"):
+        get_backend("cupy")
+    assert "cupy" not in backend_module._made
 
 
 def test_dtypes():
@@ -69,21 +127,32 @@ def test_dtypes():
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_transfers_round_trip_and_keep_the_dtype(dtype):
+def test_transfers_round_trip_and_keep_the_dtype(dtype, backend):
     x = np.random.default_rng(0).normal(size=(3, 4))
-    s = get_backend("strict").asarray(x, dtype)
-    assert is_strict(s) and s.device == array_api_strict.Device("device1") and dtype_name(s.dtype) == dtype
+    s = backend.asarray(x, dtype)
+    assert is_on(s, backend) and dtype_name(s.dtype) == dtype
     back = to_numpy(s)
     assert isinstance(back, np.ndarray) and back.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(back, x.astype(dtype))
-    assert get_backend("strict").asarray(s) is s  # already there: no copy
+    assert backend.asarray(s) is s  # already there: no copy
     n = get_backend("numpy").asarray(s, dtype)
     assert isinstance(n, np.ndarray) and n.dtype == np.dtype(dtype)
-    assert backend_of(s).name == "strict" and backend_of(n).name == "numpy"
+    assert backend_of(s) is backend and backend_of(n).name == "numpy"
     assert backend_of(np.float64(1.0)).name == "numpy"  # NumPy returns 0-d results as scalars
-    assert array_namespace(s) is array_api_strict and array_namespace(n) is np
+    assert array_namespace(s) is backend.xp and array_namespace(n) is np
     with pytest.raises(TypeError, match="expected a NumPy, CuPy or array_api_strict array, got list"):
         backend_of([1.0])
+
+
+def test_arrays_are_created_on_the_backends_device(backend):
+    """Creation functions of the namespace put arrays where `device=` says (array-api-compat ignores it for CuPy:
+    the cupy backend's namespace corrects that), and the backend's own zeros/ones use its device."""
+    xp, d = backend.xp, backend.device
+    x = backend.asarray(np.ones((2, 3)))
+    for made in (backend.zeros((2,), "float32"), backend.ones((2,), "float64"), xp.zeros((2,), device=d),
+                 xp.ones((2,), device=d), xp.arange(3, device=d), xp.full((2,), 1.0, device=d), xp.zeros_like(x),
+                 xp.ones_like(x), xp.empty_like(x), xp.full_like(x, 2.0)):
+        assert device(made) == device(x) == d
 
 
 def test_to_numpy_takes_torch_tensors_lists_and_scalars(torch):
@@ -105,13 +174,13 @@ def test_strict_rejects_what_breaks_a_gpu_run():
 
 
 @given(st.lists(st.floats(-6, 6), min_size=1, max_size=20))
-def test_erf_matches_math_erf_on_both_backends(values):
+def test_erf_matches_math_erf(backend, values):
     x = np.array(values)
     expected = np.array([math.erf(v) for v in values])
     assert rel_error(erf(x), expected) <= 1e-15
-    s = erf(get_backend("strict").asarray(x))
-    assert is_strict(s) and s.device == array_api_strict.Device("device1")
-    np.testing.assert_array_equal(to_numpy(s), erf(x))
+    s = erf(backend.asarray(x))
+    assert is_on(s, backend)
+    assert rel_error(to_numpy(s), erf(x)) <= (0.0 if backend.name != "cupy" else twin_tol(backend, "float64"))
 
 
 @given(st.integers(**seeds), st.sampled_from([0.5, 3.0]))
@@ -120,10 +189,8 @@ def test_erf_matches_torch(torch, seed, scale):
     assert rel_error(erf(x), torch.special.erf(torch.from_numpy(x)).numpy()) <= TORCH_TOL
 
 
-@pytest.mark.parametrize("backend", ["numpy", "strict"])
 def test_erf_keeps_float32(backend):
-    b = get_backend(backend)
-    assert dtype_name(erf(b.asarray(np.linspace(-2, 2, 5), "float32")).dtype) == "float32"
+    assert dtype_name(erf(backend.asarray(np.linspace(-2, 2, 5), "float32")).dtype) == "float32"
 
 
 @st.composite
@@ -134,20 +201,16 @@ def scatters(draw):
 
 
 @given(scatters())
-def test_scatter_add_sums_repeated_indices_on_both_backends(case):
+def test_scatter_add_sums_repeated_indices(backend, case):
     V, C, idx, seed = case
     rng = np.random.default_rng(seed)
     src, base = rng.normal(size=(len(idx), C)), rng.normal(size=(V, C))
     expected = base.copy()
     for i, j in enumerate(idx):  # the definition, one row at a time
         expected[j] += src[i]
-    out = base.copy()
-    assert scatter_add(out, idx, src) is out  # in place
-    np.testing.assert_allclose(out, expected, rtol=1e-15, atol=1e-15)
-    b = get_backend("strict")
-    out_s = b.asarray(base)
-    assert scatter_add(out_s, b.asarray(idx), b.asarray(src)) is out_s and is_strict(out_s)
-    np.testing.assert_array_equal(to_numpy(out_s), out)
+    out = backend.asarray(base.copy())
+    assert scatter_add(out, backend.asarray(idx), backend.asarray(src)) is out and is_on(out, backend)  # in place
+    np.testing.assert_allclose(to_numpy(out), expected, rtol=1e-15, atol=1e-15)
 
 
 @given(scatters())
@@ -159,18 +222,30 @@ def test_scatter_add_matches_torch_index_add(torch, case):
     assert rel_error(scatter_add(base.copy(), idx, src), theirs) <= TORCH_TOL
 
 
-def test_generator_is_seeded_and_the_same_on_every_backend():
-    a, b, s = Generator(3), Generator(3), Generator(3, "strict")
+def test_generator_is_seeded_and_the_same_on_every_backend(backend):
+    """Weights are drawn on the host: one seed gives the same numbers on every backend."""
+    a, b, s = Generator(3, "numpy"), Generator(3, "numpy"), Generator(3, backend)
     x, y, z = a.normal((4, 5), 0.5, "float64"), b.normal((4, 5), 0.5, "float64"), s.normal((4, 5), 0.5, "float64")
     np.testing.assert_array_equal(x, y)
-    assert is_strict(z)
+    assert is_on(z, backend)
     np.testing.assert_array_equal(to_numpy(z), x)
     state = a.get_state()
     u = a.uniform((100,), "float32")
     a.set_state(state)
     np.testing.assert_array_equal(a.uniform((100,), "float32"), u)
     assert u.dtype == np.float32 and np.all((u >= 0) & (u < 1))
-    assert not np.array_equal(Generator(4).normal((4, 5), 0.5, "float64"), x)
+    assert not np.array_equal(Generator(4, "numpy").normal((4, 5), 0.5, "float64"), x)
+
+
+def test_generator_seeds_its_gpu_stream_apart_from_the_host_one():
+    """The device seed comes from the same SeedSequence, spawned: reproducible, different per seed, and the host
+    draws are those of np.random.default_rng(seed) (the weights every earlier run got)."""
+    g, h = Generator(3, "numpy"), Generator(3, "numpy")
+    assert g.device_seed == h.device_seed != Generator(4, "numpy").device_seed
+    np.testing.assert_array_equal(g.normal((5,), 1.0, "float64"), np.random.default_rng(3).normal(0.0, 1.0, 5))
+    old_checkpoint_state = np.random.default_rng(3).bit_generator.state  # written before masks moved to the GPU
+    h.set_state(old_checkpoint_state)
+    assert h.get_state() == {"host": old_checkpoint_state, "device": {"seed": g.device_seed, "offset": 0}}
 
 
 def test_generator_normal_has_the_asked_std():

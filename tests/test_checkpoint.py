@@ -145,6 +145,22 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
 
 
+def test_save_and_load_on_every_backend(tmp_path, backend):
+    """A model on a device writes the same file as on NumPy, and loads back onto the device it is asked for."""
+    from minidt import to_numpy
+
+    config = DecisionTransformerConfig(**SMALL)
+    DecisionTransformerModel(config, seed=0, backend="numpy").save_pretrained(tmp_path / "host")
+    DecisionTransformerModel(config, seed=0, backend=backend).save_pretrained(tmp_path / "dev")
+    written = {d: (tmp_path / d / "model.safetensors").read_bytes() for d in ("host", "dev")}
+    assert written["dev"] == written["host"]
+    loaded = DecisionTransformerModel.from_pretrained(tmp_path / "dev", backend=backend)
+    assert loaded.backend is backend
+    host = DecisionTransformerModel(config, seed=0, backend="numpy")
+    for (name, p), q in zip(loaded.named_parameters(), host.parameters()):
+        np.testing.assert_array_equal(to_numpy(p.data), q.data, err_msg=name)
+
+
 # --- config ------------------------------------------------------------------------------------------------------
 
 def test_config_defaults_equal_the_reference_code(hf):

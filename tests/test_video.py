@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from test_evaluate import pendulum_pre, small_model
-from test_train import cache, tiny  # noqa: F401  (cache is a fixture)
+from test_train import tiny
 
 from minidt.cli import main
 from minidt.evaluate import rollout

@@ -138,8 +138,8 @@ print(f"layernorm_forward, numpy vs strict: max diff {diff:.1e}")
 assert diff < 1e-14, diff
 
 # %% [markdown]
-# **CuPy.** With a CUDA GPU and `pip install 'minidt[gpu]'`, `get_backend("cupy")` gives the real thing. Without
-# one, it says what is missing. (What strict cannot prove: the CuPy branches of the four kernels in `backend.py`,
+# **CuPy.** With a CUDA GPU and `pip install 'minidt[gpu-cuda12]'` (or `[gpu-cuda13]`), `get_backend("cupy")`
+# gives the real thing. Without one, it says what is missing. (What strict cannot prove: the CuPy branches of the four kernels in `backend.py`,
 # and speed. Tutorial 11 runs the whole model on whichever is available.)
 
 # %%

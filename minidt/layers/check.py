@@ -27,8 +27,7 @@ def check_last_dim(name: str, x: Any, n: int, dtype: Any, backend: Backend | Non
         check_array(name, x, backend, dtype)
     if len(x.shape) < 1 or x.shape[-1] != n:
         raise ValueError(f"{name}: expected shape (..., {n}), got {tuple(x.shape)}")
-    if x.dtype != dtype:
-        raise ValueError(f"{name}: expected dtype {dtype_name(dtype)}, got {dtype_name(x.dtype)}")
+    _check_dtype(name, x, dtype)
 
 
 def check_shape(name: str, x: Any, shape: tuple, dtype: Any = None) -> None:
@@ -37,5 +36,22 @@ def check_shape(name: str, x: Any, shape: tuple, dtype: Any = None) -> None:
     if len(got) != len(shape) or any(s is not None and s != g for s, g in zip(shape, got)):
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
         raise ValueError(f"{name}: expected shape {want}, got {got}")
-    if dtype is not None and x.dtype != dtype:
-        raise ValueError(f"{name}: expected dtype {dtype_name(dtype)}, got {dtype_name(x.dtype)}")
+    if dtype is not None:
+        _check_dtype(name, x, dtype)
+
+
+def _check_dtype(name: str, x: Any, dtype: Any) -> None:
+    if x.dtype == dtype:
+        return
+    if dtype_name(x.dtype) == dtype_name(dtype):  # float32 of another library: the array is on another backend
+        raise ValueError(f"{name}: expected dtype {dtype_name(dtype)} of the layer's backend, got {dtype_name(dtype)} "
+                         f"of the {_backend_name(x)!r} backend (convert with backend.asarray(...) or "
+                         "minidt.to_numpy(...))")
+    raise ValueError(f"{name}: expected dtype {dtype_name(dtype)}, got {dtype_name(x.dtype)}")
+
+
+def _backend_name(x: Any) -> str:
+    try:
+        return backend_of(x).name
+    except TypeError:
+        return type(x).__name__

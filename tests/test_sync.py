@@ -1,0 +1,149 @@
+"""Device-to-host reads, counted. Each one (`float(x)`, `int(x)`, `bool(x)` and so `if x > 0:`, `operator.index`,
+`minidt.to_numpy`) waits for a GPU to finish everything queued and copies back: one per training step is enough to
+starve it. array_api_strict allows them all on its non-default device, so CI would never notice one: this counter is
+the guard. It wraps the strict array type's conversions and `to_device` (what `minidt.to_numpy` calls) and records
+every read of an array on device1.
+
+Held at zero: a training step (`minidt.train.train_step`, host batch in, loss and gradient norm out on the device),
+the trainer between logging steps, a forward and `get_action`; a rollout reads the actions once per environment
+step. The strict backend's own kernels (erf) read its memory directly, as a CUDA kernel reads GPU memory: that is
+not a transfer, and is not counted."""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import traceback
+
+import array_api_strict
+import numpy as np
+import pytest
+
+import minidt
+from minidt import DecisionTransformerConfig, DecisionTransformerModel
+from minidt.optim import AdamW, LinearWarmup, param_groups_no_decay
+from minidt.train import train_step
+
+ARRAY = type(array_api_strict.asarray(0.0))
+HOST = array_api_strict.Device("CPU_DEVICE")
+CONVERSIONS = ("__float__", "__int__", "__bool__", "__index__", "__complex__", "__array__", "__dlpack__")
+CONFIG = dict(state_dim=3, act_dim=2, hidden_size=8, n_layer=2, n_head=2, max_ep_len=30, activation_function="gelu",
+              resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1, action_tanh=True)
+
+
+@contextlib.contextmanager
+def device_reads():
+    """Yields a list that gets one entry per device-to-host read of a strict array: (conversion, where)."""
+    reads: list[tuple[str, str]] = []
+
+    def counted(name: str, original):
+        def read(self, *args, **kwargs):
+            if self.device != HOST and (name != "to_device" or args[0] == HOST):
+                frame = next((f for f in reversed(traceback.extract_stack()[:-1]) if "/minidt/" in f.filename
+                              and not f.filename.endswith("backend.py")), None)
+                reads.append((name, f"{frame.filename}:{frame.lineno}" if frame else "the test"))
+            return original(self, *args, **kwargs)
+        return read
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in (*CONVERSIONS, "to_device"):
+            mp.setattr(ARRAY, name, counted(name, getattr(ARRAY, name)))
+        yield reads
+
+
+def batch(B: int = 4, K: int = 5, seed: int = 0) -> dict[str, np.ndarray]:
+    """A training batch as the sampler makes it: host arrays, left-padded."""
+    rng = np.random.default_rng(seed)
+    mask = np.ones((B, K), np.float32)
+    mask[0, :2] = 0.0
+    return {"states": rng.normal(size=(B, K, 3)).astype(np.float32),
+            "actions": rng.uniform(-1, 1, size=(B, K, 2)).astype(np.float32), "rewards": None,
+            "returns_to_go": rng.normal(size=(B, K, 1)).astype(np.float32),
+            "timesteps": rng.integers(0, 30, size=(B, K)), "attention_mask": mask}
+
+
+def test_the_counter_sees_every_kind_of_read():
+    """It can fail: each of these is one read."""
+    strict = minidt.get_backend("strict")
+    x = strict.asarray(np.array([1.5, -2.0]))
+    with device_reads() as reads:
+        float(x[0])
+        int(x[1])
+        if x[0] > 0:  # bool(): the hidden sync of a Python `if` on a device value
+            pass
+        operator.index(strict.asarray(np.array(1)))
+        minidt.to_numpy(x)
+        np.asarray(minidt.to_numpy(strict.xp.sum(x)))
+    assert [r[0] for r in reads] == ["__float__", "__int__", "__bool__", "__index__", "to_device", "to_device"]
+    with device_reads() as reads:
+        minidt.to_numpy(array_api_strict.asarray(np.ones(2)))  # already on the host: no read
+        y = strict.xp.exp(x) * 2  # device work
+        minidt.backend.erf(y)  # a kernel on device memory
+    assert reads == []
+
+
+def test_a_training_step_reads_nothing_back():
+    """Host batch in, (loss, grad_norm) out as 0-d device arrays: forward, loss, backward, clip, AdamW, warm-up."""
+    model = DecisionTransformerModel(DecisionTransformerConfig(**CONFIG), backend="strict", seed=0)
+    opt = AdamW(param_groups_no_decay(model.named_parameters(), 1e-4), lr=1e-3)
+    sched = LinearWarmup(opt, 3)
+    with device_reads() as reads:
+        for step in range(3):  # the first step makes the optimizer's moments and flat buffers
+            loss, grad_norm = train_step(model, opt, sched, batch(seed=step), 0.25)
+    assert reads == [], reads
+    assert np.isfinite(float(minidt.to_numpy(loss))) and float(minidt.to_numpy(grad_norm)) > 0
+
+
+def test_forward_and_get_action_read_nothing_back():
+    """Host inputs are checked on the host before they are moved; device inputs are not read at all."""
+    model = DecisionTransformerModel(DecisionTransformerConfig(**CONFIG), backend="strict", seed=0)
+    strict = model.backend
+    x = batch()
+    on_device = {k: None if v is None else strict.asarray(v) for k, v in x.items()}
+    with device_reads() as reads:
+        model(**x)
+        model(**on_device)
+        model.eval()
+        with minidt.no_grad():
+            model(**on_device)
+        model.get_action(**x)
+        model.get_action(**on_device)
+    assert reads == [], reads
+
+
+def test_the_trainer_reads_only_when_it_logs_or_saves(cache, tmp_path, monkeypatch):
+    """Between two training steps the loop reads nothing, except after a step that logs (the window's mean loss
+    and gradient norm: one read), or checkpoints (the weights and moments, to write them)."""
+    import minidt.train as t
+
+    s = t.TrainSettings(env="Pendulum-v1", dataset="medium-replay", steps=12, K=5, batch_size=4, hidden_size=8,
+                        n_layer=1, n_head=2, warmup_steps=3, log_every=4, checkpoint_every=12, final_eval_episodes=0,
+                        seed=0, backend="strict")
+    real_step, after = t.train_step, []
+    with device_reads() as reads:
+        def step(*args, **kwargs):
+            after.append(len(reads))  # the reads before this step: everything the loop did since the last one
+            out = real_step(*args, **kwargs)
+            after.append(len(reads))
+            return out
+
+        monkeypatch.setattr(t, "train_step", step)
+        t.train(s, tmp_path / "run", progress=False)
+    during = [b - a for a, b in zip(after[0::2], after[1::2])]
+    between = [b - a for a, b in zip(after[1::2], after[2::2])]  # after step i (1-based), before step i + 1
+    assert during == [0] * 12
+    logged = {1, 4, 8}  # step 12 logs and checkpoints after the last call
+    assert [i + 1 for i, n in enumerate(between) if n] == sorted(logged)
+    assert all(between[i - 1] == 1 for i in logged)  # one read: the window's (loss, grad_norm) pair
+
+
+def test_a_rollout_reads_once_per_environment_step():
+    """gymnasium needs the actions on the host: one read per step, for every episode of the vector env at once."""
+    from minidt.evaluate import Preprocess, rollout
+
+    model = DecisionTransformerModel(state_dim=3, act_dim=1, hidden_size=8, n_layer=1, n_head=2, max_ep_len=200,
+                                     action_tanh=True, backend="strict", seed=0)
+    pre = Preprocess(np.zeros(3), np.ones(3), 100.0, np.array([-2.0]), np.array([2.0]))
+    with device_reads() as reads:
+        rollout(model, "Pendulum-v1", [-300.0], 4, pre, K=3, seed=1, max_steps=10)
+    assert len(reads) == 10, reads
