@@ -34,6 +34,7 @@ def record(model: DecisionTransformerModel, env_id: str, targets: Sequence[float
     model.eval()
     targets = [float(x) for x in targets]
     N = len(targets)
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # off-screen: SDL would look for a display and complain
     try:
         envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id, render_mode="rgb_array") for _ in range(N)],
                                         autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
