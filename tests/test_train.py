@@ -74,7 +74,8 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(cache, tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(cache, tmp_path, monkeypatch):
+def poison_loss_at(step: int, monkeypatch) -> None:
+    """The trainer's loss turns NaN at training step `step` (its gradients stay finite)."""
     import minidt.train as t
 
     calls = {"n": 0}
@@ -83,9 +84,13 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(cache, tmp_path, monk
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         loss, grads = real(*args, **kwargs)
-        return (loss * float("nan") if calls["n"] == 5 else loss), grads
+        return (loss * float("nan") if calls["n"] == step else loss), grads
 
     monkeypatch.setattr(t, "dt_loss", poisoned)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(cache, tmp_path, monkeypatch):
+    poison_loss_at(5, monkeypatch)
     run = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"loss is nan at step 5.*checkpoints/step-0000004"):
         train(tiny(steps=8), run, progress=False)
@@ -99,17 +104,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(cache, tmp_path, monk
 def test_a_nan_between_logging_steps_stops_within_the_window(cache, tmp_path, monkeypatch):
     """Losses are read once per logging window (a read stalls a GPU); a NaN at step 5 of a 4-step window is
     caught at step 8, before the checkpoint there, and the checkpoint of step 4 stays the last."""
-    import minidt.train as t
-
-    calls = {"n": 0}
-    real = t.dt_loss
-
-    def poisoned(*args, **kwargs):
-        calls["n"] += 1
-        loss, grads = real(*args, **kwargs)
-        return (loss * float("nan") if calls["n"] == 5 else loss), grads
-
-    monkeypatch.setattr(t, "dt_loss", poisoned)
+    poison_loss_at(5, monkeypatch)
     run = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"loss is nan in steps 5-8.*checkpoints/step-0000004"):
         train(tiny(steps=12, log_every=4, checkpoint_every=4), run, progress=False)

@@ -138,7 +138,6 @@ def layernorm_backward_no_mean_term(dout, cache):
 
 def layernorm_backward_no_variance_term(dout, cache):
     x, w, mean, rstd = cache
-    xhat = (x - mean) * rstd
     g = dout * w
     return (g - np.mean(g, axis=-1, keepdims=True)) * rstd
 

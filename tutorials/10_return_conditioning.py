@@ -36,7 +36,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import matplotlib.pyplot as plt
 import numpy as np
 from scipy.stats import spearmanr
