@@ -10,14 +10,15 @@ from .config import DecisionTransformerConfig
 from .gpt2 import DecisionTransformerGPT2Model
 from .layers.module import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .model import DecisionTransformerModel, DecisionTransformerOutput
-from .parallel import DataParallel
 
 # Imported on first use (`minidt.optim.AdamW` works after a plain `import minidt`): `data` and `evaluate` bring in
-# gymnasium, h5py and minari, which would more than double the time `import minidt` takes.
+# gymnasium, h5py and minari, which would more than double the time `import minidt` takes; `parallel` brings in
+# concurrent.futures and logging.
 SUBPACKAGES = ("backend", "checkpoint", "cli", "config", "coursework", "data", "evaluate", "gradcheck", "layers",
                "losses", "model", "optim", "parallel", "parity", "plots", "policy",
                "train")
-LAZY_NAMES = {"load_policy": "policy", "Policy": "policy"}  # minidt.load_policy(run_dir, target_return)
+LAZY_NAMES = {"load_policy": "policy", "Policy": "policy",  # minidt.load_policy(run_dir, target_return)
+              "DataParallel": "parallel"}
 
 
 def __getattr__(name: str) -> Any:
