@@ -18,7 +18,7 @@ myst_heading_anchors = 3  # the README's and tutorials' section links
 
 nb_custom_formats = {".py": ["jupytext.reads", {"fmt": "py:percent"}]}
 nb_execution_mode = "force"  # the .py files hold no outputs: run every tutorial
-nb_execution_timeout = -1  # tutorials 09 and 10 take minutes at full size
+nb_execution_timeout = -1  # tutorial 09 trains for minutes at full size
 nb_execution_raise_on_error = True  # a tutorial whose checks fail fails the book
 nb_execution_show_tb = True
 nb_merge_streams = True

@@ -5,6 +5,7 @@ must also parse as a jupytext notebook with markdown cells."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,9 @@ def test_tutorial_is_a_jupytext_notebook(path: Path) -> None:
     assert "markdown" in kinds, f"{path.name}: no markdown cell (expected '# %% [markdown]' cells with the prose)"
     assert "code" in kinds, f"{path.name}: no code cell"
     assert kinds[0] == "markdown", f"{path.name}: expected the first cell to be the markdown title, got {kinds[0]}"
+    title = notebook.cells[0].source
+    assert re.search(r"\*Full size: about \d+ (s|min)\b", title), (
+        f"{path.name}: the title cell must state the full-size run time ('*Full size: about N s ...'), got {title!r}")
 
 
 def test_there_are_at_least_ten_tutorials() -> None:

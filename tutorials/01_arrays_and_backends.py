@@ -11,8 +11,7 @@
 # %% [markdown]
 # # 01 · Arrays, backends, and gradient checking
 #
-# *Full size: about 11 s on 2 CPU cores, measured while other work shared the cores (an idle machine is faster);
-# `MINIDT_SMOKE=1`: seconds.*
+# *Full size: about 4 s on 2 idle CPU cores; `MINIDT_SMOKE=1`: seconds.*
 #
 # minidt has no autograd. Every layer is a pair of functions, `*_forward` and `*_backward`, and the backward
 # pass is written by hand. Two questions come before any layer:

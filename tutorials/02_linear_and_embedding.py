@@ -11,8 +11,7 @@
 # %% [markdown]
 # # 02 · Linear layers and embeddings: forward, backward, checked
 #
-# *Full size: about 17 s on 2 CPU cores, measured while other work shared the cores (an idle machine is faster);
-# `MINIDT_SMOKE=1`: seconds.*
+# *Full size: about 7 s on 2 idle CPU cores; `MINIDT_SMOKE=1`: seconds.*
 #
 # Most parameters of a Decision Transformer sit in two kinds of layer: affine maps (GPT-2's attention and MLP, the
 # DT's input embeddings and prediction heads) and lookup tables (the timestep embedding, GPT-2's position

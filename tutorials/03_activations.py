@@ -11,8 +11,7 @@
 # %% [markdown]
 # # 03 · Activations and their derivatives
 #
-# *Full size: about 19 s on 2 CPU cores, measured while other work shared the cores (an idle machine is faster);
-# `MINIDT_SMOKE=1`: seconds.*
+# *Full size: about 9 s on 2 idle CPU cores; `MINIDT_SMOKE=1`: seconds.*
 #
 # GPT-2's MLP is `c_proj(act(c_fc(x)))`, and the config's `activation_function` names `act`. The Decision
 # Transformer's code default is `"relu"` (its docstring says `"gelu"`: minidt follows the code), and its action head

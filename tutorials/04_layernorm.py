@@ -11,8 +11,7 @@
 # %% [markdown]
 # # 04 · LayerNorm: deriving the backward pass
 #
-# *Full size: about 18 s on 2 CPU cores, measured while other work shared the cores (an idle machine is faster);
-# `MINIDT_SMOKE=1`: seconds.*
+# *Full size: about 7 s on 2 idle CPU cores; `MINIDT_SMOKE=1`: seconds.*
 #
 # A Decision Transformer has $2\,n_\text{layer} + 2$ LayerNorms: `ln_1` and `ln_2` in every block, `ln_f` at the top,
 # and `embed_ln` over the interleaved tokens. LayerNorm's backward is the first one in this series that is not a

@@ -11,8 +11,7 @@
 # %% [markdown]
 # # 05 · Causal self-attention: masks, softmax backward, heads
 #
-# *Full size: about 34 s on 2 CPU cores, measured while other work shared the cores (an idle machine is faster);
-# `MINIDT_SMOKE=1`: seconds.*
+# *Full size: about 12 s on 2 idle CPU cores; `MINIDT_SMOKE=1`: seconds.*
 #
 # Attention is the only layer in which tokens talk to each other. For one head, with queries, keys and values
 # $Q, K, V \in \mathbb{R}^{T\times D}$ computed from the tokens,

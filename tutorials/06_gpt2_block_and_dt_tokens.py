@@ -11,8 +11,7 @@
 # %% [markdown]
 # # 06 · The GPT-2 block, and the Decision Transformer's tokens
 #
-# *Full size: about 44 s on 2 CPU cores, measured while other work shared the cores (an idle machine is faster);
-# `MINIDT_SMOKE=1`: seconds.*
+# *Full size: about 15 s on 2 idle CPU cores; `MINIDT_SMOKE=1`: seconds.*
 #
 # Tutorials 02–05 built every layer. This one assembles them twice: first into GPT-2's pre-LN block (and its
 # backward pass through the residual connections), then into the Decision Transformer, which turns a trajectory

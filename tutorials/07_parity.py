@@ -11,8 +11,7 @@
 # %% [markdown]
 # # 07 · Parity: the whole model against transformers, every output and every gradient
 #
-# *Full size: about 71 s on 2 CPU cores, measured while other work shared the cores (an idle machine is faster);
-# `MINIDT_SMOKE=1`: seconds.*
+# *Full size: about 15 s on 2 idle CPU cores; `MINIDT_SMOKE=1`: seconds.*
 #
 # Each layer's backward pass was checked by finite differences. That proves each piece is the derivative of
 # *our* forward pass; it does not prove our forward pass is the Decision Transformer. For that we need an

@@ -11,8 +11,7 @@
 # %% [markdown]
 # # 08 · Offline data: trajectories, returns-to-go, the segment sampler, dataset tiers
 #
-# *Full size: about 2 min on 2 CPU cores, measured while other work shared the cores (an idle machine is faster);
-# `MINIDT_SMOKE=1`: seconds.*
+# *Full size: about 33 s on 2 idle CPU cores; `MINIDT_SMOKE=1`: seconds.*
 #
 # Offline reinforcement learning learns from a fixed set of recorded episodes; it never acts during training. The
 # Decision Transformer turns that into sequence modelling: given the return still wanted, the states seen and the

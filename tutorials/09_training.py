@@ -11,8 +11,7 @@
 # %% [markdown]
 # # 09 · Training on Pendulum: the loop written out
 #
-# *Full size: about 25 min on 2 CPU cores, measured while other work shared the cores (an idle machine is faster);
-# `MINIDT_SMOKE=1`: seconds.*
+# *Full size: about 2 min on 2 idle CPU cores; `MINIDT_SMOKE=1`: seconds.*
 #
 # Every piece exists now: the model with its backward pass (checked against transformers in tutorial 7), the
 # segment sampler (tutorial 8), a loss, an optimizer. Training is five lines repeated:

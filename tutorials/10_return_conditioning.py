@@ -11,8 +11,8 @@
 # %% [markdown]
 # # 10 · Return conditioning: ask for a return, see what you get
 #
-# *Full size: about 89 s on 2 CPU cores with tutorial 9's saved model (when tutorial 9 has to run first, add its
-# time), measured while other work shared the cores (an idle machine is faster); `MINIDT_SMOKE=1`: seconds.*
+# *Full size: about 22 s on 2 idle CPU cores with tutorial 9's saved model (when tutorial 9 has to run first,
+# add its time); `MINIDT_SMOKE=1`: seconds.*
 #
 # A Decision Transformer is a policy with a dial: the first return-to-go $R_0$, the return we ask for. Trained on
 # data with returns from bad to good, it should act badly when asked for a bad return and well when asked for a

@@ -11,8 +11,7 @@
 # %% [markdown]
 # # 11 · Running on a GPU with CuPy
 #
-# *Full size: about 25 s on 2 CPU cores, measured while other work shared the cores (an idle machine is faster);
-# `MINIDT_SMOKE=1`: seconds.*
+# *Full size: about 10 s on 2 idle CPU cores; `MINIDT_SMOKE=1`: seconds.*
 #
 # CuPy is NumPy's interface on an NVIDIA GPU. minidt runs on it without a second copy of the model, because of
 # one rule: **model code never imports NumPy**. Each function asks its inputs for their namespace,
