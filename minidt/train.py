@@ -517,14 +517,16 @@ def constant_action_mse(data: Any, pre: Preprocess) -> float:
 def train_step(model: DecisionTransformerModel, opt: AdamW, sched: LinearWarmup, batch: dict[str, Any],
                grad_clip: float) -> tuple[Any, Any]:
     """One optimization step on a batch of K-segments (NumPy arrays, as `training_batch` makes them): forward,
-    the masked MSE of the predictions, zero_grad, backward, clip_grad_norm_, AdamW, the warm-up's next lr.
+    the masked MSE of the predictions (cross-entropy of a discrete model's logits), zero_grad, backward,
+    clip_grad_norm_, AdamW, the warm-up's next lr.
     Returns (loss, grad_norm), 0-d arrays on the model's device: reading one on the host stalls a GPU, so the
     trainer reads them once per logging window. This is what "a step" means everywhere: the trainer,
     DataParallel, tutorial 09 and the coursework's train_step."""
     b = model.backend
     x = {k: None if v is None else b.asarray(v, None if k == "timesteps" else model.dtype) for k, v in batch.items()}
     out = model(**x)
-    loss, grads = dt_loss(out, x["states"], x["actions"], x["returns_to_go"], x["attention_mask"])
+    loss, grads = dt_loss(out, x["states"], x["actions"], x["returns_to_go"], x["attention_mask"],
+                          discrete=model.config.discrete_actions)  # discrete: cross-entropy on the logits
     model.zero_grad()
     model.backward(*grads)
     grad_norm = clip_grad_norm_(model.parameters(), grad_clip)

@@ -94,6 +94,31 @@ def test_a_training_step_reads_nothing_back():
     assert np.isfinite(float(minidt.to_numpy(loss))) and float(minidt.to_numpy(grad_norm)) > 0
 
 
+def discrete_batch(B: int = 4, K: int = 5, seed: int = 0) -> dict[str, np.ndarray]:
+    """batch() with one-hot actions of 3 discrete actions (padding: all-zero rows), as the sampler makes them."""
+    x = batch(B, K, seed)
+    ids = np.random.default_rng(seed).integers(0, 3, size=(B, K))
+    x["actions"] = np.eye(3, dtype=np.float32)[ids] * x["attention_mask"][..., None]
+    return x
+
+
+def test_a_discrete_training_step_reads_nothing_back():
+    """Cross-entropy on the logits, one-hot actions in: the same step, nothing read back either."""
+    config = DecisionTransformerConfig(**{**CONFIG, "act_dim": 3, "action_tanh": False, "discrete_actions": True})
+    model = DecisionTransformerModel(config, backend="strict", seed=0)
+    opt = AdamW(param_groups_no_decay(model.named_parameters(), 1e-4), lr=1e-3)
+    sched = LinearWarmup(opt, 3)
+    with device_reads() as reads:
+        for step in range(3):
+            loss, grad_norm = train_step(model, opt, sched, discrete_batch(seed=step), 0.25)
+        model.eval()
+        model.get_action(**discrete_batch())
+        x = {k: None if v is None else model.backend.asarray(v) for k, v in discrete_batch().items()}
+        model.get_action(**x)
+    assert reads == [], reads
+    assert 0 < float(minidt.to_numpy(loss)) < 2 * np.log(3)
+
+
 def test_forward_and_get_action_read_nothing_back():
     """Host inputs are checked on the host before they are moved; device inputs are not read at all."""
     model = DecisionTransformerModel(DecisionTransformerConfig(**CONFIG), backend="strict", seed=0)
