@@ -220,7 +220,10 @@ def cmd_reference_returns(args: argparse.Namespace) -> int:
         raise UsageError(f"--env: {e}")
     lo, hi = measure_reference_returns(name, args.episodes, args.seed, progress=not args.quiet)
     print(f"{GYM_IDS[name]} over {args.episodes} episodes (seed {args.seed}): random {lo:.6f}, expert {hi:.6f}")
-    print(f"minidt.data.scores uses: random {REF_MIN_SCORE[name]:.6f}, expert {REF_MAX_SCORE[name]:.6f}")
+    if name in REF_MIN_SCORE:
+        print(f"minidt.data.scores uses: random {REF_MIN_SCORE[name]:.6f}, expert {REF_MAX_SCORE[name]:.6f}")
+    else:
+        print(f"minidt.data.scores has no reference returns for {name} yet")
     return 0
 
 
@@ -306,11 +309,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 def add_generate(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("generate", help="generate (or find in the cache) an offline dataset, in Minari's format")
-    g.add_argument("--env", required=True, help="pendulum (Pendulum-v1), mountaincar (MountainCarContinuous-v0) or "
-                   "invertedpendulum (InvertedPendulum-v5, needs the mujoco extra)")
+    g.add_argument("--env", required=True, help="pendulum (Pendulum-v1), mountaincar (MountainCarContinuous-v0), "
+                   "invertedpendulum (InvertedPendulum-v5, needs the mujoco extra); with discrete actions: cartpole "
+                   "(CartPole-v1), acrobot (Acrobot-v1), mountaincar-discrete (MountainCar-v0), keytodoor "
+                   "(minidt/KeyToDoor-v0)")
     g.add_argument("--tier", required=True, help="random, medium, expert, medium-replay, full-replay, medium-expert")
     g.add_argument("--episodes", type=positive_int, metavar="N",
-                   help="episodes (default 200; medium-expert holds twice as many)")
+                   help="episodes (default 200, Key-to-Door 10,000; medium-expert holds twice as many)")
     g.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
                    help="episode i is seeded by (seed, tier, i) (default 0)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -339,7 +344,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 def add_reference_returns(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("reference-returns", help="re-measure the random and expert returns that normalized "
                        "scores use, for a generated environment")
-    r.add_argument("--env", required=True, help="pendulum, mountaincar or invertedpendulum")
+    r.add_argument("--env", required=True, help="pendulum, mountaincar, invertedpendulum, cartpole, acrobot, "
+                   "mountaincar-discrete or keytodoor (or their gymnasium ids)")
     r.add_argument("--episodes", type=positive_int, default=1000, metavar="N",
                    help="episodes per policy (default 1000, as in scores.py)")
     r.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",

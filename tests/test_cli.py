@@ -192,7 +192,7 @@ CASES = [
     ("parity --config {badjson} --checkpoint {run}", "--checkpoint"),
     # minidt generate, reference-returns
     ("generate --env pendulum --tier legendary", "legendary"),
-    ("generate --env cartpole --tier expert", "cartpole"),
+    ("generate --env lunarlander --tier expert", "lunarlander"),
     ("generate --env pendulum --tier expert --episodes 0", "--episodes"),
     ("generate --env pendulum --tier expert --seed -1", "--seed"),
     ("generate --env pendulum", "--tier"),

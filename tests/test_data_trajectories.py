@@ -59,7 +59,9 @@ def test_env_names():
     assert env_name("MountainCarContinuous-v0") == "mountaincar"
     assert env_name("Hopper-v2") == env_name("hopper-medium-replay-v2") == "hopper"
     assert env_name("Walker2d-v5") == "walker2d" and env_name("HalfCheetah-v4") == "halfcheetah"
-    assert env_name("MountainCar-v0") is None and env_name("CartPole-v1") is None and env_name(None) is None
+    assert env_name("MountainCar-v0") == "mountaincar-discrete" and env_name("CartPole-v1") == "cartpole"
+    assert env_name("minidt/KeyToDoor-v0") == env_name("keytodoor") == "keytodoor"
+    assert env_name("LunarLander-v3") is None and env_name(None) is None
 
 
 def test_episode_validation():

@@ -10,11 +10,18 @@ import re
 
 import numpy as np
 
-# short name -> the gymnasium id minidt generates data in (first three) or evaluates D4RL-style data in (last three)
+from ..keytodoor import ENV_ID as KEY_TO_DOOR  # importing it registers minidt/KeyToDoor-v0 with gymnasium
+
+# short name -> the gymnasium id minidt generates data in (continuous actions, then discrete) or evaluates
+# D4RL-style data in (the last three)
 GYM_IDS: dict[str, str] = {
     "pendulum": "Pendulum-v1",
     "mountaincar": "MountainCarContinuous-v0",
     "invertedpendulum": "InvertedPendulum-v5",
+    "cartpole": "CartPole-v1",
+    "acrobot": "Acrobot-v1",
+    "mountaincar-discrete": "MountainCar-v0",
+    "keytodoor": KEY_TO_DOOR,
     "hopper": "Hopper-v5",
     "halfcheetah": "HalfCheetah-v5",
     "walker2d": "Walker2d-v5",
@@ -27,6 +34,10 @@ RETURN_SCALE: dict[str, float] = {
     "pendulum": 1000.0,  # returns in about [-1600, 0]
     "mountaincar": 100.0,  # returns in about [-100, 100]
     "invertedpendulum": 1000.0,  # returns in [0, 1000]
+    "cartpole": 100.0,  # returns in [about 8, 500]
+    "acrobot": 100.0,  # returns in [-500, about -60]
+    "mountaincar-discrete": 100.0,  # returns in [-200, about -85]
+    "keytodoor": 1.0,  # returns 0 or 1
     "hopper": 1000.0,
     "halfcheetah": 1000.0,
     "walker2d": 1000.0,
@@ -36,8 +47,8 @@ RETURN_SCALE: dict[str, float] = {
 def env_name(env: str | None) -> str | None:
     """The short name of an environment ("pendulum"), or None when minidt does not know it.
 
-    Accepts a short name, a gymnasium id of any version ("Pendulum-v1", "Hopper-v2") or a D4RL dataset name
-    ("hopper-medium-replay-v2")."""
+    Accepts a short name, a gymnasium id of any version ("Pendulum-v1", "Hopper-v2", "minidt/KeyToDoor-v0") or a
+    D4RL dataset name ("hopper-medium-replay-v2")."""
     if env is None:
         return None
     if env in GYM_IDS:

@@ -19,6 +19,20 @@ from ..validate import finite, host_array
 from .envs import default_scale
 
 
+def one_hot(name: str, ids: np.ndarray, n: int) -> np.ndarray:
+    """Discrete actions, integers in [0, n) of shape (T,) or (T, 1), -> one-hot rows (T, n) float32: how a discrete
+    action is stored and fed to the model. ValueError naming `name` for anything else."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind not in "iu" or ids.ndim not in (1, 2) or (ids.ndim == 2 and ids.shape[1] != 1):
+        raise ValueError(f"{name}: expected integer action ids of shape (T,) or (T, 1), got {ids.dtype} "
+                         f"{ids.shape}")
+    ids = ids.reshape(-1)
+    if ids.size and (ids.min() < 0 or ids.max() >= n):
+        raise ValueError(f"{name}: expected action ids in [0, {n - 1}] ({n} actions), got ids in "
+                         f"[{ids.min()}, {ids.max()}]")
+    return np.eye(n, dtype=np.float32)[ids]
+
+
 def returns_to_go(rewards: np.ndarray) -> np.ndarray:
     """rewards (T,) -> R (T,) float64 with R_t = sum_{t' >= t} r_t'. A reversed cumulative sum: O(T)."""
     r = np.asarray(rewards, dtype=np.float64)
@@ -81,14 +95,16 @@ class TrajectoryDataset:
 
     name: a label for logs and plots (readers use the Minari id or the file name). env_id: a gymnasium id or short
     name when known ("Pendulum-v1", "hopper"); it picks the default `scale` and the reference returns of
-    normalized scores. metadata: JSON-able facts about the source (file, Minari id,
-    generation settings). The statistics are computed once, at construction."""
+    normalized scores. discrete_actions: the actions are one-hot rows of act_dim discrete actions (checked).
+    metadata: JSON-able facts about the source (file, Minari id, generation settings). The statistics are
+    computed once, at construction."""
 
     episodes: list[Episode]
     name: str = "unnamed"
     env_id: str | None = None
     scale: float | None = None  # None: envs.default_scale(env_id, returns)
     metadata: dict[str, Any] = field(default_factory=dict)
+    discrete_actions: bool = False
 
     def __post_init__(self) -> None:
         self.episodes = list(self.episodes)
@@ -97,6 +113,11 @@ class TrajectoryDataset:
         dims = {(e.observations.shape[1], e.actions.shape[1]) for e in self.episodes}
         if len(dims) != 1:
             raise ValueError(f"dataset: every episode must have the same (state_dim, act_dim), got {sorted(dims)}")
+        if self.discrete_actions:
+            for i, e in enumerate(self.episodes):
+                if not ((e.actions == 0) | (e.actions == 1)).all() or not (e.actions.sum(axis=1) == 1).all():
+                    raise ValueError(f"dataset: episode {i}: expected one-hot actions (discrete_actions), got rows "
+                                     "that are not")
         self.lengths = np.array([len(e) for e in self.episodes], dtype=np.int64)  # N
         self.returns = np.array([e.ret for e in self.episodes], dtype=np.float64)  # N
         states = np.concatenate([e.observations for e in self.episodes]).astype(np.float64)  # sum T, state_dim
@@ -127,5 +148,6 @@ class TrajectoryDataset:
 
     def __repr__(self) -> str:
         return (f"TrajectoryDataset({self.name!r}, env_id={self.env_id!r}, episodes={len(self)}, steps={self.num_steps}, "
-                f"state_dim={self.state_dim}, act_dim={self.act_dim}, return mean {self.returns.mean():.1f} "
+                f"state_dim={self.state_dim}, act_dim={self.act_dim}"
+                f"{' (discrete)' if self.discrete_actions else ''}, return mean {self.returns.mean():.1f} "
                 f"[{self.returns.min():.1f}, {self.returns.max():.1f}], scale={self.scale:g})")
