@@ -26,8 +26,9 @@ FPS = 25
 
 @no_grad()
 def record(model: DecisionTransformerModel, env_id: str, targets: Sequence[float], pre: Preprocess, K: int,
-           seed: int = 0, max_steps: int | None = None) -> list[dict]:
-    """One episode per target, all started from seed `seed` (the same initial state). Returns per target
+           seed: int = 0, max_steps: int | None = None, temperature: float = 0.0) -> list[dict]:
+    """One episode per target, all started from seed `seed` (the same initial state; a discrete model sampling
+    at a temperature > 0 draws from a stream seeded `seed` too, as `rollout` does). Returns per target
     {"target_return", "return", "frames": (n_frames, SIZE, SIZE, 3) uint8}."""
     import gymnasium as gym
 
@@ -43,7 +44,8 @@ def record(model: DecisionTransformerModel, env_id: str, targets: Sequence[float
     try:
         L = min(max_steps or envs.envs[0].spec.max_episode_steps or model.config.max_ep_len, model.config.max_ep_len)
         obs, _ = envs.reset(seed=[seed] * N)
-        window = EpisodeWindow(targets, pre, K, L, model.config.state_dim, model.config.act_dim)
+        window = EpisodeWindow(targets, pre, K, L, model.config.state_dim, model.config.act_dim,
+                               model.config.discrete_actions, temperature, [seed] * N)
         returns = np.zeros(N)
         alive = np.ones(N, bool)
         frames = [[] for _ in range(N)]

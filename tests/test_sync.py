@@ -172,3 +172,16 @@ def test_a_rollout_reads_once_per_environment_step():
     with device_reads() as reads:
         rollout(model, "Pendulum-v1", [-300.0], 4, pre, K=3, seed=1, max_steps=10)
     assert len(reads) == 10, reads
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_discrete_rollout_reads_the_logits_once_per_step(temperature):
+    """Argmax or sampling happens on the host, on the one read of the logits each step."""
+    from minidt.evaluate import Preprocess, rollout
+
+    model = DecisionTransformerModel(state_dim=4, act_dim=2, hidden_size=8, n_layer=1, n_head=2, max_ep_len=500,
+                                     discrete_actions=True, backend="strict", seed=0)
+    pre = Preprocess(np.zeros(4), np.ones(4), 100.0, np.zeros(0), np.zeros(0))
+    with device_reads() as reads:
+        out = rollout(model, "CartPole-v1", [100.0], 3, pre, K=3, seed=1, max_steps=6, temperature=temperature)
+    assert len(reads) == 6 and out[0]["length_mean"] == 6, reads

@@ -10,6 +10,7 @@ that last one, because the model never sees a state without its action.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -124,6 +125,26 @@ class TrajectoryDataset:
         self.state_mean = states.mean(axis=0)
         self.state_std = states.std(axis=0) + 1e-6  # + 1e-6: a constant state dimension must not divide by 0
         self.scale = float(self.scale) if self.scale is not None else default_scale(self.env_id, self.returns)
+
+    def top_percent(self, percent: float) -> "TrajectoryDataset":
+        """The best `percent` % of the episodes by return, for %BC: behaviour cloning on the top X %. Episodes of
+        equal return are never split: whole groups of equal return are taken, best first, while they fit in
+        percent % of the episodes (at least the best group). So with returns 0 or 1 (Key-to-Door) any percent below
+        the share of failures gives exactly the successful episodes. The state statistics and `scale` stay the
+        whole dataset's, as in the reference repo's %BC (it normalizes with every episode, then keeps the best).
+        (The reference counts timesteps, not episodes: the same when every episode has the same length.)"""
+        if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 < percent <= 100:
+            raise ValueError(f"top_percent: expected a percentage in (0, 100], got {percent!r}")
+        values, counts = np.unique(self.returns, return_counts=True)  # ascending
+        kept_groups = np.cumsum(counts[::-1]) <= percent / 100 * len(self) + 1e-9  # best first
+        threshold = values[::-1][max(int(np.sum(kept_groups)), 1) - 1]
+        keep = [e for e, r in zip(self.episodes, self.returns) if r >= threshold]
+        subset = copy.copy(self)
+        subset.episodes = keep
+        subset.lengths = np.array([len(e) for e in keep], dtype=np.int64)
+        subset.returns = np.array([e.ret for e in keep], dtype=np.float64)
+        subset.name = f"{self.name}, top {percent:g} %"
+        return subset
 
     @property
     def state_dim(self) -> int:
