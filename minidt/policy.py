@@ -86,7 +86,7 @@ def load_policy(run_dir: "str | os.PathLike", target_return: float,
     checkpoints/step-N folders: the run's model, preprocessing and context length. backend: where the model runs
     (default: the process default, numpy unless set); temperature: a discrete model samples its actions at it
     (0, the default: argmax; seed the stream with `policy.reset(seed=S)`)."""
-    from .train import load_run
+    from .runs import load_run
 
     info, model = load_run(run_dir, backend)
     return Policy(model, info.pre, info.settings.K, target_return, temperature)
