@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .arguments import ArgumentParser, UsageError, finite_float, nonnegative_int, positive_int
+from .arguments import (ArgumentParser, UsageError, finite_float, nonnegative_float, nonnegative_int, percentage,
+                        positive_int)
 
 
 # --- commands ----------------------------------------------------------------------------------------------------
@@ -60,7 +61,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.force:
             raise UsageError("--resume and --force: --resume continues a run, --force replaces one; pick one")
         settings = resumed_settings(args.resume, env=args.env, dataset=args.dataset, preset=args.preset,
-                                    backend=args.backend, seed=args.seed, out=args.out, steps=args.steps,
+                                    backend=args.backend, seed=args.seed, out=args.out, algo=args.algo,
+                                    top_percent=args.top_percent, dataset_episodes=args.dataset_episodes,
+                                    steps=args.steps,
                                     final_eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
                                     workers=args.workers)
         out = args.resume
@@ -68,7 +71,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         settings = TrainSettings.from_preset(
             args.preset or "quick", env=args.env, dataset=args.dataset, steps=args.steps, seed=args.seed,
             backend=args.backend, final_eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
-            workers=args.workers)
+            workers=args.workers, algo=args.algo, top_percent=args.top_percent,
+            dataset_episodes=args.dataset_episodes)
         out = args.out or default_run_dir(settings)
     try:
         with terminate_as_interrupt():  # SIGTERM outside the training loop (which checkpoints first): as Ctrl-C
@@ -111,12 +115,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .report import evaluate_run, format_evaluations
 
     evaluations = evaluate_run(args.run_dir, env=args.env, targets=args.targets, episodes=args.episodes,
-                               seed=args.seed, progress=not (args.quiet or args.json), workers=args.workers)
+                               seed=args.seed, progress=not (args.quiet or args.json), workers=args.workers,
+                               temperature=args.temperature)
     print(json.dumps({"evaluations": evaluations}, indent=1) if args.json else format_evaluations(evaluations))
     if args.video:
         from .video import record_run
 
-        clips = record_run(args.run_dir, args.video, [e["target_return"] for e in evaluations], args.env, args.seed)
+        clips = record_run(args.run_dir, args.video, [e["target_return"] for e in evaluations], args.env, args.seed,
+                           args.temperature)
         print("clips:", *clips, file=sys.stderr)
     return 0
 
@@ -158,15 +164,25 @@ WORKERS_HELP = ("threads for minidt.DataParallel, each on a slice of the batch (
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
-    from .settings import PRESETS, TrainSettings  # not minidt.data, slow to import (minari): the tiers are tested
+    from .settings import ALGOS, PRESETS, TrainSettings  # not minidt.data, slow to import (minari): tiers tested
 
     d = TrainSettings()
     t = sub.add_parser("train", help="train a Decision Transformer offline, then evaluate it at several targets")
-    t.add_argument("--env", metavar="ENV", help=f"{d.env} (default), MountainCarContinuous-v0, InvertedPendulum-v5, "
-                   "or the environment of a D4RL/Minari dataset (continuous actions)")
+    t.add_argument("--env", metavar="ENV", help=f"{d.env} (default), MountainCarContinuous-v0, InvertedPendulum-v5; "
+                   "with discrete actions CartPole-v1, Acrobot-v1, MountainCar-v0, minidt/KeyToDoor-v0 (the paper's "
+                   "credit-assignment task); or the environment of a D4RL/Minari dataset")
     t.add_argument("--dataset", metavar="TIER|PATH|MINARI_ID",
                    help="a generated tier (random, medium, expert, medium-replay, full-replay, medium-expert; "
-                        f"default {d.dataset}), a D4RL .hdf5 file, a Minari dataset directory, or a local Minari id")
+                        f"default {d.dataset}, Key-to-Door random), a D4RL .hdf5 file, a Minari dataset directory, "
+                        "or a local Minari id")
+    t.add_argument("--dataset-episodes", type=positive_int, metavar="N",
+                   help="episodes of a generated tier (default 200, Key-to-Door 10,000; the paper's smaller "
+                        "Key-to-Door dataset: 1000)")
+    t.add_argument("--algo", choices=ALGOS, help="dt, the Decision Transformer (default), or bc, behaviour cloning: "
+                   "the same model with its return input zeroed, evaluated once with no target")
+    t.add_argument("--top-percent", type=percentage, metavar="X",
+                   help="train on the best X %% of the episodes by return (default 100; with --algo bc, the "
+                        "paper's %%BC; equal returns are never split: Key-to-Door's X < 100 keeps its successes)")
     t.add_argument("--preset", choices=tuple(PRESETS),
                    help="quick (minutes on a CPU; default) or paper (the paper's model and schedule)")
     t.add_argument("--steps", type=positive_int, metavar="N",
@@ -215,7 +231,12 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--env", help="the environment (default: the run's)")
     e.add_argument("--targets", type=finite_float, nargs="+", metavar="R",
                    help="target returns (default: 7 from the run's dataset: 5 spanning its returns, the mean of its "
-                        "best 10%% of episodes, and one a quarter of the range beyond its best)")
+                        "best 10%% of episodes, and one a quarter of the range beyond its best; Key-to-Door: 0, "
+                        "0.25, 0.5, 0.75, 1; a BC run takes none)")
+    e.add_argument("--temperature", type=nonnegative_float, default=0.0, metavar="T",
+                   help="a discrete model's actions: 0 takes the argmax of its logits (default); T > 0 samples from "
+                        "softmax(logits / T), episode j's draws seeded like its environment (the same seed, the same "
+                        "episode)")
     e.add_argument("--episodes", type=positive_int, default=20, metavar="N", help="episodes per target (default 20)")
     e.add_argument("--seed", type=nonnegative_int, default=EVAL_SEED, metavar="S",
                    help=f"episode j of every target is seeded seed + j (default {EVAL_SEED})")

@@ -42,8 +42,13 @@ RUN_FILES = ("run.json", "latest", "metrics.jsonl", "metrics.json", "config.json
 # --- a new run, or a resumed one ---------------------------------------------------------------------------------
 
 def default_run_dir(s: TrainSettings) -> str:
-    """runs/ENV-DATASET-TIME: where `minidt train` writes when --out is not given."""
-    return f"runs/{s.env}-{s.dataset.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """runs/ENV-DATASET-TIME (and -bc, -topX, -nN for BC, the best X %, N generated episodes): where `minidt train`
+    writes when --out is not given."""
+    what = "".join((f"-{s.algo}" if s.algo != "dt" else "",
+                    f"-top{s.top_percent:g}" if s.top_percent < 100 else "",
+                    f"-n{s.dataset_episodes}" if s.dataset_episodes else ""))
+    name = f"{s.env}-{s.dataset}{what}".replace("/", "_")
+    return f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def run_files(run_dir: Path) -> list[str]:
@@ -113,7 +118,8 @@ def record_settings(run_dir: Path, s: TrainSettings) -> None:
 
 def resumed_settings(run_dir: "str | os.PathLike", env: str | None = None, dataset: str | None = None,
                      preset: str | None = None, backend: str | None = None, seed: int | None = None,
-                     out: str | None = None, **changes: Any) -> TrainSettings:
+                     out: str | None = None, algo: str | None = None, top_percent: float | None = None,
+                     dataset_episodes: int | None = None, **changes: Any) -> TrainSettings:
     """The settings `minidt train --resume run_dir` continues with: the run's own. The flags given (None: not
     given) must agree with them (ValueError naming those that do not); `changes` (steps, final_eval_episodes,
     checkpoint_every, workers) change them."""
@@ -134,6 +140,9 @@ def resumed_settings(run_dir: "str | os.PathLike", env: str | None = None, datas
         ("--backend", backend, s.backend, str.__eq__),
         ("--seed", seed, s.seed, int.__eq__),
         ("--out", out, run_dir, lambda a, b: Path(a).resolve() == Path(b).resolve()),
+        ("--algo", algo, s.algo, str.__eq__),
+        ("--top-percent", top_percent, s.top_percent, float.__eq__),
+        ("--dataset-episodes", dataset_episodes, s.dataset_episodes, lambda a, b: a == b),
     ) if given is not None and not same(given, have)]
     if clashes:
         raise ValueError(f"--resume {run_dir}: a resumed run keeps its settings; contradicted by "

@@ -29,6 +29,10 @@ GYM_IDS: dict[str, str] = {
 }
 _BY_GYM_NAME = {re.sub(r"-v\d+$", "", gym_id): name for name, gym_id in GYM_IDS.items()}
 
+# The return at which an episode counts as a success, for tasks that end in success or failure: evaluations report
+# the success rate (Key-to-Door pays 1 at the door with the key, else 0).
+SUCCESS_RETURN: dict[str, float] = {"keytodoor": 1.0}
+
 # Returns-to-go enter the model divided by this, so that they are O(1). 1000 for the MuJoCo tasks is the paper's
 # value; the others put the largest |return| of the environment between 1 and 10.
 RETURN_SCALE: dict[str, float] = {
@@ -72,9 +76,10 @@ def default_scale(env: str | None, returns: np.ndarray) -> float:
 
 
 def gym_spec(env_id: str, name: str = "env") -> dict:
-    """The gymnasium id, episode length and action bounds of an environment (made once, closed at once).
-    ValueError, naming the argument `name`, for an unknown environment or one whose observations or actions are not
-    continuous vectors (Box): minidt's Decision Transformer predicts continuous actions."""
+    """The gymnasium id, episode length, sizes and action space of an environment (made once, closed at once):
+    "discrete" and act_dim, the number of actions, for a Discrete action space; the action bounds of a Box one.
+    ValueError, naming the argument `name`, for an unknown environment, or one whose observations are not a
+    continuous vector (Box) or whose actions are neither a bounded Box nor a Discrete space counted from 0."""
     import gymnasium as gym
 
     short = env_name(env_id)
@@ -87,18 +92,25 @@ def gym_spec(env_id: str, name: str = "env") -> dict:
         raise ValueError(f"{name} {env_id}: not a gymnasium environment ({e}); expected a short name "
                          f"({', '.join(GYM_IDS)}) or a registered gymnasium id such as Pendulum-v1") from None
     try:
-        for what, space, does in (("action", env.action_space, "predicts continuous actions"),
-                                  ("observation", env.observation_space, "reads continuous observations")):
-            if not isinstance(space, gym.spaces.Box):
-                raise ValueError(f"{name} {env_id}: its {what} space is {space}; minidt's Decision Transformer "
-                                 f"{does} (a Box space)")
-        if not (np.isfinite(env.action_space.low).all() and np.isfinite(env.action_space.high).all()):
-            raise ValueError(f"{name} {env_id}: its action space {env.action_space} is unbounded; minidt maps the "
+        space = env.action_space
+        if not isinstance(env.observation_space, gym.spaces.Box):
+            raise ValueError(f"{name} {env_id}: its observation space is {env.observation_space}; minidt's Decision "
+                             "Transformer reads continuous observations (a Box space)")
+        spec = {"id": gym_id, "max_episode_steps": env.spec.max_episode_steps or 1000,
+                "state_dim": int(np.prod(env.observation_space.shape))}
+        if isinstance(space, gym.spaces.Discrete):
+            if space.start != 0:
+                raise ValueError(f"{name} {env_id}: its action space {space} starts at {space.start}; minidt "
+                                 "numbers discrete actions from 0")
+            return {**spec, "discrete": True, "act_dim": int(space.n), "action_low": np.zeros(0),
+                    "action_high": np.zeros(0)}
+        if not isinstance(space, gym.spaces.Box):
+            raise ValueError(f"{name} {env_id}: its action space is {space}; minidt's Decision Transformer predicts "
+                             "continuous actions (a Box space) or one of n discrete actions (a Discrete space)")
+        if not (np.isfinite(space.low).all() and np.isfinite(space.high).all()):
+            raise ValueError(f"{name} {env_id}: its action space {space} is unbounded; minidt maps the "
                              "model's tanh output onto finite action bounds")
-        return {"id": gym_id, "max_episode_steps": env.spec.max_episode_steps or 1000,
-                "state_dim": int(np.prod(env.observation_space.shape)),
-                "act_dim": int(np.prod(env.action_space.shape)),
-                "action_low": np.asarray(env.action_space.low, np.float64),
-                "action_high": np.asarray(env.action_space.high, np.float64)}
+        return {**spec, "discrete": False, "act_dim": int(np.prod(space.shape)),
+                "action_low": np.asarray(space.low, np.float64), "action_high": np.asarray(space.high, np.float64)}
     finally:
         env.close()
