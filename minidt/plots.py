@@ -83,11 +83,13 @@ def plot_loss(steps: Sequence[int], losses: Sequence[float], path: "str | os.Pat
 
 
 def plot_return_conditioning(evaluations: list[dict], path: "str | os.PathLike", dataset_best: float,
-                             title: str = "", dataset_worst: float | None = None, success: bool = False) -> None:
+                             title: str = "", dataset_worst: float | None = None, success: bool = False,
+                             no_target: str = "BC") -> None:
     """Achieved return (mean +- std over episodes) against the target return; y = x is perfect conditioning.
     success: the return is 1 on success and 0 otherwise (Key-to-Door), so its mean is the success rate: that is
     what the y axis says, without the std band. An evaluation with no target (BC: target_return None) is a level
-    line across the targets, or across the dataset's returns [dataset_worst, dataset_best] when it is alone."""
+    line across the targets, or across the dataset's returns [dataset_worst, dataset_best] when it is alone, named
+    `no_target` ("BC" or "%BC")."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 5))
     rows = [e for e in evaluations if e["target_return"] is not None]
@@ -102,8 +104,8 @@ def plot_return_conditioning(evaluations: list[dict], path: "str | os.PathLike",
     for e in evaluations:
         if e["target_return"] is None:
             mean, std = e["return_mean"], 0.0 if success else e["return_std"]
-            ax.axhline(mean, color="tab:green", lw=2, label=f"BC, no target: {mean:.3g}" + ("" if success else
-                                                                                          f" +- {std:.3g}"))
+            ax.axhline(mean, color="tab:green", lw=2, label=f"{no_target}, no target: {mean:.3g}"
+                       + ("" if success else f" +- {std:.3g}"))
             if std:
                 ax.axhspan(mean - std, mean + std, color="tab:green", alpha=0.15)
             m, s = np.append(m, mean), np.append(s, std)

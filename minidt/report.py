@@ -185,7 +185,7 @@ def write_report(run_dir: Path, s: TrainSettings, data: Any, pre: Preprocess, ev
     if evaluations:
         plot_return_conditioning(evaluations, run_dir / "return_conditioning.png", best, f"{title}, {s.steps} steps",
                                  dataset_worst=float(np.min(data.returns)),
-                                 success=any("success_rate" in e for e in evaluations))
+                                 success=any("success_rate" in e for e in evaluations), no_target=s.label)
     scores = [e["normalized_score_mean"] for e in evaluations if "normalized_score_mean" in e]
     summary = {
         "env": s.env, "dataset": data.name, "algo": s.algo, "top_percent": s.top_percent, "label": s.label,

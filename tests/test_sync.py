@@ -136,14 +136,18 @@ def test_forward_and_get_action_read_nothing_back():
     assert reads == [], reads
 
 
-def test_the_trainer_reads_only_when_it_logs_or_saves(cache, tmp_path, monkeypatch):
+@pytest.mark.parametrize("discrete", [False, True])
+def test_the_trainer_reads_only_when_it_logs_or_saves(cache, tmp_path, monkeypatch, discrete):
     """Between two training steps the loop reads nothing, except after a step that logs (the window's mean loss
-    and gradient norm: one read), or checkpoints (the weights and moments, to write them)."""
+    and gradient norm: one read), or checkpoints (the weights and moments, to write them). Discrete actions and
+    behaviour cloning (CartPole, BC) too."""
     import minidt.train as t
+    from tiny_runs import cartpole_hdf5
 
-    s = t.TrainSettings(env="Pendulum-v1", dataset="medium-replay", steps=12, K=5, batch_size=4, hidden_size=8,
-                        n_layer=1, n_head=2, warmup_steps=3, log_every=4, checkpoint_every=12, final_eval_episodes=0,
-                        seed=0, backend="strict")
+    data = dict(env="CartPole-v1", dataset=str(cartpole_hdf5(tmp_path / "cartpole.hdf5")), algo="bc") if discrete \
+        else dict(env="Pendulum-v1", dataset="medium-replay")
+    s = t.TrainSettings(**data, steps=12, K=5, batch_size=4, hidden_size=8, n_layer=1, n_head=2, warmup_steps=3,
+                        log_every=4, checkpoint_every=12, final_eval_episodes=0, seed=0, backend="strict")
     real_step, after = t.train_step, []
     with device_reads() as reads:
         def step(*args, **kwargs):
