@@ -4,7 +4,8 @@ starve it. array_api_strict allows them all on its non-default device, so CI wou
 the guard. It wraps the strict array type's conversions and `to_device` (what `minidt.to_numpy` calls) and records
 every read of an array on device1.
 
-Held at zero: a training step (`minidt.train.train_step`, host batch in, loss and gradient norm out on the device),
+Held at zero: a training step (`minidt.train.train_step`, host batch in, loss and gradient norm out on the device;
+TD3+BC's `td3bc_step`, host transitions in, two losses out),
 the trainer between logging steps, a forward and `get_action`; a rollout reads the actions once per environment
 step. The strict backend's own kernels (erf) read its memory directly, as a CUDA kernel reads GPU memory: that is
 not a transfer, and is not counted."""
@@ -92,6 +93,24 @@ def test_a_training_step_reads_nothing_back():
             loss, grad_norm = train_step(model, opt, sched, batch(seed=step), 0.25)
     assert reads == [], reads
     assert np.isfinite(float(minidt.to_numpy(loss))) and float(minidt.to_numpy(grad_norm)) > 0
+
+
+def test_a_td3bc_step_reads_nothing_back():
+    """TD3+BC: host transitions in; the smoothing noise drawn on the host and moved with them; target, critic,
+    the delayed actor (through the critic's backward), Polyak; two losses out on the device."""
+    from minidt.td3bc import TD3BC, TD3BCConfig, td3bc_step
+
+    agent = TD3BC(3, 2, [-1.0, -2.0], [2.0, 2.0], TD3BCConfig(hidden=8), backend="strict", seed=0)
+    rng = np.random.default_rng(0)
+    losses = []
+    with device_reads() as reads:
+        for _ in range(4):  # two with an actor update, two without
+            batch = {"states": rng.normal(size=(4, 3)), "actions": rng.uniform(-1, 1, size=(4, 2)),
+                     "rewards": rng.normal(size=(4, 1)), "next_states": rng.normal(size=(4, 3)),
+                     "not_done": np.ones((4, 1))}
+            losses.append(td3bc_step(agent, batch))
+    assert reads == [], reads
+    assert losses[0][1] is None and np.isfinite(float(minidt.to_numpy(losses[1][1])))
 
 
 def test_forward_and_get_action_read_nothing_back():
