@@ -4,6 +4,9 @@ from minidt's own layers, trained by `td3bc_step` on transitions (`minidt.data.t
     networks.py   the actor, the critics, and the actor's gradient through the critic's backward
     losses.py     the TD target, the critic loss, the actor loss with its BC term, and their gradients
     agent.py      the networks, their targets, the optimizers, and one update step
+    rollout.py    plain rollouts of the actor (it is not return-conditioned)
+    checkpoint.py a run's checkpoints and networks; report.py its evaluation and metrics.json
+    train.py      the loop of `minidt train --algo td3bc`
 """
 
 from .agent import TD3BC, TD3BCConfig, polyak_update, td3bc_step
