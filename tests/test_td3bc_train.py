@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import minidt
+
 from minidt.checkpoint import load_safetensors
 from minidt.cli import main
 from minidt.runs import latest_checkpoint, read_run_info, read_trainer_state
@@ -81,6 +83,8 @@ def test_a_run_writes_its_files_and_minidt_evaluate_reads_it(data, tmp_path, cap
     assert out.splitlines()[1].split()[0] == "none"  # no target: one row
     _, actor = load_actor(run)
     assert actor.net.l1.weight.shape == (8, 3)
+    with pytest.raises(ValueError, match="is a td3bc run, which holds no Decision Transformer"):
+        minidt.load_policy(run, target_return=-200.0)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch):
