@@ -120,12 +120,6 @@ class TD3BC:
                                  f"{tuple(state[name].shape)}")
             p.data = self.backend.asarray(np.array(to_numpy(state[name])), dtype=self.dtype)
 
-    @no_grad()
-    def act(self, states: Any) -> Any:
-        """Normalized states (B, state_dim) -> the actor's actions (B, act_dim), on the device, in the
-        environment's units. No cache kept: inference."""
-        return self.actor(self.backend.asarray(states, self.dtype))
-
 
 def copy_of(src: Module, dst: Module) -> Module:
     """dst with src's parameter values, copied (a target network starts as its network)."""
