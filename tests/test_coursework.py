@@ -156,13 +156,14 @@ PLANTED = {
         ["disagrees with central finite differences"], []),
     "dropout without the 1/(1-p) scaling": (
         "linear_activations", [("    mask *= 1.0 / (1.0 - p)  # in place: the cast is already a new array\n", "")],
-        ["dropout_forward: output vs reference [numpy]", "dropout_backward: dx vs reference [strict]"],
-        ["dropout_backward: dx vs finite differences [numpy]", "relu_forward: output vs reference [strict]"],
+        ["dropout_forward: output vs reference [numpy]", "dropout_forward: output vs reference [strict]"],
+        ["dropout_backward: dx vs reference [strict]", "dropout_backward: dx vs finite differences [numpy]",
+         "relu_forward: output vs reference [strict]"],  # the backward runs on the reference's mask
         ["max |got - expected|", "p = "], []),
     "relu through NumPy: fine on numpy, rejected by the strict backend": (
         "linear_activations", [(None, RELU_THROUGH_NUMPY)],
-        ["relu_forward: output vs reference [strict]", "relu_backward: dx vs finite differences [strict]"],
-        ["relu_forward: output vs reference [numpy]", "relu_backward: dx vs finite differences [numpy]"],
+        ["relu_forward: output vs reference [strict]"],
+        ["relu_forward: output vs reference [numpy]", "relu_backward: dx vs finite differences [strict]"],
         ["RuntimeError", "in relu_forward, line", "hint: the strict backend rejects NumPy calls"], []),
     "LayerNorm backward without the mean term": (
         "layernorm", [(None, LAYERNORM_WITHOUT_MEAN)],
@@ -176,6 +177,13 @@ PLANTED = {
         ["layernorm_forward: output vs reference [numpy]", "layernorm_forward: output vs reference [strict]"],
         ["layernorm_backward: dx vs reference [numpy]", "layernorm_backward: dweight vs finite differences [strict]"],
         ["layernorm_forward changed its argument x in place"], []),
+    "LayerNorm whose cache has a layout of its own": (
+        "layernorm", [("    return out, (x, weight, mean, rstd)", "    return out, (x, weight, mean, rstd, C)"),
+                      ("    x, weight, mean, rstd = cache\n", "    x, weight, mean, rstd, C = cache\n")],
+        ["layernorm_backward: dx vs reference [numpy]", "layernorm_backward: dbias vs finite differences [strict]"],
+        ["layernorm_forward: output vs reference [numpy]"],
+        ["ValueError", "hint: layernorm_backward is called with the reference layernorm_forward's cache",
+         "laid out as the docstring of layernorm_forward says"], []),
     "attention backward recomputing softmax without the mask": (
         "attention", [("    q, k, v, probs, scale = cache\n",
                        "    q, k, v, probs, scale = cache\n"
@@ -189,12 +197,12 @@ PLANTED = {
         "attention", [("bias = xp.where(j <= i,", "bias = xp.where(j < i,")],
         ["attention_forward: causality and padding probe [numpy]", "attention_forward: output vs reference [strict]"],
         ["softmax_forward: output vs reference [numpy]"],
-        ["is not finite", "at least itself"], ["padded"]),
+        ["at least itself"], ["padded"]),
     "a causal mask that lets position i see key i + 1": (
         "attention", [("bias = xp.where(j <= i,", "bias = xp.where(j <= i + 1,")],
         ["attention_forward: causality and padding probe [strict]", "attention_forward: output vs reference [numpy]"],
         ["softmax_backward: dx vs reference [strict]"],
-        ["the output at position 0 changed when key 1 changed", "(causal)"], []),
+        ["changed when key", "(causal)"], []),
     "GPT-2 block backward forgetting the MLP's residual path": (
         "gpt2_block", [("dx1 = dout + dx1_branch", "dx1 = dx1_branch")],
         ["block_backward: dx vs finite differences [numpy]", "block_backward: dx vs reference [strict]"],
@@ -203,8 +211,8 @@ PLANTED = {
         ["finite differences"], []),
     "GPT-2 block whose MLP reads x instead of x1": (
         "gpt2_block", [('layernorm_forward(x1, params["ln_2.weight"]', 'layernorm_forward(x, params["ln_2.weight"]')],
-        ["block_forward: output vs reference [numpy]", "block_backward: dx vs reference [strict]"],
-        ["block_forward: causality and padding probe [numpy]"],
+        ["block_forward: output vs reference [numpy]", "block_forward: output vs reference [strict]"],
+        ["block_forward: causality and padding probe [numpy]", "block_backward: dx vs reference [strict]"],
         ["block_forward output"], []),
     "interleave backward forgetting the state and action tokens' timestep gradient": (
         "dt_embedding", [("embedding_backward(dr + ds + da, time_cache)", "embedding_backward(dr, time_cache)")],
@@ -263,6 +271,20 @@ def test_planted_bug_loses_points_on_the_right_checks(tmp_path, bug):
     assert [c for c in keep if got[c][0] != got[c][1]] == []
     assert [w for w in says if w not in text[lose[0]]] == [], text[lose[0]]
     assert [w for w in never if w in text[lose[0]]] == [], text[lose[0]]
+
+
+def test_a_forward_bug_costs_no_backward_points(tmp_path):
+    """The backward is graded on the reference forward's cache (and its finite differences are the reference
+    forward's): a LayerNorm forward with the unbiased variance loses every forward check and no backward one."""
+    from test_coursework_mistakes import LAYERNORM_UNBIASED
+
+    a = get_assignment("layernorm")
+    report = grade_file(write(tmp_path, "layernorm", a.source(solution=True) + LAYERNORM_UNBIASED), a, max_examples=3,
+                        backends={"numpy": 1, "strict": 1})
+    forward = [r for r in report.results if r.name.startswith("layernorm_forward")]
+    backward = [r for r in report.results if r.name.startswith("layernorm_backward")]
+    assert len(forward) == 2 and all(r.score == 0 for r in forward)
+    assert len(backward) == 12 and all(r.score == r.max_score for r in backward)
 
 
 def test_a_wrong_helper_costs_its_own_checks_only(tmp_path):

@@ -103,6 +103,7 @@ FUNCTIONS = (
         scores = q @ k^T * scale + bias; bias (B, 1, T, T): 0 where key j <= query i, -inf where j > i, plus
         xp.finfo(q.dtype).min where attention_mask[b, j] == 0. out = softmax(scores) @ v.
         Build the positions with xp.arange(T, device=device(q)); use softmax_forward above.
+        cache = (q, k, v, probs, scale), probs = softmax(scores) (B, H, T, T).
         """),
     Function("attention_backward", """
         dout (B, H, T, D), cache from attention_forward -> (dq, dk, dv), each (B, H, T, D).
@@ -116,7 +117,7 @@ FUNCTIONS = (
 def _draw_softmax(d: Draw) -> Case:
     lead = tuple(d.int(1, 3, f"leading dim {i}") for i in range(d.int(1, 2, "number of leading dims")))
     N = d.int(1, 6, "N")
-    scale, shift = d.float(0.1, 5.0, "scale"), d.choice((0.0, -30.0, 800.0), "shift")
+    scale, shift = d.float(0.1, 5.0, "scale"), d.choice((800.0, -800.0, 0.0), "shift")  # exp over- and underflows
     rng = d.rng()
     return Case({"x": rng.standard_normal((*lead, N)) * scale + shift}, seed=int(rng.integers(2**31)))
 
@@ -130,9 +131,9 @@ def _grads_softmax(returned: Any) -> dict[str, Any]:
 
 
 def _draw_attention(d: Draw) -> Case:
-    B, H, T, D = d.int(1, 2, "B"), d.int(1, 3, "H"), d.int(2, 5, "T"), d.int(1, 4, "D")
-    mask = left_padding_mask(d, B, T)
-    scale = d.choice((D ** -0.5, 1.0, 0.3), "scale")
+    B, H, T, D = d.int(1, 2, "B"), d.int(1, 3, "H"), d.int(3, 5, "T"), d.int(1, 4, "D")
+    mask = left_padding_mask(d, B, T, min_real=2)  # padding in row 0, and a query that sees two real keys
+    scale = d.choice((D ** -0.5, 0.3, 2.0) if D > 1 else (0.3, 2.0), "scale")  # never 1: a forgotten scale shows
     rng = d.rng()
     return Case({name: rng.standard_normal((B, H, T, D)) for name in ("q", "k", "v")},
                 {"attention_mask": mask, "scale": scale}, seed=int(rng.integers(2**31)))

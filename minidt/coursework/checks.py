@@ -8,10 +8,10 @@ fraction of its inputs that pass.
 A forward/backward pair (`Pair`) gets, on each backend:
     output vs reference          the forward's output against the reference's, relative error <= 1e-9
     dX vs finite differences     for each group of inputs X: central differences of L = sum(forward(...) * dout)
-                                 along a random direction u of the whole group (the student's own forward),
-                                 against <dX, u>
+                                 along a random direction u of the whole group, against <dX, u>
     dX vs reference              the backward's gradients against the reference's, relative error <= 1e-8
-and, where the pair is causal, a probe: a change at position j must leave earlier positions, and a change at a
+The backward runs on the reference forward's cache and the differences are of the reference forward, so a
+mistake in a forward costs the forward's checks and nothing else. Where the pair is causal, a probe: a change at position j must leave earlier positions, and a change at a
 padded position every real position, exactly as they were. The tolerances are the parity spec's float64 ones.
 Inputs are drawn by hypothesis (`derandomize=True`: a file gets the same score on every run; an instructor's seed
 for the hidden checks): shapes and hyperparameters from hypothesis, array entries from a NumPy generator seeded by
@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .sandbox import Arr, Opaque, Ref, decode, encode
+from .sandbox import Arr, Opaque, decode, encode
 
 FORWARD_TOL = 1e-9  # float64 outputs: max |got - expected| / max |expected|
 GRAD_TOL = 1e-8  # float64 gradients, the same measure
@@ -117,20 +117,17 @@ def draw_cases(draw: Callable[[Draw], Case], n: int, seed: "int | None" = None) 
 @dataclass
 class Call:
     """Call the student's `fn` with `args` (NumPy arrays become fresh arrays of the backend; a Ref is an earlier
-    call's result). `take`: send back only that element of the result; `keep`: later calls may Ref it; `watch`:
-    earlier calls whose arguments this one must not change either (a backward reads its forward's through the
-    cache)."""
+    call's result). `take`: send back only that element of the result; `keep`: later calls may Ref it."""
 
     fn: str
     args: tuple
     keep: bool = False
     take: "int | None" = None
-    watch: tuple[int, ...] = ()
-    inplace: bool = True  # look for writes into the arguments (not for the finite-difference and probe calls)
+    inplace: bool = True  # look for writes into the arguments (not for the probe calls)
 
     def wire(self) -> dict:
         return {"fn": self.fn, "args": encode(self.args), "keep": self.keep, "take": self.take,
-                "watch": list(self.watch), "inplace": self.inplace}
+                "inplace": self.inplace}
 
 
 @dataclass
@@ -255,11 +252,15 @@ def _digits(got: float, want: float) -> tuple[str, str]:
     return f"{got:.17g}", f"{want:.17g}"
 
 
-def left_padding_mask(d: Draw, B: int, T: int) -> np.ndarray:
-    """(B, T) of 1 (real) and 0 (padding): each row left-padded by a drawn amount, at least one real step."""
+def left_padding_mask(d: Draw, B: int, T: int, min_real: int = 1) -> np.ndarray:
+    """(B, T) of 1 (real) and 0 (padding): each row left-padded by a drawn amount, at least min_real real steps.
+    Row 0 is padded whenever it can be (T > min_real): every such input then has a padded position, so a mask
+    that ignores padding (-inf for a padded key, a loss over every timestep) fails on it, not only on the few
+    inputs hypothesis happens to pad."""
     mask = np.ones((B, T))
     for b in range(B):
-        mask[b, :d.int(0, T - 1, f"left padding of row {b}")] = 0.0
+        least = 1 if b == 0 and T > min_real else 0
+        mask[b, :d.int(least, max(T - min_real, 0), f"left padding of row {b}")] = 0.0
     return mask
 
 
@@ -291,19 +292,31 @@ class Causal:
             out.append(arrays)
         return out
 
-    def judge(self, fn: str, base: np.ndarray, outs: list[np.ndarray], mask: np.ndarray) -> None:
+    def moved(self, base: np.ndarray, outs: list[np.ndarray], real: np.ndarray) -> list[np.ndarray]:
+        """[j] (B, T): where the output changed when position j of the inputs did (beyond round-off)."""
+        base_bt = self._bt(base)
+        scale = max(float(np.max(np.abs(base_bt[real]), initial=0.0)), 1e-300)
+        return [np.max(np.abs(self._bt(out) - base_bt), axis=-1) > PROBE_TOL * scale for out in outs]
+
+    def _bt(self, out: np.ndarray) -> np.ndarray:
+        return np.moveaxis(out, self.out_axis, 1).reshape(out.shape[0], out.shape[self.out_axis], -1)  # B,T,rest
+
+    def judge(self, fn: str, base: np.ndarray, outs: list[np.ndarray], mask: np.ndarray,
+              ref_moved: list[np.ndarray]) -> None:
+        """ref_moved: the reference's `moved` on the same perturbations (what a position must react to)."""
         real = mask > 0  # B,T
-        base_bt = np.moveaxis(base, self.out_axis, 1).reshape(base.shape[0], base.shape[self.out_axis], -1)
-        finite = np.isfinite(base_bt).all(axis=-1)  # B,T
+        finite = np.isfinite(self._bt(base)).all(axis=-1)  # B,T
         if (real & ~finite).any():
             b, i = (int(v) for v in np.argwhere(real & ~finite)[0])
             raise Failure(f"{fn}: the output at position {i} (batch row {b}) is not finite: does every position see "
                           f"at least itself ({self.what} j <= i)?")
-        scale = max(float(np.max(np.abs(base_bt[real]))), 1e-300)
-        for j, out in enumerate(outs):
-            out_bt = np.moveaxis(out, self.out_axis, 1).reshape(base_bt.shape)
-            moved = np.max(np.abs(out_bt - base_bt), axis=-1) > PROBE_TOL * scale  # B,T
-            for b, i in np.argwhere(real & moved):
+        moved = self.moved(base, outs, real)
+        for i in range(len(outs)):
+            for b in np.argwhere(real[:, i] & ref_moved[i][:, i] & ~moved[i][:, i]).ravel():
+                raise Failure(f"{fn}: the output at position {i} did not change when {self.what} {i} changed (batch "
+                              f"row {b}): does every position see at least itself ({self.what} j <= i)?")
+        for j, m in enumerate(moved):
+            for b, i in np.argwhere(real & m):
                 if not real[b, j]:
                     raise Failure(f"{fn}: the output at real position {i} changed when padded {self.what} {j} changed "
                                   f"(batch row {b}): a padded {self.what} must get no attention")
@@ -317,8 +330,9 @@ class PairPlan:
     ref_out: np.ndarray
     ref_grads: dict[str, np.ndarray]
     dout: np.ndarray
-    fd: dict[str, tuple[dict[str, np.ndarray], int]]  # group -> (directions, the call at x + h u; x - h u next)
+    fd: dict[str, tuple[dict[str, np.ndarray], float]]  # group -> (direction u, central difference of L along u)
     probe_at: int  # index of the first probe call
+    probe_moved: list[np.ndarray]  # the reference's reaction to each probe (Causal.moved)
 
 
 @dataclass
@@ -326,7 +340,11 @@ class Pair:
     """A forward/backward function pair. args(arrays, consts) -> the forward's positional arguments;
     grads(what the backward returned) -> {array name: gradient}; groups: (label, array names) graded together;
     where(case) -> bool array broadcastable to out: the entries that count (None: all of them); returns_cache:
-    the forward returns (out, cache) (else out, which is its own cache)."""
+    the forward returns (out, cache) (else out, which is its own cache).
+
+    The backward is called with the reference forward's cache, never the student's: a wrong forward costs the
+    forward's checks only (the skeleton's docstrings give the cache's layout). Its gradients are compared with
+    the reference backward's and with central differences of the reference forward, computed here."""
 
     forward: str
     backward: str
@@ -351,33 +369,38 @@ class Pair:
             out.append(Kind("probe", f"{self.forward}: causality and padding probe", 1, self.forward))
         return out
 
-    def _forward_call(self, arrays: dict, consts: dict, keep: bool = False) -> Call:
-        return Call(self.forward, self.args(arrays, consts), keep=keep, take=0 if self.returns_cache else None,
-                    inplace=keep)
+    def _forward_call(self, arrays: dict, consts: dict, inplace: bool = False) -> Call:
+        return Call(self.forward, self.args(arrays, consts), take=0 if self.returns_cache else None, inplace=inplace)
+
+    def _reference(self, ref: Any, arrays: dict, consts: dict) -> tuple[np.ndarray, Any]:
+        """The reference forward's (output, cache) on copies of the arrays."""
+        result = getattr(ref, self.forward)(*self.args({k: v.copy() for k, v in arrays.items()}, consts))
+        return result if self.returns_cache else (result, result)
 
     def plan(self, case: Case, ref: Any) -> tuple[list, PairPlan]:
-        args = self.args({k: v.copy() for k, v in case.arrays.items()}, case.consts)
-        result = getattr(ref, self.forward)(*args)
-        ref_out, ref_cache = result if self.returns_cache else (result, result)
+        ref_out, ref_cache = self._reference(ref, case.arrays, case.consts)
         rng = np.random.default_rng(case.seed)
         dout = rng.standard_normal(ref_out.shape)
         if self.where is not None:  # dL/dout zero where the output does not count
             dout = np.where(np.broadcast_to(self.where(case), dout.shape), dout, 0.0)
         ref_grads = self.grads(getattr(ref, self.backward)(dout.copy(), ref_cache))
-        calls = [self._forward_call(case.arrays, case.consts, keep=True),
-                 Call(self.backward, (dout, Ref(0, 1 if self.returns_cache else None)), watch=(0,))]
+        calls = [self._forward_call(case.arrays, case.consts, inplace=True),
+                 Call(self.backward, (dout, ref_cache))]
         fd = {}
         for label, names in self.groups:
             u = {name: rng.standard_normal(case.arrays[name].shape) for name in names}
-            fd[label] = (u, len(calls))
-            for sign in (1.0, -1.0):
-                moved = {name: case.arrays[name] + sign * FD_STEP * u[name] for name in names}
-                calls.append(self._forward_call({**case.arrays, **moved}, case.consts))
-        probe_at = len(calls)
+            loss = [float(np.sum(self._reference(ref, {**case.arrays, **{n: case.arrays[n] + sign * FD_STEP * u[n]
+                                                                        for n in names}}, case.consts)[0] * dout))
+                    for sign in (1.0, -1.0)]
+            fd[label] = (u, (loss[0] - loss[1]) / (2 * FD_STEP))
+        probe_at, probe_moved = len(calls), []
         if self.probe is not None:
-            calls += [self._forward_call(arrays, case.consts) for arrays in self.probe.perturbed(case, rng)]
+            perturbed = self.probe.perturbed(case, rng)
+            calls += [self._forward_call(arrays, case.consts) for arrays in perturbed]
+            outs = [np.asarray(self._reference(ref, arrays, case.consts)[0]) for arrays in perturbed]
+            probe_moved = self.probe.moved(np.asarray(ref_out), outs, case.consts["attention_mask"] > 0)
         return calls, PairPlan(np.asarray(ref_out), {k: np.asarray(v) for k, v in ref_grads.items()}, dout, fd,
-                               probe_at)
+                               probe_at, probe_moved)
 
     def judge(self, key: str, case: Case, plan: PairPlan, steps: list[Step], backend: str) -> None:
         where = None if self.where is None else self.where(case)
@@ -391,7 +414,7 @@ class Pair:
                     for s in steps[plan.probe_at:]]
             if any(o.shape != base.shape for o in outs):
                 raise Failure(f"{self.forward}: the output's shape changed with the values of its inputs")
-            self.probe.judge(self.forward, base, outs, case.consts["attention_mask"])
+            self.probe.judge(self.forward, base, outs, case.consts["attention_mask"], plan.probe_moved)
             return
         test, label = key.split(" ", 1)
         names = dict(self.groups)[label]
@@ -400,22 +423,25 @@ class Pair:
             for name in names:
                 compare(f"{self.backward}: d{name}", got[name], plan.ref_grads[name], GRAD_TOL)
             return
-        u, i = plan.fd[label]
-        plus, minus = (host(returned(steps[k], self.forward, inplace=False), backend, f"{self.forward} output")
-                       for k in (i, i + 1))
-        if plus.shape != plan.dout.shape or minus.shape != plan.dout.shape:
-            raise Failure(f"{self.forward} output: expected shape {plan.dout.shape}, got {plus.shape}")
-        fd = (float(np.sum(plus * plan.dout)) - float(np.sum(minus * plan.dout))) / (2 * FD_STEP)
+        u, fd = plan.fd[label]
         an = sum(float(np.sum(got[name] * u[name])) for name in names)
         norms = np.sqrt(sum(float(np.sum(got[n] ** 2)) for n in names) * sum(float(np.sum(u[n] ** 2)) for n in names))
         if not abs(fd - an) <= FD_TOL * (norms + abs(fd)) + 1e-12:
             what = ", ".join(f"d{n}" for n in names)
             raise Failure(f"{self.backward}: {what} disagree{'s' if len(names) == 1 else ''} with central finite "
-                          f"differences of sum({self.forward}(...) * dout): along a random direction u, <{label}, u> "
-                          f"= {an:.8g} but (L(x + h u) - L(x - h u)) / 2h = {fd:.8g} (h = {FD_STEP:g})")
+                          f"differences of sum({self.forward}(...) * dout) (the reference {self.forward}): along a "
+                          f"random direction u, <{label}, u> = {an:.8g} but (L(x + h u) - L(x - h u)) / 2h = "
+                          f"{fd:.8g} (h = {FD_STEP:g})")
 
     def _student_grads(self, steps: list[Step], backend: str, names: tuple[str, ...], case: Case) -> dict:
-        raw = returned(steps[1], self.backward)
+        try:
+            raw = returned(steps[1], self.backward)
+        except Failure as f:
+            if not f.exception:
+                raise
+            raise Failure(f"{f}\nhint: {self.backward} is called with the reference {self.forward}'s cache (so a "
+                          f"mistake in your {self.forward} costs its own points only), laid out as the docstring of "
+                          f"{self.forward} says: does your {self.backward} read it that way?", exception=True) from None
         try:
             grads = self.grads(raw)
         except Exception as e:  # a wrong structure: not a tuple, too short, not a dict

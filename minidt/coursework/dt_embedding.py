@@ -89,8 +89,8 @@ FUNCTIONS = (
     Function("embedding_forward", """
         ids (...) integers in [0, V), weight (V, C) -> (out (..., C), cache): out[...] = weight[ids[...]].
 
-        Flatten ids to (N,) and use xp.take(weight, flat, axis=0); cache what the backward needs
-        (the flat ids and the shape of weight).
+        Flatten ids to (N,) and use xp.take(weight, flat, axis=0). cache = (flat, weight.shape): the flat ids
+        and the shape of weight (a tuple).
         """),
     Function("embedding_backward", """
         dout (..., C), cache from embedding_forward -> dweight (V, C).
@@ -105,6 +105,8 @@ FUNCTIONS = (
         params: embed_timestep.weight (V, C); embed_return.weight (C, 1), embed_return.bias (C,);
         embed_state.weight (C, S), embed_state.bias (C,); embed_action.weight (C, A), embed_action.bias (C,).
         x[:, 3t] = R_t, x[:, 3t + 1] = s_t, x[:, 3t + 2] = a_t, each its Linear embedding + embed_timestep[t].
+        cache = (time_cache, r_cache, s_cache, a_cache): the caches of embedding_forward (the timesteps) and of
+        linear_forward for the return, the state and the action.
         """),
     Function("dt_embed_backward", """
         dx (B, 3T, C), cache from dt_embed_forward -> grads {name: gradient} for the seven parameters.
@@ -116,11 +118,12 @@ FUNCTIONS = (
 
 
 def _draw_embedding(d: Draw) -> Case:
-    lead = tuple(d.int(1, 4, f"ids dim {i}") for i in range(d.int(1, 2, "number of ids dims")))
+    lead = (d.int(2, 4, "ids dim 0"), *(d.int(1, 4, "ids dim 1") for _ in range(d.int(0, 1, "more ids dims"))))
     V, C = d.int(1, 6, "V"), d.int(1, 4, "C")
     rng = d.rng()
-    return Case({"weight": rng.standard_normal((V, C))}, {"ids": rng.integers(0, V, size=lead)},
-                seed=int(rng.integers(2**31)))
+    ids = rng.integers(0, V, size=lead)
+    ids.flat[-1] = ids.flat[0]  # a repeated id in every input: its rows of dout must add up
+    return Case({"weight": rng.standard_normal((V, C))}, {"ids": ids}, seed=int(rng.integers(2**31)))
 
 
 def _args_embedding(a: dict, c: dict) -> tuple:

@@ -111,6 +111,10 @@ FUNCTIONS = (
         mlp.c_fc.weight (C, n_inner), mlp.c_fc.bias (n_inner,); mlp.c_proj.weight (n_inner, C), mlp.c_proj.bias (C,).
         x1 = x + c_proj(merge_heads(attention_forward(q, k, v, attention_mask, (C // n_head) ** -0.5)))
         with q | k | v = conv1d(ln_1(x)) split in three and into heads; out = x1 + mlp(ln_2(x1)).
+        cache = (n_head, activation, ln_1, c_attn, attn, attn_proj, ln_2, c_fc, act, mlp_proj): the two arguments,
+        then the cache of each forward in the order they run (layernorm_forward for ln_1, conv1d_forward for
+        c_attn, attention_forward, conv1d_forward for attn.c_proj, layernorm_forward for ln_2, conv1d_forward for
+        mlp.c_fc, the activation's forward, conv1d_forward for mlp.c_proj).
         """),
     Function("block_backward", """
         dout (B, T, C), cache from block_forward -> (dx (B, T, C), grads {name: gradient, for every key of params}).

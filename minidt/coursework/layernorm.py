@@ -40,7 +40,7 @@ FUNCTIONS = (
         x (..., C), weight (C,), bias (C,), eps (float) -> (out (..., C), cache).
 
         out = (x - mean) / sqrt(var + eps) * weight + bias, mean and biased var over the last axis.
-        cache: what the backward needs, e.g. (x, weight, mean, rstd) with mean and rstd of shape (..., 1).
+        cache = (x, weight, mean, rstd), mean and rstd of shape (..., 1) (keepdims=True).
         """),
     Function("layernorm_backward", """
         dout (..., C), cache from layernorm_forward -> (dx (..., C), dweight (C,), dbias (C,)).

@@ -94,7 +94,7 @@ FUNCTIONS = (
         GPT-2's Conv1D. x (..., I), weight (I, O), bias (O,) -> (out (..., O), cache).
 
         out = x @ weight + bias, computed on x reshaped to (N, I) with N the product of the leading dimensions.
-        cache: what conv1d_backward needs (the flattened x, the weight, the shape of x).
+        cache = (x2, weight, x.shape): x reshaped to (N, I), the weight, and x's shape (a tuple).
         """),
     Function("conv1d_backward", """
         dout (..., O), cache from conv1d_forward -> (dx (..., I), dweight (I, O), dbias (O,)).
@@ -106,6 +106,7 @@ FUNCTIONS = (
         torch.nn.Linear. x (..., I), weight (O, I), bias (O,) -> (out (..., O), cache).
 
         out = x @ weight.T + bias (note the layout: weight is (out_features, in_features)).
+        cache = (x2, weight, x.shape), as conv1d_forward's.
         """),
     Function("linear_backward", """
         dout (..., O), cache from linear_forward -> (dx (..., I), dweight (O, I), dbias (O,)).

@@ -15,9 +15,9 @@ import numpy as np
 from ..backend import array_namespace, to_numpy
 from ..losses import masked_mse
 from ..optim import adamw_step, clip_grad_norm
-from .checks import (FD_STEP, FD_TOL, FORWARD_TOL, GRAD_TOL, Call, Case, Draw, Failure, Kind, Ref, Step, Train,
-                     compare, describe, host, left_padding_mask, returned)
-from .sandbox import Arr
+from .checks import (FD_STEP, FD_TOL, FORWARD_TOL, GRAD_TOL, Call, Case, Draw, Failure, Kind, Step, Train, compare,
+                     describe, host, left_padding_mask, returned)
+from .sandbox import Arr, Ref
 from .spec import Assignment, Function
 
 __all__ = ["masked_mse", "adamw_step", "clip_grad_norm", "train_step", "ASSIGNMENT"]
@@ -115,8 +115,8 @@ FUNCTIONS = (
 
 
 def _draw_mse(d: Draw) -> Case:
-    B, K, n = d.int(1, 3, "B"), d.int(1, 4, "K"), d.int(1, 3, "d")
-    mask = left_padding_mask(d, B, K)
+    B, K, n = d.int(1, 3, "B"), d.int(2, 4, "K"), d.int(1, 3, "d")
+    mask = left_padding_mask(d, B, K)  # row 0 padded
     nan_padding = d.bool("NaN predictions at padding")
     rng = d.rng()
     pred = rng.standard_normal((B, K, n))
@@ -233,7 +233,7 @@ class AdamWSteps:
 
 
 def _draw_clip(d: Draw) -> Case:
-    n = d.int(1, 3, "number of gradients")
+    n = d.int(2, 3, "number of gradients")  # two at least: clipping by their joint norm, not each its own
     shapes = [tuple(d.int(1, 4, f"grad {i} dim {j}") for j in range(d.int(0, 2, f"grad {i} ndim"))) for i in range(n)]
     none_at = d.choice((None,) + tuple(range(n + 1)), "None inserted at")
     ratio = d.choice((0.1, 0.5, 0.99, 2.0), "max_norm / norm")
