@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .hints import precision_hint
 from .sandbox import Arr, Opaque, decode, encode
 
 FORWARD_TOL = 1e-9  # float64 outputs: max |got - expected| / max |expected|
@@ -207,14 +208,15 @@ def describe(v: Any) -> str:
 
 
 def host(v: Any, backend: str, what: str) -> np.ndarray:
-    """A returned array as float64 NumPy, after checking it is an array of the backend it was given."""
+    """A returned array as NumPy, after checking it is an array of the backend it was given: a floating array
+    keeps its dtype (compare says when it is not the inputs' float64), the others become float64."""
     ok = isinstance(v, Arr) and (v.backend == backend or (v.scalar and backend == "numpy"))
     if not ok:
         raise Failure(f"{what}: expected an array of the {backend!r} backend (the namespace of the inputs), got "
                       f"{describe(v)}")
     if v.array.dtype.kind not in "biuf":
         raise Failure(f"{what}: expected a real (float64) array, got dtype {v.array.dtype}")
-    return np.asarray(v.array, dtype=np.float64)
+    return np.asarray(v.array) if v.array.dtype.kind == "f" else np.asarray(v.array, dtype=np.float64)
 
 
 def compare(what: str, got: np.ndarray, want: np.ndarray, tol: float, where: "np.ndarray | None" = None) -> None:
@@ -233,14 +235,14 @@ def compare(what: str, got: np.ndarray, want: np.ndarray, tol: float, where: "np
                       "not count, but it must be finite (NaN * 0 = NaN poisons the backward pass)")
     if not counts.any():
         return
-    diff = np.where(counts, np.abs(got - want), 0.0)
+    diff = np.where(counts, np.abs(got.astype(np.float64) - want), 0.0)
     scale = max(float(np.max(np.abs(want[counts]))), 1e-300)
     err = float(np.max(diff)) / scale
     if err > tol:
         idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), got.shape))
         g, w = _digits(float(got[idx]), float(want[idx]))
         raise Failure(f"{what}: max |got - expected| / max |expected| = {err:.2e} > {tol:.0e}; at index {idx}: "
-                      f"got {g}, expected {w}")
+                      f"got {g}, expected {w}{precision_hint(got, err)}")
 
 
 def _digits(got: float, want: float) -> tuple[str, str]:
@@ -428,10 +430,11 @@ class Pair:
         norms = np.sqrt(sum(float(np.sum(got[n] ** 2)) for n in names) * sum(float(np.sum(u[n] ** 2)) for n in names))
         if not abs(fd - an) <= FD_TOL * (norms + abs(fd)) + 1e-12:
             what = ", ".join(f"d{n}" for n in names)
+            lowest = min((got[n] for n in names), key=lambda g: np.finfo(g.dtype).bits)
             raise Failure(f"{self.backward}: {what} disagree{'s' if len(names) == 1 else ''} with central finite "
                           f"differences of sum({self.forward}(...) * dout) (the reference {self.forward}): along a "
                           f"random direction u, <{label}, u> = {an:.8g} but (L(x + h u) - L(x - h u)) / 2h = "
-                          f"{fd:.8g} (h = {FD_STEP:g})")
+                          f"{fd:.8g} (h = {FD_STEP:g}){precision_hint(lowest, 1.0)}")
 
     def _student_grads(self, steps: list[Step], backend: str, names: tuple[str, ...], case: Case) -> dict:
         try:

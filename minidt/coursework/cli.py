@@ -23,7 +23,8 @@ from .spec import DEFAULT_BACKENDS
 
 DEFAULT_BACKENDS_TEXT = ",".join(f"{b}={w}" for b, w in DEFAULT_BACKENDS.items())
 BACKENDS_HELP = ("backends and their weights, NAME[=WEIGHT],...: each check's points on a backend are multiplied "
-                 f"by its weight (default {DEFAULT_BACKENDS_TEXT}; numpy alone for a NumPy-only course)")
+                 f"by its weight (default {DEFAULT_BACKENDS_TEXT}: the math; numpy,strict also grades portable Array "
+                 "API code, numpy=3,strict=1 weights it less)")
 
 
 def add_parsers(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
