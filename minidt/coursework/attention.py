@@ -15,7 +15,8 @@ import numpy as np
 
 from ..backend import array_namespace, device
 from ..layers.attention import softmax_backward, softmax_forward
-from .checks import Case, Causal, Draw, Pair, left_padding_mask
+from .checks import Case, Draw, left_padding_mask
+from .pair import Causal, Pair
 from .spec import Assignment, Function
 
 __all__ = ["softmax_forward", "softmax_backward", "attention_forward", "attention_backward", "ASSIGNMENT"]

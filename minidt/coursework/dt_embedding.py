@@ -13,7 +13,8 @@ from typing import Any
 from ..backend import array_namespace
 from ..layers.embedding import embedding_backward, embedding_forward
 from ..layers.linear import linear_backward, linear_forward
-from .checks import Case, Draw, Pair
+from .checks import Case, Draw
+from .pair import Pair
 from .spec import Assignment, Function
 
 __all__ = ["embedding_forward", "embedding_backward", "dt_embed_forward", "dt_embed_backward", "PARAM_NAMES",

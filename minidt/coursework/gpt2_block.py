@@ -16,7 +16,8 @@ from ..layers.attention import merge_heads, split_heads
 from ..layers.layernorm import layernorm_backward, layernorm_forward
 from ..layers.linear import conv1d_backward, conv1d_forward
 from .attention import attention_backward, attention_forward
-from .checks import Case, Causal, Draw, Pair, left_padding_mask
+from .checks import Case, Draw, left_padding_mask
+from .pair import Causal, Pair
 from .spec import Assignment, Function
 
 __all__ = ["block_forward", "block_backward", "PARAM_NAMES", "ASSIGNMENT"]

@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..layers.layernorm import layernorm_backward, layernorm_forward
-from .checks import Case, Draw, Pair
+from .checks import Case, Draw
+from .pair import Pair
 from .spec import Assignment, Function
 
 __all__ = ["layernorm_forward", "layernorm_backward", "ASSIGNMENT"]

@@ -17,7 +17,8 @@ from ..layers.activations import (gelu_backward, gelu_forward, gelu_new_backward
                                   relu_forward, silu_backward, silu_forward, tanh_backward, tanh_forward)
 from ..layers.dropout import dropout_backward
 from ..layers.linear import conv1d_backward, conv1d_forward, linear_backward, linear_forward
-from .checks import Case, Draw, Pair
+from .checks import Case, Draw
+from .pair import Pair
 from .spec import Assignment, Function
 
 __all__ = ["conv1d_forward", "conv1d_backward", "linear_forward", "linear_backward", "relu_forward", "relu_backward",
