@@ -187,6 +187,11 @@ PLANTED = {
         ["layernorm_forward: output vs reference [numpy]"],
         ["ValueError", "hint: layernorm_backward is called with the reference layernorm_forward's cache",
          "laid out as the docstring of layernorm_forward says"], []),
+    "a question answered without the 1/C": (
+        "layernorm", [("    return -(rstd ** 3) * (x - mean) / C", "    return -(rstd ** 3) * (x - mean)")],
+        ["rstd_gradient: d rstd / dx vs reference [numpy]", "rstd_gradient: d rstd / dx vs reference [strict]"],
+        ["layernorm_forward: output vs reference [numpy]", "layernorm_backward: dx vs reference [strict]"],
+        ["rstd_gradient: max |got - expected| / max |expected|"], []),
     "attention backward recomputing softmax without the mask": (
         "attention", [("    q, k, v, probs, scale = cache\n",
                        "    q, k, v, probs, scale = cache\n"
@@ -406,7 +411,7 @@ def test_backend_weights_and_a_numpy_only_course(tmp_path):
     path = write(tmp_path, "layernorm", a.source(solution=True))
     report = grade_file(path, a, max_examples=1, backends={"numpy": 3})
     assert {r.name.rsplit(" ", 1)[-1] for r in report.results} == {"[numpy]"}
-    assert report.max_score == 3 * 7 == a.max_score({"numpy": 3}) and report.score == report.max_score
+    assert report.max_score == 3 * 8 == a.max_score({"numpy": 3}) and report.score == report.max_score
 
 
 def test_failure_output_says_what_differs(tmp_path):
@@ -498,7 +503,7 @@ def test_grade_dir_and_json_shape_and_exit_0_when_points_are_lost(tmp_path, caps
     assert all(set(t) == {"name", "score", "max_score", "status", "output", "visibility"} for t in out["tests"])
     assert {t["status"] for t in out["tests"]} == {"failed"} and {t["visibility"] for t in out["tests"]} == {"visible"}
     assert sum(t["max_score"] for t in out["tests"]) == out["max_score"]
-    assert "7 checks again" in out["output"] and "not graded here: the strict Array API backend" in out["output"]  # the local grader says how many hidden checks the kit runs
+    assert "8 checks again" in out["output"] and "not graded here: the strict Array API backend" in out["output"]  # the local grader says how many hidden checks the kit runs
     (tmp_path / "attention.py").write_text(get_assignment("attention").source())
     assert main(["grade", str(tmp_path)]) == 2  # two assignment files: which one?
     assert "2 assignment files" in capsys.readouterr().err
@@ -561,7 +566,7 @@ def test_real_cli_in_a_subprocess(tmp_path):
     r = subprocess.run(run + ["grade", str(tmp_path / "dt_embedding.py"), "--max-examples", "1"], env=env,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "total" in r.stdout and "12/12" in r.stdout
+    assert "total" in r.stdout and "13/13" in r.stdout
     r = subprocess.run(run + ["assignment", "start", "dt_embedding", str(tmp_path)], env=env, capture_output=True,
                        text=True)
     assert r.returncode == 2 and "pass --force" in r.stderr

@@ -1,6 +1,7 @@
 """The sandbox a student's file runs in: whatever the file does (hang, crash, exit, print a flood, borrow the
 reference, patch the grader), the grader finishes, prints one result, and loses only the checks the file's code
-touches. Each test plants one such file in the layernorm solution (two functions, seven checks per backend)."""
+touches. Each test plants one such file in the layernorm solution (a pair of functions with seven checks per
+backend, and a question with one)."""
 
 from __future__ import annotations
 
@@ -47,8 +48,8 @@ def grade(tmp_path, text: str, max_examples: int = 2, **kw):
 
 
 def forward_only(results) -> None:
-    """The forward's checks kept their points, every backward check lost its own."""
-    assert [n for n, r in results.items() if (r.score == r.max_score) != (n in FORWARD)] == []
+    """The forward's checks (and the question's) kept their points, every backward check lost its own."""
+    assert [n for n, r in results.items() if (r.score == r.max_score) == n.startswith("layernorm_backward")] == []
 
 
 def test_a_hang_costs_the_hung_function_only(tmp_path):
@@ -65,7 +66,8 @@ def test_a_slow_function_spends_its_checks_time_and_keeps_what_it_finished(tmp_p
     (7 checks: 7 s), so the last inputs are not graded and the first keep their points."""
     results, _ = grade(tmp_path, in_forward("    import time\n    time.sleep(0.6)\n"), max_examples=15, timeout=1,
                        backends={"numpy": 1})
-    assert len(results) == 7 and all(0 < r.score < r.max_score for r in results.values())
+    pair = [r for n, r in results.items() if n.startswith("layernorm_")]
+    assert len(pair) == 7 and all(0 < r.score < r.max_score for r in pair)
     assert "used up their time (7 s: --timeout 1 s per check)" in results[FORWARD[0]].output
 
 
@@ -181,7 +183,7 @@ def test_patching_the_grader_changes_nothing(tmp_path):
                    "__main__.Sandbox.step = lambda self, *a: {'ok': True, 'value': None}\n"
                    "__main__.compare = lambda *a, **k: None\n", SKELETON)
     results, report = grade(tmp_path, patch)
-    assert report.score == 0 and len(results) == 14
+    assert report.score == 0 and len(results) == 16
 
 
 def test_what_a_graded_function_may_not_do(tmp_path):

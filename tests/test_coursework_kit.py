@@ -120,14 +120,14 @@ def test_run_autograder_grades_the_solution_and_the_skeleton_public_and_hidden(k
     results = autograder(tmp_path / "solution", kit, {f"{NAME}.py": a.source(solution=True)})
     assert results["score"] == results["max_score"] == 2 * public
     hidden = [t for t in results["tests"] if t["name"].endswith(", hidden]")]
-    assert len(hidden) == len(results["tests"]) / 2 == 14
+    assert len(hidden) == len(results["tests"]) / 2 == 16
     assert {t["visibility"] for t in hidden} == {"after_published"}
     assert {t["visibility"] for t in results["tests"] if t not in hidden} == {"visible"}
     assert {t["status"] for t in results["tests"]} == {"passed"} and results["execution_time"] > 0
-    assert "14 hidden checks" in results["output"]
+    assert "16 hidden checks" in results["output"]
     (tmp_path / "skeleton").mkdir()
     results = autograder(tmp_path / "skeleton", kit, {f"{NAME}.py": a.source(solution=False)})
-    assert results["score"] == 0 and results["max_score"] == 2 * public and len(results["tests"]) == 28
+    assert results["score"] == 0 and results["max_score"] == 2 * public and len(results["tests"]) == 32
 
 
 def test_a_submission_cannot_read_the_kit(kit, tmp_path):

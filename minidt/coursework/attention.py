@@ -15,11 +15,12 @@ import numpy as np
 
 from ..backend import array_namespace, device
 from ..layers.attention import softmax_backward, softmax_forward
-from .checks import Case, Draw, left_padding_mask
+from .checks import Case, Draw, Question, left_padding_mask
 from .pair import Causal, Pair
 from .spec import Assignment, Function
 
-__all__ = ["softmax_forward", "softmax_backward", "attention_forward", "attention_backward", "ASSIGNMENT"]
+__all__ = ["softmax_forward", "softmax_backward", "attention_forward", "attention_backward", "softmax_jacobian",
+           "ASSIGNMENT"]
 
 
 def attention_forward(q: Any, k: Any, v: Any, attention_mask: Any, scale: float) -> tuple[Any, tuple]:
@@ -50,6 +51,14 @@ def attention_backward(dout: Any, cache: tuple) -> tuple[Any, Any, Any]:
     dq = dscores @ k  # B,H,T,D
     dk = xp.matrix_transpose(dscores) @ q  # B,H,T,D
     return dq, dk, dv
+
+
+def softmax_jacobian(x: Any) -> Any:
+    """x (..., N) -> J (..., N, N), J[..., j, i] = d y_j / d x_i with y = softmax(x) over the last axis."""
+    xp = array_namespace(x)
+    y = softmax_forward(x)
+    eye = xp.eye(x.shape[-1], dtype=x.dtype, device=device(x))
+    return y[..., :, None] * eye - y[..., :, None] * y[..., None, :]  # diag(y) - y y^T
 
 
 INTRO = """
@@ -112,6 +121,12 @@ FUNCTIONS = (
         In reverse order: dv and dprobs from out = probs @ v; dscores from dprobs with softmax_backward above;
         dq and dk from scores = q @ k^T * scale (mind the scale). xp.matrix_transpose transposes the last two axes.
         """),
+    Function("softmax_jacobian", """
+        Question (graded: your answer as a function). x (..., N) -> J (..., N, N).
+
+        With y = softmax(x) over the last axis, J[..., j, i] = d y_j / d x_i (the first prompt above: the cases
+        i = j and i != j). Your softmax_backward applies this matrix without building it; here, build it.
+        """),
 )
 
 
@@ -121,6 +136,12 @@ def _draw_softmax(d: Draw) -> Case:
     scale, shift = d.float(0.1, 5.0, "scale"), d.choice((800.0, -800.0, 0.0), "shift")  # exp over- and underflows
     rng = d.rng()
     return Case({"x": rng.standard_normal((*lead, N)) * scale + shift}, seed=int(rng.integers(2**31)))
+
+
+def _draw_jacobian(d: Draw) -> Case:
+    lead = tuple(d.int(1, 3, f"leading dim {i}") for i in range(d.int(0, 2, "number of leading dims")))
+    x = d.rng().standard_normal((*lead, d.int(1, 6, "N"))) * d.float(0.1, 5.0, "scale")
+    return Case({"x": x})
 
 
 def _args_softmax(a: dict, c: dict) -> tuple:
@@ -161,6 +182,7 @@ UNITS = (
     Pair("attention_forward", "attention_backward", _draw_attention, _args_attention, _grads_attention,
          (("dq", ("q",)), ("dk", ("k",)), ("dv", ("v",))), where=_real_queries,
          probe=Causal(inputs=("k", "v"), axis=2, out_axis=2, what="key")),
+    Question("softmax_jacobian", _draw_jacobian, _args_softmax, "d softmax / dx"),
 )
 
 ASSIGNMENT = Assignment(name="attention", number=3, title="Softmax and causal self-attention", intro=INTRO,

@@ -13,12 +13,12 @@ from typing import Any
 from ..backend import array_namespace
 from ..layers.embedding import embedding_backward, embedding_forward
 from ..layers.linear import linear_backward, linear_forward
-from .checks import Case, Draw
+from .checks import Case, Draw, Question
 from .pair import Pair
 from .spec import Assignment, Function
 
-__all__ = ["embedding_forward", "embedding_backward", "dt_embed_forward", "dt_embed_backward", "PARAM_NAMES",
-           "ASSIGNMENT"]
+__all__ = ["embedding_forward", "embedding_backward", "dt_embed_forward", "dt_embed_backward", "visible_tokens",
+           "PARAM_NAMES", "ASSIGNMENT"]
 
 PARAM_NAMES = ("embed_timestep.weight", "embed_return.weight", "embed_return.bias", "embed_state.weight",
                "embed_state.bias", "embed_action.weight", "embed_action.bias")
@@ -55,6 +55,11 @@ def dt_embed_backward(dx: Any, cache: tuple) -> dict[str, Any]:
     # into the rows that were looked up (a timestep seen twice gets both gradients)
     grads["embed_timestep.weight"] = embedding_backward(dr + ds + da, time_cache)
     return grads
+
+
+def visible_tokens(k: Any) -> Any:
+    """k (...) positions in a segment, 0-based -> how many tokens the state token s_k attends to, itself included."""
+    return 3 * k + 2  # R_0 s_0 a_0 ... R_k s_k: positions 0 .. 3k + 1
 
 
 INTRO = """
@@ -115,6 +120,13 @@ FUNCTIONS = (
         Split dx back into the (R, s, a) token gradients; each Linear's backward gives its weight and bias
         gradients; the timestep table's comes from all three tokens of its timestep (embedding_backward above).
         """),
+    Function("visible_tokens", """
+        Question (graded: your answer as a function). k (...) integer positions in a segment, 0-based -> (...).
+
+        The Decision Transformer predicts action a_k from the final hidden state of the state token s_k. Under
+        GPT-2's causal mask, how many tokens of x does that state token attend to, itself included? (Which of
+        R_k, s_k, a_k does the prediction of a_k see, and why must it not see the third?)
+        """),
 )
 
 
@@ -155,12 +167,18 @@ def _grads_dt(returned: Any) -> dict[str, Any]:
     return returned if isinstance(returned, dict) else {}
 
 
+def _draw_positions(d: Draw) -> Case:
+    shape = tuple(d.int(1, 4, f"dim {i}") for i in range(d.int(1, 2, "number of dims")))
+    return Case({}, {"k": d.rng().integers(0, 1000, size=shape)})
+
+
 UNITS = (
     Pair("embedding_forward", "embedding_backward", _draw_embedding, _args_embedding, _grads_embedding,
          (("dweight", ("weight",)),)),
     Pair("dt_embed_forward", "dt_embed_backward", _draw_dt, _args_dt, _grads_dt,
          tuple((f"d{n}", tuple(k for k in PARAM_NAMES if k.startswith(n + ".")))
                for n in ("embed_return", "embed_state", "embed_action", "embed_timestep"))),
+    Question("visible_tokens", _draw_positions, lambda a, c: (c["k"],), "tokens seen"),
 )
 
 ASSIGNMENT = Assignment(name="dt_embedding", number=5, title="The Decision Transformer's token embedding",

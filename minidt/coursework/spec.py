@@ -93,6 +93,9 @@ class Assignment:
         parts = [
             f"{HEADER}{self.name}\n"
             f'"""minidt assignment {self.number}: {self.title} ({kind}).\n\n{intro}\n\n'
+            + textwrap.fill("The prompts above are for your own derivation, on paper; nobody collects them. The "
+                            "function whose docstring starts with 'Question' is the written part that is graded: "
+                            "its answer, as a function the grader evaluates.", 114) + "\n\n"
             "Each docstring gives the shapes and the math. Grade your file with\n\n"
             f"    minidt grade {self.name}.py\n\n"
             + textwrap.fill(

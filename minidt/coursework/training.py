@@ -13,9 +13,10 @@ from ..backend import array_namespace, to_numpy
 from ..losses import masked_mse
 from ..optim import adamw_step, clip_grad_norm
 from .spec import Assignment, Function
+from .checks import Case, Draw, Question
 from .training_checks import AdamWSteps, ClipGradNorm, MaskedMSE, TrainSteps
 
-__all__ = ["masked_mse", "adamw_step", "clip_grad_norm", "train_step", "ASSIGNMENT"]
+__all__ = ["masked_mse", "adamw_step", "clip_grad_norm", "train_step", "constant_gradient_moments", "ASSIGNMENT"]
 
 
 def train_step(model: Any, batch: dict[str, Any], opt_state: dict[str, Any], lr: float, weight_decay: float,
@@ -38,6 +39,11 @@ def train_step(model: Any, batch: dict[str, Any], opt_state: dict[str, Any], lr:
         p.data, s["exp_avg"], s["exp_avg_sq"] = adamw_step(p.data, g, s["exp_avg"], s["exp_avg_sq"], s["step"], lr,
                                                            0.9, 0.999, 1e-8, weight_decay)
     return float(to_numpy(loss))
+
+
+def constant_gradient_moments(g: Any, beta1: float, beta2: float, t: int) -> tuple[Any, Any]:
+    """AdamW's m and v after t steps of the same gradient g, from m = v = 0 (before the bias corrections)."""
+    return (1 - beta1**t) * g, (1 - beta2**t) * (g * g)  # a geometric series: (1 - b) (1 + b + ... + b^(t-1))
 
 
 INTRO = """
@@ -103,10 +109,26 @@ FUNCTIONS = (
         clip the gradients of the parameters that have one (p.grad is not None; model.named_parameters()),
         then p.data = the AdamW update (betas 0.9, 0.999, eps 1e-8). float(to_numpy(loss)) is the return value.
         """),
+    Function("constant_gradient_moments", """
+        Question (graded: your answer as a function). g (...), beta1, beta2, t >= 1 -> (m, v), each g's shape.
+
+        AdamW's exp_avg m and exp_avg_sq v start at 0. If every step's gradient is the same g, what are m and v
+        after t steps (the update rules above, before any bias correction)? Compare them with g and g^2: what do
+        the bias corrections 1 - beta^t undo, and why do they matter most in the first steps?
+        """),
 )
 
 
-UNITS = (MaskedMSE(), AdamWSteps(), ClipGradNorm(), TrainSteps())
+def _draw_moments(d: Draw) -> Case:
+    shape = tuple(d.int(1, 4, f"dim {i}") for i in range(d.int(0, 2, "ndim")))
+    hyper = {"beta1": d.choice((0.9, 0.5, 0.0), "beta1"), "beta2": d.choice((0.999, 0.9), "beta2"),
+             "t": d.int(1, 50, "t")}
+    return Case({"g": d.rng().standard_normal(shape)}, hyper)
+
+
+UNITS = (MaskedMSE(), AdamWSteps(), ClipGradNorm(), TrainSteps(),
+         Question("constant_gradient_moments", _draw_moments,
+                  lambda a, c: (a["g"], c["beta1"], c["beta2"], c["t"]), "m and v"))
 
 ASSIGNMENT = Assignment(name="training", number=6, title="AdamW and the training step", intro=INTRO,
                         preamble=PREAMBLE, functions=FUNCTIONS, module=__name__, units=UNITS)
