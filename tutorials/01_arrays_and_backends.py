@@ -239,10 +239,8 @@ from minidt.gradcheck import numerical_grad, rel_error  # the two functions as m
 print(inspect.getsource(numerical_grad))
 print(inspect.getsource(rel_error))
 
-
-print(inspect.getsource(tanh_forward))
-print(inspect.getsource(tanh_backward))
-
+# tanh_forward / tanh_backward: y = tanh(x), dx = dout * (1 - y^2) with y the cache (assignment 1 asks for the
+# code: it is after the exercises)
 shape = (3, 4) if SMOKE else (16, 32)
 x = rng.standard_normal(shape)  # float64
 dout = rng.standard_normal(shape)
@@ -322,3 +320,13 @@ assert err_input > 0.1, err_input
 # error is $\sqrt{2\varepsilon |L|\,|L''|} \approx 10^{-8}$: a thousand times worse than the central difference's
 # best ($\approx\varepsilon^{2/3} \approx 10^{-11}$). The line printed under the figure shows both minima.
 # :::
+
+# %% [markdown]
+# #### After you have done assignment 1
+#
+# `tanh_forward` and `tanh_backward` as minidt ships them: the reference solution of assignment 1 (`minidt assignment start linear_activations
+# DIR`). Collapsed in the book: read it once your own passes `minidt grade`.
+
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the code (after assignment 1)"}
+print(inspect.getsource(tanh_forward))
+print(inspect.getsource(tanh_backward))

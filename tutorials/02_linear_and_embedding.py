@@ -73,10 +73,14 @@ print("Conv1D(W) == Linear(W.T):", np.allclose(y_conv, y_lin), "| out shape", y_
 assert np.max(np.abs(y_conv - y_lin)) < 1e-14
 
 # %% [markdown]
-# minidt's forward flattens the leading dimensions so each product is one 2-D matrix multiply (one BLAS call):
+# minidt's forward flattens the leading dimensions so each product is one 2-D matrix multiply (one BLAS call); its
+# cache holds the flattened input, the weight and the input's shape (the code is assignment 1's, after the
+# exercises):
 
 # %%
-print(inspect.getsource(conv1d_forward))
+_, (X2, _, X_shape) = conv1d_forward(X, W_conv, b)
+print("flattened input", X2.shape, "from", X_shape)
+assert X2.shape == (2 * 4, I) and X_shape == X.shape
 
 # %% [markdown]
 # ## 2. The backward pass
@@ -91,14 +95,8 @@ print(inspect.getsource(conv1d_forward))
 # Every row $n$ (every token of every sequence) used the same $W$ and $b$, so their gradients are **sums over
 # rows**. A shape check catches most mistakes: $dW$ must have $W$'s shape, and there is only one way to multiply
 # $X$ and $G$ into an $(I, O)$ matrix. For `nn.Linear`, $W$ is stored transposed, so $dX = GW$ and
-# $dW = G^\top X$, shape $(O, I)$:
-
-# %%
-print(inspect.getsource(conv1d_backward))
-print(inspect.getsource(linear_backward))
-
-# %% [markdown]
-# Check both against central differences, through the fake loss $L = \sum Y \odot G$ (tutorial 01):
+# $dW = G^\top X$, shape $(O, I)$. Both are checked against central differences, through the fake loss
+# $L = \sum Y \odot G$ (tutorial 01):
 
 # %%
 N_shape = (2, 3) if SMOKE else (4, 16)
@@ -143,13 +141,9 @@ for name, fwd, bwd, W in (("Conv1D", conv1d_forward, conv1d_backward, rng.standa
 # Row $v$ collects the gradients of **every** position that looked it up, summed. Rows never looked up get zero.
 # In a Decision Transformer, repeats are the rule, not the exception: every sequence in a batch starting at
 # timestep 0 looks up `embed_timestep` row 0, and GPT-2's position ids are all zero (tutorial 06), so one row of
-# `wpe` receives the sum over *every* token.
-
-# %%
-print(inspect.getsource(embedding_forward))
-print(inspect.getsource(embedding_backward))
-
-# %% [markdown]
+# `wpe` receives the sum over *every* token. (`embedding_forward` and `embedding_backward` are assignment 5's: their
+# code is after the exercises.)
+#
 # ### The naive backward, and why it is wrong
 #
 # The obvious NumPy line is `dW[ids] += G`. It is wrong whenever an id repeats: fancy-index `+=` is evaluated as
@@ -297,3 +291,23 @@ assert err_wrong > 0.1, err_wrong
 # assert np.array_equal(onehot.T @ onehot, np.diag(counts))
 # ```
 # :::
+
+# %% [markdown]
+# #### After you have done assignment 1
+#
+# `conv1d_forward`, `conv1d_backward`, `linear_forward` and `linear_backward` as minidt ships them: the reference solution of assignment 1 (`minidt assignment start linear_activations
+# DIR`). Collapsed in the book: read it once your own passes `minidt grade`.
+
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the code (after assignment 1)"}
+for fn in (conv1d_forward, conv1d_backward, linear_forward, linear_backward):
+    print(inspect.getsource(fn))
+
+# %% [markdown]
+# #### After you have done assignment 5
+#
+# `embedding_forward` and `embedding_backward` as minidt ships them: the reference solution of assignment 5 (`minidt assignment start dt_embedding
+# DIR`). Collapsed in the book: read it once your own passes `minidt grade`.
+
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the code (after assignment 5)"}
+print(inspect.getsource(embedding_forward))
+print(inspect.getsource(embedding_backward))

@@ -52,12 +52,10 @@ except ImportError:
 #
 # As in `torch.nn.LayerNorm`: the *biased* variance (divide by $N$, not $N-1$) and $\epsilon$ *inside* the square
 # root. Either detail changed gives a different function, and a parity test catches it. minidt keeps
-# $r$ ("rstd"), not $\sigma$: backward multiplies by $1/\sigma$, never divides.
-
-# %%
-print(inspect.getsource(layernorm_forward))
-
-# %% [markdown]
+# $r$ ("rstd"), not $\sigma$: backward multiplies by $1/\sigma$, never divides. Its cache is $(x, w, \mu, r)$.
+# (`layernorm_forward` and `layernorm_backward` are what assignment 2 asks for: minidt's code is after the
+# exercises, collapsed. This page derives them and checks them.)
+#
 # ## Backward, derived
 #
 # The easy parts first. $y_j = w_j \hat x_j + b_j$ for every row, so summing over rows (tokens),
@@ -90,11 +88,7 @@ print(inspect.getsource(layernorm_forward))
 # $\epsilon > 0$, $\lVert\hat x\rVert^2 = N\sigma^2/(\sigma^2+\epsilon) < N$, so only the fraction
 # $\sigma^2/(\sigma^2+\epsilon)$ of the $\hat x$ component is removed (scaling the inputs does change the output
 # a little: $\epsilon$ is not scaled with them). Both sums run over the row; each row is independent.
-
-# %%
-print(inspect.getsource(layernorm_backward))
-
-# %% [markdown]
+#
 # ## Checked against finite differences
 #
 # Fake loss $L = \sum y \odot \text{dout}$, random `dout`, float64, non-trivial $w$ and $b$ (at init $w = 1$,
@@ -305,3 +299,13 @@ assert err_axis > 1e-2, err_axis
 # gradient proportional to $\epsilon$. Check: `layernorm_backward(xhat, cache)[0]` against
 # `rstd * xhat * eps / (var + eps)`.
 # :::
+
+# %% [markdown]
+# #### After you have done assignment 2
+#
+# `layernorm_forward` and `layernorm_backward` as minidt ships them: the reference solution of assignment 2 (`minidt assignment start layernorm
+# DIR`). Collapsed in the book: read it once your own passes `minidt grade`.
+
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the code (after assignment 2)"}
+print(inspect.getsource(layernorm_forward))
+print(inspect.getsource(layernorm_backward))

@@ -61,9 +61,6 @@ except ImportError:
 # the cache is the output $y$ itself.
 
 # %%
-print(inspect.getsource(softmax_forward))
-print(inspect.getsource(softmax_backward))
-
 x = rng.standard_normal((3, 6))
 dout = rng.standard_normal((3, 6))
 y = softmax_forward(x)
@@ -136,9 +133,11 @@ show(fig, FIGURES / "05_score_scale.png")
 # Why not $-\infty$ for padding too? A Decision Transformer's segments are **left**-padded (the recent timesteps
 # sit at the right end). The first query is a padded token whose only visible key (itself) is padded: with
 # $-\infty$, its whole row would be $-\infty$, the row max $-\infty$, and $-\infty - (-\infty) = $ NaN.
+#
+# `attention_bias(attention_mask, Tq, Tk, dtype, like)` builds it (assignment 3 asks you to build it inside your
+# attention; minidt's code is after the exercises). For one left-padded sequence:
 
 # %%
-print(inspect.getsource(attention_bias))
 mask = np.array([[0.0, 0.0, 1.0, 1.0, 1.0]])  # B=1, T=5: two padded steps on the left
 bias = attention_bias(mask, 5, 5, np.float64, mask)
 print("bias[0, 0] =\n", np.array2string(bias[0, 0], formatter={"float_kind": lambda v: f"{v:9.1e}"}))
@@ -184,11 +183,10 @@ assert np.isnan(results["-inf"][1]).all()  # one NaN row poisoned the whole weig
 # One subtlety for the check: in a fully padded row every score is `finfo.min + s`, which rounds to `finfo.min`
 # whatever $s$ is. The *computed* function is flat there, while the backward differentiates the exact formula, so
 # finite differences and backward disagree in those rows. That is the finite garbage again, and it is why the
-# upstream gradient is zero at padded positions, in this check as in training.
+# upstream gradient is zero at padded positions, in this check as in training. (The softmax pair and
+# `attention_backward` are assignment 3's: minidt's code is after the exercises.)
 
 # %%
-print(inspect.getsource(attention_backward))
-
 D = C // H
 q, k, v = (rng.standard_normal((B, H, T, D)) for _ in range(3))
 bias = attention_bias(mask, T, T, np.float64, q)
@@ -410,3 +408,13 @@ assert err_sm > 0.1, err_sm
 # subtracting the row maximum free.)
 # Check: `softmax_backward(dout, softmax_forward(x)).sum(-1)` is zero to round-off.
 # :::
+
+# %% [markdown]
+# #### After you have done assignment 3
+#
+# The softmax pair, `attention_bias` and `attention_backward` as minidt ships them: the reference solution of assignment 3 (`minidt assignment start attention
+# DIR`). Collapsed in the book: read it once your own passes `minidt grade`.
+
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the code (after assignment 3)"}
+for fn in (softmax_forward, softmax_backward, attention_bias, attention_backward):
+    print(inspect.getsource(fn))

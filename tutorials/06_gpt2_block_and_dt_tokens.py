@@ -60,13 +60,9 @@ except ImportError:
 #
 # $$dx' = dy + \operatorname{ln}_2^\text{bwd}\big(\operatorname{mlp}^\text{bwd}(dy)\big), \qquad
 #   dx = dx' + \operatorname{ln}_1^\text{bwd}\big(\operatorname{attn}^\text{bwd}(dx')\big).$$
-
-# %%
-print(inspect.getsource(Block.forward))
-print(inspect.getsource(Block.backward))
-
-# %% [markdown]
-# Checked against finite differences in float64, on the input and on every parameter (LayerNorms perturbed away
+#
+# (`Block.forward` and `Block.backward` are these two lines each; assignment 4 asks for them as a pair of
+# functions, and minidt's code is after the exercises.) Checked against finite differences in float64, on the input and on every parameter (LayerNorms perturbed away
 # from ones and zeros, weights large enough that every branch matters):
 
 # %%
@@ -157,15 +153,9 @@ assert ratio < 0.2, ratio
 # | `return_preds[t]` | $a_t$ (position $3t+2$) | everything up to $a_t$ | likewise |
 #
 # Only `action_preds` is trained in the original paper; the other two heads exist and get gradients when used.
-# Here is the forward, from the token embeddings to the heads:
-
-# %%
-source = inspect.getsource(DecisionTransformerModel._tokens)  # forward's first half, shared with get_action
-print(source[source.index("        time = "):])
-source = inspect.getsource(DecisionTransformerModel.forward)
-print(source[source.index("        enc = "):source.index("        self.shape")])
-
-# %% [markdown]
+# (The embedding and interleaving is what assignment 5 asks for; minidt's forward and backward are after the
+# exercises.)
+#
 # A small model in float64, dropout off, with one left-padded sequence in the batch. Its weights are drawn with
 # `initializer_range` 0.2 rather than GPT-2's 0.02, so that every branch contributes visibly (at 0.02 the blocks
 # are nearly the identity, section 1, and the inner gradients sit close to finite differences' noise floor):
@@ -378,13 +368,8 @@ assert gap > 1e-2
 # `model.backward(action_preds=..., state_preds=..., return_preds=...)` takes $\partial L / \partial$ of whichever
 # predictions the loss used and runs every layer's backward in reverse: heads, `ln_f`, the blocks (section 1), the
 # position embedding, `embed_ln`, then it un-interleaves the token gradients into $dR$, $ds$, $da$ for the three
-# input embeddings and adds them for the timestep embedding (quirk 4):
-
-# %%
-source = inspect.getsource(DecisionTransformerModel.backward)
-print(source[source.index("        dh = xp.reshape"):])
-
-# %% [markdown]
+# input embeddings and adds them for the timestep embedding (quirk 4).
+#
 # Spot-check it with finite differences (float64): the fake loss over all three predictions, zero upstream
 # gradient at padded steps (as the training loss gives). A few entries of every parameter, plus all of `wpe`
 # row 0 and two other `wpe` rows (quirk 1), and the first rows of the timestep table (sequence 1 starts at
@@ -501,3 +486,27 @@ assert sees_own_action > 0.0
 # causal mask orders the sequence, since token $i$ sees exactly the tokens before it. Nothing needs a position:
 # which is why a left-padded window (section "Why a timestep embedding") changes nothing.
 # :::
+
+# %% [markdown]
+# #### After you have done assignment 4
+#
+# `Block.forward` and `Block.backward` as minidt ships them: the reference solution of assignment 4 (`minidt assignment start gpt2_block
+# DIR`). Collapsed in the book: read it once your own passes `minidt grade`.
+
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the code (after assignment 4)"}
+print(inspect.getsource(Block.forward))
+print(inspect.getsource(Block.backward))
+
+# %% [markdown]
+# #### After you have done assignment 5
+#
+# The model's token embedding and interleaving, forward and backward, as minidt ships them: the reference solution of assignment 5 (`minidt assignment start dt_embedding
+# DIR`). Collapsed in the book: read it once your own passes `minidt grade`.
+
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the code (after assignment 5)"}
+source = inspect.getsource(DecisionTransformerModel._tokens)  # forward's first half, shared with get_action
+print(source[source.index("        time = "):])
+source = inspect.getsource(DecisionTransformerModel.forward)
+print(source[source.index("        enc = "):source.index("        self.shape")])
+source = inspect.getsource(DecisionTransformerModel.backward)
+print(source[source.index("        dh = xp.reshape"):])

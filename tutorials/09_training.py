@@ -123,11 +123,9 @@ print(sum(int(np.prod(p.shape)) for p in model.parameters()), "parameters")
 #
 # The gradient is zero at padded slots, which is what keeps the meaningless padded rows out of training. minidt
 # writes it with `where` rather than a multiplication by the mask: a padded prediction times 0 is NaN if the
-# prediction is NaN.
+# prediction is NaN. (`masked_mse` is assignment 6's: minidt's code is after the exercises.)
 
 # %%
-print(inspect.getsource(masked_mse))
-
 rng = np.random.default_rng(0)
 pred, target = rng.normal(size=(3, 5, 2)), rng.normal(size=(3, 5, 2))
 mask = (rng.random((3, 5)) > 0.4).astype(np.float64)
@@ -366,3 +364,12 @@ assert abs(err_bug - 0.5) < 1e-6, err_bug
 # unchanged (up to $\epsilon$). Clipping changes later steps only through the *ratio* of the current gradient
 # to the running averages: it caps the weight of one outlier batch in $m$ and $v$.
 # :::
+
+# %% [markdown]
+# #### After you have done assignment 6
+#
+# `masked_mse` as minidt ships them: the reference solution of assignment 6 (`minidt assignment start training
+# DIR`). Collapsed in the book: read it once your own passes `minidt grade`.
+
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the code (after assignment 6)"}
+print(inspect.getsource(masked_mse))
