@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import Backend, Generator, array_namespace
-from .check import check_shape
+from ..validate import check_shape
 from .module import Module
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import Backend, Generator, array_namespace, device, is_backend_array, scatter_add, to_numpy
-from .check import check_last_dim
+from ..validate import check_last_dim
 from .module import Module, Parameter
 
 

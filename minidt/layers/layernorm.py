@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import Backend, array_namespace
-from .check import check_last_dim, check_shape
+from ..validate import check_last_dim, check_shape
 from .module import Module, Parameter
 
 
