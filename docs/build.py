@@ -52,7 +52,9 @@ def assignment_pages(tutorials: list[Path]) -> dict[str, str]:
         for f in a.functions:
             lines += ["", f"### `{f.name}({', '.join(a.parameters(f.name))})`", "", "```text",
                       inspect.cleandoc(f.doc), "```"]
-        lines += ["", ":::{dropdown} The whole skeleton file", f"```python\n{a.source()}\n```", ":::", ""]
+        # the file as the student gets it, its long docstring lines wrapped on the page (the `wrap` class)
+        lines += ["", ":::{dropdown} The whole skeleton file", f"```{{code-block}} python\n:class: wrap\n\n"
+                  f"{a.source()}\n```", ":::", ""]
         pages[f"{a.name}.md"] = "\n".join(lines)
     return pages
 
