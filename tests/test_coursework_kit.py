@@ -252,7 +252,8 @@ def test_a_fresh_venv_of_the_oldest_python_makes_the_kit_sets_it_up_and_grades(t
     root = tmp_path / "autograder"
     venv = root / "venv"
     subprocess.run([python, "-m", "venv", str(venv)], check=True, capture_output=True)
-    site = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+    site = subprocess.run([str(venv / "bin" / "python"), "-c",
+                           "import sysconfig; print(sysconfig.get_path('purelib'))"],
                           check=True, capture_output=True, text=True).stdout.strip()
     pth = Path(site) / "linked.pth"  # the instructor's install, without the build requirements
     pth.write_text(f"{linked_site(tmp_path / 'instructor', instructor_requirements())}\n")

@@ -290,7 +290,8 @@ class Question:
         for i, (g, w) in enumerate(zip(gots, wants)):
             what = self.function if len(wants) == 1 else f"{self.function}, entry {i}"
             if isinstance(w, (int, float)):  # a number: a Python one or a 0-d array will do
-                if isinstance(g, bool) or not isinstance(g, (int, float, Arr)) or (isinstance(g, Arr) and g.array.size != 1):
+                number = isinstance(g, (int, float)) and not isinstance(g, bool)
+                if not number and not (isinstance(g, Arr) and g.array.size == 1):
                     raise Failure(f"{what}: expected a number, got {describe(g)}")
                 g = float(g.array.reshape(())) if isinstance(g, Arr) else float(g)
                 compare(what, np.asarray(g), np.asarray(float(w)), FORWARD_TOL)

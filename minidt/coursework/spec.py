@@ -105,9 +105,9 @@ class Assignment:
                 "which refuses what a GPU would: use only the namespace of your inputs (xp = array_namespace(x)) and "
                 "the Array API standard on it, no NumPy calls on the arrays, device=device(x) for every array you "
                 "make. Never write into an argument (x -= mean changes the caller's x): the grader checks. A "
-                "backward is graded on the reference forward's cache, so a mistake in a forward costs that forward's points only: return the "
-                "cache exactly as the forward's docstring lays it out. Your file runs in a "
-                f"separate process that may import, of minidt, only {allowed} (the rest of minidt is the reference "
+                "backward is graded on the reference forward's cache, so a mistake in a forward costs that "
+                "forward's points only: return the cache exactly as the forward's docstring lays it out. Your "
+                f"file runs in a separate process that may import, of minidt, only {allowed} (the rest of minidt is the reference "
                 "solution); a function that calls another of this file's functions is graded with the reference's "
                 "version of that one, so each mistake costs its own points only.", 114) + "\n"
             '"""\n\n'
