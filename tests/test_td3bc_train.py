@@ -131,3 +131,14 @@ def test_delayed_rewards_reach_both_trainers(data, tmp_path):
         info = read_run_info(tmp_path / name)
         assert info.settings.delayed_rewards and info.dataset.endswith("-delayed"), name
     assert read_trainer_state(latest_checkpoint(tmp_path / "td3bc"), "td3bc")["total_it"] == 2
+
+
+def test_the_console_says_what_it_trains(data, tmp_path, capsys):
+    train_td3bc(tiny(data, steps=2), tmp_path / "run", progress=True)  # 355 = actor 113 + 2 critics x 121
+    out, err = capsys.readouterr()
+    assert out.splitlines()[:3] == [
+        "training Pendulum-v1 on pendulum-random: 4 episodes, 800 transitions; TD3+BC",
+        "actor and twin critics: 355 parameters (hidden 8, alpha 2.5, discount 0.99, tau 0.005, actor every 2 "
+        "steps); 2 steps of batch 8 on numpy (float32)",
+        f"run directory: {tmp_path / 'run'}"]
+    assert "critic=" in err  # the progress bar shows the critic's loss from step 1
