@@ -126,8 +126,8 @@ def train_td3bc(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = F
 
 def one_blas_thread(agent: TD3BC) -> Any:
     """OpenBLAS held to one thread during the loop (numpy backend; threadpoolctl, restored after). TD3+BC's products
-    are small (256 x 256 by a batch of 256): on the shared 2-core machine a step took 10-13 ms on one thread and
-    37-134 ms on two, the threads spinning against other processes (load average 3.5). One thread per run also
+    are small (256 x 256 by a batch of 256): on the shared 2-core machine a step took 10-14 ms on one thread and
+    37-283 ms on two, the threads spinning against other processes (load averages 2.7-5). One thread per run also
     lets runs go side by side, one per core."""
     if agent.backend.name != "numpy":
         return contextlib.nullcontext()
