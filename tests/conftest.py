@@ -100,6 +100,11 @@ def pytest_generate_tests(metafunc) -> None:
         metafunc.parametrize("backend", metafunc.config.backends, indirect=True)
     if "device_backend" in metafunc.fixturenames:  # empty when only numpy is selected: the test is skipped
         metafunc.parametrize("device_backend", [n for n in metafunc.config.backends if n != "numpy"], indirect=True)
+    if "gpu_backend" in metafunc.fixturenames:  # the kernels' twin tests: cupy only, else one explicit skip
+        metafunc.parametrize("gpu_backend", ["cupy"] if "cupy" in metafunc.config.backends else [pytest.param(
+            None, marks=pytest.mark.skip(reason="GPU part: needs the cupy backend (a GPU); without one, CI checks "
+                                                "the kernels by NVRTC compilation (test_kernels.py)"))],
+            indirect=True, ids=["cupy"])
 
 
 def pytest_report_header(config) -> str:
@@ -119,10 +124,21 @@ def device_backend(request) -> minidt.backend.Backend:
     return minidt.backend.get_backend(request.param)
 
 
+@pytest.fixture
+def gpu_backend(request) -> minidt.backend.Backend:
+    """The cupy backend with the kernel path on (MINIDT_KERNELS=1), for a kernel against its twin; off after."""
+    import minidt.kernels
+
+    was = minidt.kernels.ENABLED
+    minidt.kernels.enable()
+    yield minidt.backend.get_backend(request.param)
+    minidt.kernels.enable(was)
+
+
 @pytest.fixture(autouse=True)
 def _process_default_backend(request, monkeypatch) -> None:
     """The backend under test is the process default (and $MINIDT_BACKEND, for subprocesses); NumPy elsewhere."""
-    name = next((request.getfixturevalue(f).name for f in ("backend", "device_backend") if f in request.fixturenames),
-                "numpy")
+    name = next((request.getfixturevalue(f).name for f in ("backend", "device_backend", "gpu_backend")
+                 if f in request.fixturenames), "numpy")
     monkeypatch.setattr(minidt.backend, "_default", minidt.backend.get_backend(name))
     monkeypatch.setenv("MINIDT_BACKEND", name)
