@@ -13,6 +13,7 @@ from . import blocks, dropout_threshold, function, scalar
 
 THREADS = 256
 _rng: "weakref.WeakKeyDictionary[Any, tuple[int, Any]]" = weakref.WeakKeyDictionary()
+_unused: dict[int, Any] = {}  # per device: no_dropout's rng
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,16 @@ class HashMask:
         """(rng, offset, threshold, keep_scale): the kernels' dropout arguments."""
         return (self.rng, np.uint64(self.offset), np.uint32(dropout_threshold(self.p)),
                 scalar(dtype, 1.0 / (1.0 - self.p)))
+
+
+def no_dropout() -> HashMask:
+    """Arguments for a kernel's dropout when it is off (p = 0): never read, but typed as the kernel declares them."""
+    import cupy
+
+    dev = cupy.cuda.Device().id
+    if dev not in _unused:
+        _unused[dev] = cupy.zeros((2,), cupy.uint64)
+    return HashMask(_unused[dev], 0, 0.0)
 
 
 def draw(gen: Any, n: int, p: float) -> HashMask:
