@@ -54,7 +54,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout, too
 
-from benchmarks.gpu_kernels import (kernel_path, part_kernels, part_profile, part_speed, part_twins,  # noqa: E402
+from benchmarks.gpu_kernels import (kernels_on, part_kernels, part_profile, part_speed, part_twins,  # noqa: E402
                                     tables)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,7 +186,7 @@ def part_parity(dev: str, why: str | None, out: Path) -> dict:
     (the default) and again for the kernel path (MINIDT_KERNELS=1)."""
     result = {"config": "paper (hidden 128, 3 layers, gelu, tanh head), B 16, K 20, no dropout", **parity(dev)}
     if dev == "cupy":
-        with kernel_path(True):
+        with kernels_on(True):
             result["kernel path"] = parity(dev)
         result["ok"] &= result["kernel path"]["ok"]
     return result
@@ -236,7 +236,7 @@ def part_determinism(dev: str, why: str | None, out: Path) -> dict:
     GPU for both paths."""
     result = determinism(dev)
     if dev == "cupy":  # the kernel path's masks come from the hash (minidt/kernels/common.cuh): the same rules
-        with kernel_path(True):
+        with kernels_on(True):
             result["kernel path"] = determinism(dev)
         result["ok"] &= result["kernel path"]["ok"]
     return result

@@ -32,16 +32,16 @@ TWIN_TESTS = ["tests/test_kernels_twins.py", "tests/test_kernels.py"]
 
 
 @contextmanager
-def kernel_path(on: bool) -> Iterator[None]:
+def kernels_on(on: bool) -> Iterator[None]:
     """minidt's kernel path on or off inside the block (MINIDT_KERNELS for this process)."""
-    from minidt import kernels
+    from minidt.kernels import switch
 
-    was = kernels.ENABLED
-    kernels.enable(on)
+    was = switch.ENABLED
+    switch.enable(on)
     try:
         yield
     finally:
-        kernels.enable(was)
+        switch.enable(was)
 
 
 def part_twins(dev: str, why: str | None, out: Path) -> dict:
@@ -58,7 +58,8 @@ def part_twins(dev: str, why: str | None, out: Path) -> dict:
         failed = []
         for case in cases:
             status = [c.tag for c in case]
-            where = "gpu" if "[gpu" in case.get("name", "") else "cpu_shim" if "cpu_shim" in case.get("name", "") else None
+            name = case.get("name", "")
+            where = "gpu" if "[gpu" in name else "cpu_shim" if "[cpu_shim" in name else None
             if where and "skipped" not in status:
                 ran[where] += 1
             failed += [f"{case.get('name')}: {(c.get('message') or '')[:300]}" for c in case
@@ -138,7 +139,7 @@ def part_profile(dev: str, why: str | None, out: Path) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = False
     sync_cupy = cupy.cuda.get_current_stream().synchronize
     for path, on in (("minidt array ops", False), ("minidt kernels", True)):
-        with kernel_path(on):
+        with kernels_on(on):
             ours, ref = models(config, device="cuda", backend="cupy")
             xd = {k: ours.backend.asarray(v) for k, v in x.items()}  # on the device: no copy inside the step
             step = minidt_train_step(ours, AdamW(ours.parameters(), lr=1e-4, weight_decay=1e-4), xd)
@@ -160,7 +161,7 @@ def part_speed(dev: str, why: str | None, out: Path) -> dict:
 
     r: dict[str, Any] = {"ok": True}
     for path, on in (("before (array ops)", False), ("after (kernels)", True)):
-        with kernel_path(on):
+        with kernels_on(on):
             got = item_gpu(SimpleNamespace(rounds=5))
         if "skipped" in got:
             return {"ok": False, **got}
@@ -262,7 +263,8 @@ def part_kernels(dev: str, why: str | None, out: Path) -> dict:
             clip_grad_norm_(params, 0.25)
             opt.step()
 
-        opt_rows[name] = {"tensors": len(params), "flat_s": gpu_time(flat, 20), "per_tensor_s": gpu_time(per_tensor, 20)}
+        opt_rows[name] = {"tensors": len(params), "flat_s": gpu_time(flat, 20),
+                          "per_tensor_s": gpu_time(per_tensor, 20)}
     result["adamw_and_clip"] = opt_rows
     return result
 

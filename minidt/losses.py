@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import kernels
+from .kernels.switch import kernel_path
 from .backend import array_namespace, device
 
 
@@ -25,7 +25,7 @@ def masked_mse(pred: Any, target: Any, mask: Any) -> tuple[Any, Any]:
     pred, target (B, K, d); mask (B, K), nonzero (or True) at real timesteps. Returns (loss, dpred): loss a 0-d
     array, dpred (B, K, d), both of pred's dtype and device (no host sync). All-padding gives NaN, as torch.mean
     of an empty selection does."""
-    if kernels.on(pred):  # the kernel path: two launches (minidt/kernels/mse.cu)
+    if kernel_path(pred):  # the kernel path: two launches (minidt/kernels/mse.cu)
         from .kernels import mse
 
         return mse.masked_mse(pred, target, mask)

@@ -34,7 +34,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from . import kernels
+from .kernels.switch import kernel_path
 from .backend import array_namespace, backend_of, to_numpy
 from .layers.module import Parameter
 
@@ -143,7 +143,7 @@ class AdamW:
         else:
             param, exp_avg, exp_avg_sq = (_concat(xp, arrays) for arrays in (
                 [p.data for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]))
-        if kernels.on(param):  # one launch (kernels/adamw.cu), reading clip_grad_norm_'s flat buffer in place
+        if kernel_path(param):  # one launch (kernels/adamw.cu), reading clip_grad_norm_'s flat buffer in place
             from .kernels import adamw
 
             grads = [p.grad for p in params]
@@ -265,7 +265,7 @@ def clip_grad_norm_(params: "Parameter | Iterable[Parameter]", max_norm: float, 
     if with_grad and not isinstance(with_grad[0].grad, np.ndarray):
         xp = array_namespace(*(p.grad for p in with_grad))
         flat = _concat(xp, [p.grad for p in with_grad])
-        if kernels.on(flat):  # the norm and the clip coefficient in one launch (kernels/adamw.cu)
+        if kernel_path(flat):  # the norm and the clip coefficient in one launch (kernels/adamw.cu)
             from .kernels import adamw
 
             norm_coef = adamw.grad_norm(flat, max_norm, eps)

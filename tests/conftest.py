@@ -143,15 +143,14 @@ def kernel_device(request, monkeypatch):
 
     import numpy as np
 
-    import minidt.kernels
-    from minidt.kernels import adamw, bias_act, embedding, layernorm, mse, residual, softmax
+    from minidt.kernels import adamw, bias_act, embedding, layernorm, mse, residual, softmax, switch
 
     launchers = types.SimpleNamespace(adamw=adamw, bias_act=bias_act, embedding=embedding, layernorm=layernorm,
                                       mse=mse, residual=residual, softmax=softmax)
     if request.param == "gpu":
         import cupy
 
-        monkeypatch.setattr(minidt.kernels, "ENABLED", True)
+        monkeypatch.setattr(switch, "ENABLED", True)
         monkeypatch.setattr(minidt.backend, "_default", minidt.backend.get_backend("cupy"))
         return types.SimpleNamespace(name="gpu", asarray=cupy.asarray, launchers=launchers)
     try:

@@ -17,6 +17,7 @@ import pytest
 from conftest import require
 import minidt
 from minidt import kernels, to_numpy
+from minidt.kernels import switch
 from minidt.backend import Generator
 from minidt.layers.dropout import dropout_backward, dropout_forward, hash_keep, splitmix64
 
@@ -107,15 +108,15 @@ def test_hash_keep_is_counter_based_and_keeps_one_minus_p(backend):
 
 def test_the_kernel_path_is_off_by_default_and_never_takes_numpy(monkeypatch):
     monkeypatch.delenv("MINIDT_KERNELS", raising=False)
-    code = "import minidt.kernels as k; print(k.ENABLED)"
+    code = "import minidt.kernels.switch as k; print(k.ENABLED)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                          env={**os.environ, "MINIDT_KERNELS": "1"})
     assert out.stdout.strip() == "True"
-    monkeypatch.setattr(kernels, "ENABLED", True)
+    monkeypatch.setattr(switch, "ENABLED", True)
     x = np.ones((2, 3))
-    assert not kernels.on(x)  # NumPy always runs the twin
+    assert not switch.kernel_path(x)  # NumPy always runs the twin
     out, mask = dropout_forward(x, 0.5, Generator(0))
     np.testing.assert_array_equal(dropout_backward(np.ones_like(x), mask), mask)  # PCG64's mask, kept
 
@@ -128,6 +129,6 @@ def test_the_switch_costs_numpy_nothing_measurable():
     from minidt.layers.layernorm import layernorm_forward
 
     x, w, b = np.ones((20, 128), np.float32), np.ones(128, np.float32), np.zeros(128, np.float32)
-    check = min(timeit.repeat(lambda: kernels.on(x), number=2000, repeat=5)) / 2000
+    check = min(timeit.repeat(lambda: switch.kernel_path(x), number=2000, repeat=5)) / 2000
     layer = min(timeit.repeat(lambda: layernorm_forward(x, w, b, 1e-5), number=200, repeat=5)) / 200
     assert check < 0.05 * layer, (check, layer)

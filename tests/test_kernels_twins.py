@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import rel_error
-from minidt import kernels, to_numpy
+from minidt import to_numpy
+from minidt.kernels import switch
 from minidt.backend import Generator
 from minidt.layers.activations import ACTIVATIONS, bias_act_backward, bias_act_forward
 from minidt.layers.attention import attention_bias, softmax_backward, softmax_forward
@@ -184,7 +185,8 @@ def step_on_kernels(kernel_device, monkeypatch, config, batch: dict, steps: int 
         monkeypatch.setattr(module, "function", counting)
     backend = "numpy"
     if kernel_device.name == "cpu_shim":  # NumPy arrays take the kernel path, through the shim
-        monkeypatch.setattr(kernels, "on", lambda x: isinstance(x, np.ndarray))
+        monkeypatch.setattr(switch, "DEVICE_MODULE", "numpy")
+        monkeypatch.setattr(switch, "ENABLED", True)
     else:
         backend = "cupy"
     model = DecisionTransformerModel(config, dtype="float64", seed=seed, backend=backend)
@@ -195,11 +197,12 @@ def step_on_kernels(kernel_device, monkeypatch, config, batch: dict, steps: int 
 
 
 def reference_steps(config, batch: dict, steps: int = 2, seed: int = 0):
+    """The same steps on NumPy: the twins."""
     from minidt import DecisionTransformerModel
     from minidt.optim import AdamW, LinearWarmup, param_groups_no_decay
     from minidt.train import train_step
 
-    model = DecisionTransformerModel(config, dtype="float64", seed=seed)
+    model = DecisionTransformerModel(config, dtype="float64", seed=seed, backend="numpy")
     opt = AdamW(param_groups_no_decay(model.named_parameters(), 1e-4), lr=1e-3, weight_decay=1e-4)
     sched = LinearWarmup(opt, 1)
     return model, [tuple(float(r) for r in train_step(model, opt, sched, batch, 0.25)) for _ in range(steps)]

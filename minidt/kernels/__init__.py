@@ -1,7 +1,8 @@
 """The fused GPU path: CUDA C kernels (`*.cu` here) beside their NumPy twins (the layer functions in layers/).
 
 Opt-in, until a GPU run has compared every kernel with its twin: set MINIDT_KERNELS=1 in the environment (or call
-`minidt.kernels.enable()`), and the layer functions route CuPy arrays to these kernels. Without it, and always on
+`minidt.kernels.enable()`), and the layer functions route CuPy arrays to these kernels (`switch.kernel_path(x)`
+is the question each asks first). Without it, and always on
 NumPy and on the strict backend, they run the array-op code in layers/, which stays the textbook.
 
 Where the line runs, and why there. A kernel takes over the work *between* two matrix products: LayerNorm, the
@@ -36,29 +37,14 @@ between NumPy and cuRAND.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
 
+from .switch import enable, kernel_path  # noqa: F401  (minidt.kernels.enable(): the public switch)
+
 HERE = Path(__file__).resolve().parent
 SOURCES = ("layernorm", "softmax", "bias_act", "residual", "mse", "embedding", "adamw")  # each NAME.cu + NAME.py
-ENABLED = os.environ.get("MINIDT_KERNELS", "0") not in ("", "0")
-
-
-def enable(on: bool = True) -> None:
-    """Switch the kernel path on (or off) for this process: what MINIDT_KERNELS=1 does at import."""
-    global ENABLED
-    ENABLED = bool(on)
-
-
-def on(x: Any) -> bool:
-    """Whether x goes to a kernel: the path is enabled and x is a CuPy array. The layer functions ask this first;
-    on NumPy it costs one global read (ENABLED is False unless MINIDT_KERNELS is set) and, with the path on, one
-    module-name test (no CuPy import)."""
-    return ENABLED and type(x).__module__.startswith("cupy")
-
-
 def source(name: str) -> str:
     """NAME.cu's text with its local #include "..." lines replaced by the headers' text: what NVRTC compiles.
     Inlined rather than passed as an include path, so that CuPy's compile cache (keyed by the source text) sees a
@@ -101,12 +87,6 @@ def scalar(dtype: Any, value: float) -> Any:
     import numpy as np
 
     return np.dtype(str(dtype)).type(value)
-
-
-def dropout_threshold(p: float) -> int:
-    """Dropout keeps an entry whose 32 random bits fall below this: round((1 - p) 2^32), Generator.bernoulli's
-    rule, so P(keep) = 1 - p to within 2^-32."""
-    return min(round((1.0 - p) * 2**32), 2**32 - 1)
 
 
 def blocks(n: int, threads: int, most: int = 1024) -> int:

@@ -11,7 +11,8 @@ __global__ void grad_norm(T* out, T* part, unsigned int* done, const T* g, long 
     __shared__ T scratch[WARP];
     __shared__ bool last;
     T s = T(0);
-    for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < n; k += (long long)gridDim.x * blockDim.x)
+    long long stride = (long long)gridDim.x * blockDim.x;  // a grid-stride loop
+    for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < n; k += stride)
         s += g[k] * g[k];
     s = block_sum(s, scratch);
     if (threadIdx.x == 0) {
@@ -40,7 +41,8 @@ template <typename T>
 __global__ void adamw(T* param_out, T* m_out, T* v_out, const T* param, const T* grad, const T* m, const T* v,
                       long long n, T one_m_beta1, T beta2, T one_m_beta2, T lr_corr, T v_corr, T eps,
                       T decay) {
-    for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < n; k += (long long)gridDim.x * blockDim.x) {
+    long long stride = (long long)gridDim.x * blockDim.x;  // a grid-stride loop
+    for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < n; k += stride) {
         T g = grad[k];
         T mk = (g - m[k]) * one_m_beta1 + m[k];  // exp_avg + (1 - beta1) (grad - exp_avg), torch's lerp_
         T vk = one_m_beta2 * g * g + beta2 * v[k];

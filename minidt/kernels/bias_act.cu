@@ -47,7 +47,8 @@ template <typename T> __device__ T act_backward(int act, T dout, T c) {
 // h (N, C) becomes pre = h + bias in place; out = f(pre). One thread per element.
 template <typename T>
 __global__ void bias_act_forward(T* out, T* h, const T* bias, long long n, int C, int act) {
-    for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < n; k += (long long)gridDim.x * blockDim.x) {
+    long long stride = (long long)gridDim.x * blockDim.x;  // a grid-stride loop
+    for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < n; k += stride) {
         T pre = h[k] + bias[k % C];
         h[k] = pre;
         out[k] = act_forward(act, pre);

@@ -12,7 +12,8 @@ __global__ void mse_partials(T* diff, T* part_sq, T* part_real, const T* pred, c
     __shared__ T scratch[WARP];
     long long n = (long long)rows * d;
     T sq = T(0), cnt = T(0);
-    for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < n; k += (long long)gridDim.x * blockDim.x) {
+    long long stride = (long long)gridDim.x * blockDim.x;  // a grid-stride loop
+    for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < n; k += stride) {
         bool on = real[k / d] > T(0);
         T e = on ? pred[k] - target[k] : T(0);
         diff[k] = e;
@@ -44,6 +45,7 @@ __global__ void mse_finish(T* loss, T* dpred, const T* part_sq, const T* part_re
     T n = total[1];
     if (blockIdx.x == 0 && threadIdx.x == 0) loss[0] = total[0] / n;  // all padding: 0 / 0 = NaN, as the twin
     T g = T(2) / n;
-    for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < n_el; k += (long long)gridDim.x * blockDim.x)
+    long long stride = (long long)gridDim.x * blockDim.x;  // a grid-stride loop
+    for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < n_el; k += stride)
         dpred[k] = dpred[k] * g;
 }

@@ -9,7 +9,8 @@ template <typename T>
 __global__ void residual_dropout_forward(T* out, const T* residual, const T* y, long long n,
                                          const unsigned long long* rng, unsigned long long offset,
                                          unsigned int threshold, T keep_scale, int with_residual) {
-    for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < n; k += (long long)gridDim.x * blockDim.x) {
+    long long stride = (long long)gridDim.x * blockDim.x;  // a grid-stride loop
+    for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < n; k += stride) {
         T d = dropout_keep(rng, offset, k, threshold) ? y[k] * keep_scale : T(0);
         out[k] = with_residual ? residual[k] + d : d;
     }
@@ -19,6 +20,7 @@ __global__ void residual_dropout_forward(T* out, const T* residual, const T* y, 
 template <typename T>
 __global__ void dropout_backward(T* dy, const T* dout, long long n, const unsigned long long* rng,
                                  unsigned long long offset, unsigned int threshold, T keep_scale) {
-    for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < n; k += (long long)gridDim.x * blockDim.x)
+    long long stride = (long long)gridDim.x * blockDim.x;  // a grid-stride loop
+    for (long long k = blockIdx.x * (long long)blockDim.x + threadIdx.x; k < n; k += stride)
         dy[k] = dropout_keep(rng, offset, k, threshold) ? dout[k] * keep_scale : T(0);
 }

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from . import blocks, dropout_threshold, function, scalar
+from . import blocks, function, scalar
+from .switch import dropout_threshold
 
 THREADS = 256
 _rng: "weakref.WeakKeyDictionary[Any, tuple[int, Any]]" = weakref.WeakKeyDictionary()
@@ -64,8 +65,9 @@ def forward(y: Any, residual: Any, p: float, gen: Any) -> tuple[Any, HashMask]:
     mask = draw(gen, y.size, p)
     if y.size:
         function("residual", "residual_dropout_forward", y.dtype)(
-            (blocks(y.size, THREADS),), (THREADS,), (out, y if residual is None else residual, y, np.int64(y.size), *mask.args(y.dtype),
-             np.int32(residual is not None)))
+            (blocks(y.size, THREADS),), (THREADS,),
+            (out, y if residual is None else residual, y, np.int64(y.size), *mask.args(y.dtype),
+             np.int32(residual is not None)))  # without a residual, y stands in for it, unread
     return out, mask
 
 

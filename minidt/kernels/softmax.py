@@ -48,3 +48,12 @@ def backward(dprobs: Any, probs: Any, mask: "HashMask | None", scale: float) -> 
             (dscores, dprobs, cupy.ascontiguousarray(probs), np.int32(rows), np.int32(Tk),
              scalar(dprobs.dtype, scale), *m.args(dprobs.dtype), np.int32(mask is not None)))
     return dscores
+
+
+def attention_backward(dout: Any, cache: tuple) -> tuple[Any, Any, Any]:
+    """attention_backward (layers/attention.py) on a cache its kernel path made: its four matrix products around
+    one softmax_backward launch. dout (B, H, Tq, D) -> dq, dk, dv."""
+    qs, ks, v, probs, (mask, probs_dropped), scale = cache
+    dv = probs_dropped.swapaxes(-1, -2) @ dout  # B,H,Tk,D
+    dscores = backward(dout @ v.swapaxes(-1, -2), probs, mask, scale)  # B,H,Tq,Tk
+    return dscores @ ks, dscores.swapaxes(-1, -2) @ qs, dv

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .. import kernels
+from ..kernels.switch import kernel_path
 from ..backend import Backend, Generator, array_namespace, device
 from .check import check_last_dim, check_shape
 from .dropout import Dropout
@@ -65,7 +65,7 @@ def attention_forward(q: Any, k: Any, v: Any, bias: Any, scale: float, p: float,
     sdtype = xp.float32 if upcast else q.dtype
     qs, ks = xp.astype(q, sdtype, copy=False), xp.astype(k, sdtype, copy=False)
     scores = qs @ xp.matrix_transpose(ks)  # B,H,Tq,Tk
-    if kernels.on(q) and not upcast:  # scale, mask, softmax and dropout in one launch (kernels/softmax.cu)
+    if kernel_path(q) and not upcast:  # scale, mask, softmax and dropout in one launch (kernels/softmax.cu)
         from ..kernels import softmax
 
         probs, probs_dropped, mask = softmax.forward(scores, bias, scale, p, gen)
@@ -88,21 +88,18 @@ def attention_backward(dout: Any, cache: tuple) -> tuple[Any, Any, Any]:
     """dout (B,H,Tq,D) -> dq (B,H,Tq,D), dk, dv (B,H,Tk,D)."""
     xp = array_namespace(dout)
     qs, ks, v, probs, mask, scale = cache
-    if isinstance(mask, tuple):  # the kernel path's forward: (the dropout's HashMask or None, the dropped probs)
+    if kernel_path(dout) and isinstance(mask, tuple):  # the kernel path's cache: (HashMask or None, dropped probs)
         from ..kernels import softmax
 
-        mask, probs_dropped = mask
-        dv = xp.matrix_transpose(probs_dropped) @ dout  # B,H,Tk,D
-        dscores = softmax.backward(dout @ xp.matrix_transpose(v), probs, mask, scale)  # B,H,Tq,Tk
-    else:
-        probs_dropped = probs if mask is None else probs * mask
-        dv = xp.matrix_transpose(probs_dropped) @ dout  # B,H,Tk,D
-        dprobs = dout @ xp.matrix_transpose(v)  # B,H,Tq,Tk
-        if mask is not None:
-            dprobs *= mask
-        sdtype = qs.dtype
-        dscores = softmax_backward(xp.astype(dprobs, sdtype, copy=False), xp.astype(probs, sdtype, copy=False))
-        dscores *= scale  # B,H,Tq,Tk
+        return softmax.attention_backward(dout, cache)
+    probs_dropped = probs if mask is None else probs * mask
+    dv = xp.matrix_transpose(probs_dropped) @ dout  # B,H,Tk,D
+    dprobs = dout @ xp.matrix_transpose(v)  # B,H,Tq,Tk
+    if mask is not None:
+        dprobs *= mask
+    sdtype = qs.dtype
+    dscores = softmax_backward(xp.astype(dprobs, sdtype, copy=False), xp.astype(probs, sdtype, copy=False))
+    dscores *= scale  # B,H,Tq,Tk
     dq = xp.astype(dscores @ ks, v.dtype, copy=False)  # B,H,Tq,D
     dk = xp.astype(xp.matrix_transpose(dscores) @ qs, v.dtype, copy=False)  # B,H,Tk,D
     return dq, dk, dv

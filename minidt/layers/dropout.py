@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .. import kernels
+from ..kernels.switch import dropout_threshold, kernel_path
 from ..backend import Backend, Generator, array_namespace, device
 from .check import check_shape
 from .module import Module
@@ -42,7 +42,7 @@ def hash_keep(shape: tuple[int, ...], p: float, seed: int, offset: int, like: An
     xp = array_namespace(like)
     n = xp.arange(math.prod(shape), dtype=xp.uint64, device=device(like)) + offset
     bits = splitmix64(seed, n) >> 32
-    return xp.reshape(bits < kernels.dropout_threshold(p), shape)
+    return xp.reshape(bits < dropout_threshold(p), shape)
 
 
 def dropout_forward(x: Any, p: float, gen: Generator, residual: Any = None) -> tuple[Any, Any]:
@@ -51,7 +51,7 @@ def dropout_forward(x: Any, p: float, gen: Generator, residual: Any = None) -> t
     `kernels.residual.HashMask`, (seed, offset) for backward to draw it again."""
     if p == 0.0:
         return (x if residual is None else residual + x), None
-    if kernels.on(x):
+    if kernel_path(x):
         from ..kernels import residual as k
 
         return k.forward(x, residual, p, gen)
@@ -67,7 +67,7 @@ def dropout_backward(dout: Any, mask: Any) -> Any:
     """dout (...) -> dx (...), the gradient of the dropped input (a residual's is dout itself)."""
     if mask is None:
         return dout
-    if kernels.on(dout):
+    if kernel_path(dout):
         from ..kernels import residual as k
 
         return k.backward(dout, mask)

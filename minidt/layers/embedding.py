@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import kernels
+from ..kernels.switch import kernel_path
 from ..backend import Backend, Generator, array_namespace, device, is_backend_array, scatter_add, to_numpy
 from .check import check_last_dim
 from .module import Module, Parameter
@@ -26,7 +26,7 @@ def embedding_backward(dout: Any, cache: tuple) -> Any:
     """dout (..., C) -> dweight (V, C). Rows never looked up get zero."""
     xp = array_namespace(dout)
     ids, (V, C) = cache
-    if not isinstance(ids, int) and kernels.on(dout):  # one launch, no one-hot matrix, the twin's order of sums
+    if not isinstance(ids, int) and kernel_path(dout):  # one launch, no one-hot matrix, the twin's order of sums
         from ..kernels import embedding
 
         return embedding.backward(xp.reshape(dout, (-1, C)), ids, V)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import kernels
+from ..kernels.switch import kernel_path
 from ..backend import Backend, array_namespace
 from .check import check_last_dim, check_shape
 from .module import Module, Parameter
@@ -17,7 +17,7 @@ from .module import Module, Parameter
 
 def layernorm_forward(x: Any, weight: Any, bias: Any, eps: float) -> tuple[Any, tuple]:
     """x (..., C), weight (C,), bias (C,) -> out (..., C)."""
-    if kernels.on(x):  # the kernel path (MINIDT_KERNELS=1 on CuPy): one launch, the same cache
+    if kernel_path(x):  # the kernel path (MINIDT_KERNELS=1 on CuPy): one launch, the same cache
         from ..kernels import layernorm
 
         return layernorm.forward(x, weight, bias, eps)
@@ -35,7 +35,7 @@ def layernorm_forward(x: Any, weight: Any, bias: Any, eps: float) -> tuple[Any, 
 
 def layernorm_backward(dout: Any, cache: tuple) -> tuple[Any, Any, Any]:
     """dout (..., C) -> dx (..., C), dweight (C,), dbias (C,)."""
-    if kernels.on(dout):
+    if kernel_path(dout):
         from ..kernels import layernorm
 
         return layernorm.backward(dout, cache)
