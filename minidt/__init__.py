@@ -14,9 +14,9 @@ from .model import DecisionTransformerModel, DecisionTransformerOutput
 # Imported on first use (`minidt.optim.AdamW` works after a plain `import minidt`): `data` and `evaluate` bring in
 # gymnasium, h5py and minari, which would more than double the time `import minidt` takes; `parallel` brings in
 # concurrent.futures and logging.
-SUBPACKAGES = ("backend", "checkpoint", "cli", "config", "coursework", "data", "evaluate", "gradcheck", "layers",
-               "losses", "model", "optim", "parallel", "parity", "plots", "policy",
-               "train")
+SUBPACKAGES = ("backend", "checkpoint", "cli", "config", "coursework", "data", "evaluate", "files", "gradcheck",
+               "layers", "losses", "model", "optim", "parallel", "parity", "plots", "policy", "report", "runs",
+               "settings", "train")
 LAZY_NAMES = {"load_policy": "policy", "Policy": "policy",  # minidt.load_policy(run_dir, target_return)
               "DataParallel": "parallel"}
 

@@ -1,7 +1,7 @@
 """Checkpoints in transformers' on-disk format, both ways.
 
 - `save_pretrained(model, dir)`: config.json + model.safetensors (metadata format "pt", which transformers'
-  loader requires). Every file is written to a temporary name and renamed: a crash never leaves half a file.
+  loader requires). Every file is written atomically (`minidt.files`): a crash never leaves half a file.
 - `from_pretrained(cls, dir)`: model.safetensors, or pytorch_model.bin (the published 2022 Decision Transformer
   checkpoints) through `torch.load(weights_only=True)`: no pickle is ever loaded any other way.
 """
@@ -10,49 +10,21 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from . import validate
 from .backend import dtype_name, to_numpy
 from .config import DecisionTransformerConfig
+from .files import atomic_write, atomic_write_text
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
 TORCH_NAME = "pytorch_model.bin"
 LEGACY_BUFFERS = (".attn.bias", ".attn.masked_bias")  # GPT-2's old causal-mask buffers: not parameters
-
-
-def atomic_write(path: "str | os.PathLike", write: Callable[[str], None]) -> None:
-    """Call write(tmp_path) on a temporary file next to `path`, then rename it over `path`. The file gets the
-    mode open() would give it under the user's umask (0644 under umask 022), whatever `write` does: tempfile.mkstemp
-    and safetensors' save_file both make 0600 files, which a teammate cannot read."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # O_EXCL: never someone else's file
-    try:
-        mode = stat.S_IMODE(os.stat(tmp).st_mode)  # 0o666 less the umask, without changing the umask to read it
-        write(str(tmp))
-        os.chmod(tmp, mode)  # `write` may have replaced the file with one of its own
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: "str | os.PathLike", text: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    atomic_write(path, write)
 
 
 def save_safetensors(tensors: dict[str, np.ndarray], path: "str | os.PathLike") -> None:

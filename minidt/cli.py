@@ -3,7 +3,8 @@ and checks arguments, one `add_*` function per subcommand's flags and one `cmd_*
 
 Exit status: 0 on success, 1 when a check fails (parity) or training diverges, 2 on bad input, 130 when
 interrupted. Bad input is one line on stderr naming the flag or file, found before any long work starts (flags by
-their types below, files and environments before a dataset is generated or a model built), never a traceback.
+their types, from minidt.arguments; files and environments before a dataset is generated or a model built), never
+a traceback.
 """
 
 from __future__ import annotations
@@ -11,56 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-if TYPE_CHECKING:
-    from .train import TrainSettings
-
-
-class UsageError(Exception):
-    """Bad input from the command line: printed as one line, exit status 2."""
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with its errors in one line (it would print the usage first, a screenful for `minidt train`), and
-    no abbreviated flags (a typo must not silently become another flag)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-# --- argument types: argparse reports "argument --steps: expected an integer >= 1, got '0'" ----------------------
-
-def integer_at_least(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
-        return value
-
-    return parse
-
-
-positive_int, nonnegative_int = integer_at_least(1), integer_at_least(0)
-
-
-def finite_float(text: str) -> float:
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+from .arguments import ArgumentParser, UsageError, finite_float, nonnegative_int, positive_int
 
 
 # --- commands ----------------------------------------------------------------------------------------------------
@@ -97,26 +51,28 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
-    from .train import TrainingDiverged, TrainingInterrupted, TrainSettings, latest_checkpoint, train
+    from .report import format_conditioning, format_evaluations
+    from .runs import default_run_dir, latest_checkpoint, resumed_settings
+    from .settings import TrainSettings
+    from .train import TrainingDiverged, TrainingInterrupted, terminate_as_interrupt, train
 
     if args.resume:
         if args.force:
             raise UsageError("--resume and --force: --resume continues a run, --force replaces one; pick one")
-        settings, out = resume_settings(args), args.resume
+        settings = resumed_settings(args.resume, env=args.env, dataset=args.dataset, preset=args.preset,
+                                    backend=args.backend, seed=args.seed, out=args.out, steps=args.steps,
+                                    final_eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
+                                    workers=args.workers)
+        out = args.resume
     else:
         settings = TrainSettings.from_preset(
             args.preset or "quick", env=args.env, dataset=args.dataset, steps=args.steps, seed=args.seed,
             backend=args.backend, final_eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
             workers=args.workers)
         out = args.out or default_run_dir(settings)
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    # SIGTERM outside the training loop (which checkpoints first) stops as Ctrl-C does: no traceback
-    previous = signal.signal(signal.SIGTERM, interrupt) if on_main_thread else None
     try:
-        summary = train(settings, out, resume=bool(args.resume), progress=not args.quiet, force=args.force)
+        with terminate_as_interrupt():  # SIGTERM outside the training loop (which checkpoints first): as Ctrl-C
+            summary = train(settings, out, resume=bool(args.resume), progress=not args.quiet, force=args.force)
     except TrainingDiverged as e:
         print(f"minidt train: {e}", file=sys.stderr)
         return 1
@@ -131,9 +87,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             where = " before the first checkpoint: nothing to resume"
         print(f"minidt train: interrupted{where}", file=sys.stderr)
         return 130
-    finally:
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, previous)
     if summary["evaluations"]:
         print(format_evaluations(summary["evaluations"]))
         print(format_conditioning(summary))
@@ -141,54 +94,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def resume_settings(args: argparse.Namespace) -> "TrainSettings":
-    """The resumed run's own settings; flags that contradict them are an error, --steps, --eval-episodes,
-    --checkpoint-every and --workers change them."""
-    from .data import GYM_IDS, env_name
-    from .train import read_run_info
-
-    try:
-        s = read_run_info(args.resume).settings
-    except ValueError as e:
-        raise UsageError(f"--resume: {e}")
-
-    def gym_id(env: str) -> str:
-        return GYM_IDS.get(env_name(env), env)
-
-    clashes = [f"{flag} {given} (the run's is {have})" for flag, given, have, same in (
-        ("--env", args.env, s.env, lambda a, b: gym_id(a) == gym_id(b)),
-        ("--dataset", args.dataset, s.dataset, lambda a, b: a == b or Path(a).resolve() == Path(b).resolve()),
-        ("--preset", args.preset, s.preset, str.__eq__),
-        ("--backend", args.backend, s.backend, str.__eq__),
-        ("--seed", args.seed, s.seed, int.__eq__),
-        ("--out", args.out, args.resume, lambda a, b: Path(a).resolve() == Path(b).resolve()),
-    ) if given is not None and not same(given, have)]
-    if clashes:
-        raise UsageError(f"--resume {args.resume}: a resumed run keeps its settings; contradicted by "
-                         + ", ".join(clashes))
-    for name, value in (("steps", args.steps), ("final_eval_episodes", args.eval_episodes),
-                        ("checkpoint_every", args.checkpoint_every), ("workers", args.workers)):
-        if value is not None:
-            setattr(s, name, value)
-    return s
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .data import env_name, generate_dataset, generated_dataset_id, read_minari
-    from .data.scores import REF_MIN_SCORE, normalized_score
+    from .data import describe_returns, generate_dataset, generated_dataset_id, read_minari
 
     path = generate_dataset(args.env, args.tier, args.episodes, args.seed, progress=not args.quiet)
     data = read_minari(path)
-    r = data.returns
-    line = (f"{generated_dataset_id(args.env, args.tier, args.episodes, args.seed)}: {len(data)} episodes, "
-            f"{data.num_steps} steps, return mean {r.mean():.1f} (min {r.min():.1f}, max {r.max():.1f})")
-    if env_name(args.env) in REF_MIN_SCORE:
-        line += f", normalized score {normalized_score(args.env, r).mean():.1f}"
-    print(line)
+    print(f"{generated_dataset_id(args.env, args.tier, args.episodes, args.seed)}: {len(data)} episodes, "
+          f"{data.num_steps} steps, {describe_returns(args.env, data.returns)}")
     print(path)
     return 0
 
@@ -196,7 +108,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from .train import evaluate_run
+    from .report import evaluate_run, format_evaluations
 
     evaluations = evaluate_run(args.run_dir, env=args.env, targets=args.targets, episodes=args.episodes,
                                seed=args.seed, progress=not (args.quiet or args.json), workers=args.workers)
@@ -210,9 +122,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_reference_returns(args: argparse.Namespace) -> int:
-    from .data import GYM_IDS
+    from .data import GYM_IDS, REF_MAX_SCORE, REF_MIN_SCORE, measure_reference_returns
     from .data.generate import generated_env
-    from .data.scores import REF_MAX_SCORE, REF_MIN_SCORE, measure_reference_returns
 
     try:
         name = generated_env(args.env)
@@ -222,32 +133,6 @@ def cmd_reference_returns(args: argparse.Namespace) -> int:
     print(f"{GYM_IDS[name]} over {args.episodes} episodes (seed {args.seed}): random {lo:.6f}, expert {hi:.6f}")
     print(f"minidt.data.scores uses: random {REF_MIN_SCORE[name]:.6f}, expert {REF_MAX_SCORE[name]:.6f}")
     return 0
-
-
-def default_run_dir(settings) -> str:
-    import time
-
-    return f"runs/{settings.env}-{settings.dataset.replace('/', '_')}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def format_evaluations(evaluations: list[dict]) -> str:
-    lines = [f"{'target':>10}  {'return mean':>11}  {'std':>8}  {'normalized':>10}  episodes"]
-    for e in evaluations:
-        lines.append(f"{e['target_return']:10.1f}  {e['return_mean']:11.1f}  {e['return_std']:8.1f}  "
-                     f"{e.get('normalized_score_mean', float('nan')):10.1f}  {e['episodes']}")
-    return "\n".join(lines)
-
-
-def format_conditioning(summary: dict) -> str:
-    """The summary line under the table: the best score, and how the achieved return follows the target."""
-    best = summary["best_normalized_score"]
-    line = f"best normalized score {'n/a' if best is None else f'{best:.1f}'}; "
-    if summary["returns_flat"]:
-        return line + (f"achieved returns are flat across the targets (range {summary['returns_range']:.1f}, within "
-                       f"the episodes' spread {summary['returns_spread']:.1f}): the model does not follow the target")
-    if summary["rank_correlation"] is None:
-        return line + "fewer than two targets within the data: no rank correlation"
-    return line + f"rank correlation of achieved with target return {summary['rank_correlation']:.2f}"
 
 
 # --- the parsers -------------------------------------------------------------------------------------------------
@@ -270,7 +155,7 @@ WORKERS_HELP = ("threads for minidt.DataParallel, each on a slice of the batch (
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
-    from .train import PRESETS, TrainSettings  # not minidt.data, slow to import (minari): the tiers are tested
+    from .settings import PRESETS, TrainSettings  # not minidt.data, slow to import (minari): the tiers are tested
 
     d = TrainSettings()
     t = sub.add_parser("train", help="train a Decision Transformer offline, then evaluate it at several targets")
@@ -317,7 +202,7 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
-    from .train import EVAL_SEED
+    from .settings import EVAL_SEED
 
     e = sub.add_parser("evaluate", help="return-conditioned evaluation of a trained run at several targets")
     e.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by minidt train (its latest model), or "
@@ -392,7 +277,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # run the importable minidt.cli, not this __main__ copy: commands in other modules raise minidt.cli.UsageError
-    from minidt.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

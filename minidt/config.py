@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .files import atomic_write_text
 from .layers.activations import ACTIVATIONS
 
 DEFAULTS: dict[str, Any] = {
@@ -142,8 +143,6 @@ class DecisionTransformerConfig:
 
     def to_json_file(self, path: "str | os.PathLike") -> None:
         """Write atomically: a crash leaves the old file or the new one, never half of one."""
-        from .checkpoint import atomic_write_text
-
         atomic_write_text(path, self.to_json_string())
 
     @classmethod

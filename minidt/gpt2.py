@@ -17,7 +17,7 @@ from typing import Any
 from .backend import Backend, Generator, array_namespace, device
 from .config import DecisionTransformerConfig
 from .layers import Block, Dropout, Embedding, LayerNorm, Module, ModuleList, attention_bias
-from .layers.check import check_array, check_shape
+from .validate import check_array, check_shape
 
 
 @dataclass

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from . import validate
-from .backend import DTYPES, Backend, Generator, dtype_name, is_backend_array, to_numpy
+from .backend import DTYPES, Backend, Generator, dtype_name, to_numpy
 from .config import DecisionTransformerConfig
 from .gpt2 import DecisionTransformerGPT2Model
 from .layers import Activation, Embedding, LayerNorm, Linear, Module, ModuleList
 from .layers.module import no_grad
-from .layers.check import check_shape
 
 
 @dataclass
@@ -133,18 +132,19 @@ class DecisionTransformerModel(Module):
                 ) -> tuple[Any, Any]:
         """Checked inputs -> the token sequence after embed_ln, x (B, 3T, C), and its mask (B, 3T)."""
         cfg, xp = self.config, self.backend.xp
-        states = self._input("states", states, (None, None, cfg.state_dim), self._finite)
+        b, dtype = self.backend, self.dtype
+        states = validate.model_input("states", states, (None, None, cfg.state_dim), b, dtype, self._finite)
         B, T = states.shape[0], states.shape[1]
         if B == 0 or T == 0:
             raise ValueError(f"states: expected at least one timestep and one sequence (B, T >= 1), got shape "
                              f"{tuple(states.shape)}")
-        actions = self._input("actions", actions, (B, T, cfg.act_dim), self._finite)
-        returns_to_go = self._input("returns_to_go", returns_to_go, (B, T, 1), self._finite)
-        timesteps = self._timesteps(timesteps, B, T)
+        actions = validate.model_input("actions", actions, (B, T, cfg.act_dim), b, dtype, self._finite)
+        returns_to_go = validate.model_input("returns_to_go", returns_to_go, (B, T, 1), b, dtype, self._finite)
+        timesteps = validate.model_input("timesteps", timesteps, (B, T), b, "int64", self._timestep_values)
         if attention_mask is not None:
-            attention_mask = self._input("attention_mask", attention_mask, (B, T), validate.binary)
+            attention_mask = validate.model_input("attention_mask", attention_mask, (B, T), b, dtype, validate.binary)
         else:
-            attention_mask = xp.ones((B, T), dtype=self.dtype, device=self.backend.device)
+            attention_mask = xp.ones((B, T), dtype=dtype, device=b.device)
 
         time = self.embed_timestep(timesteps)  # B,T,C  the timestep plays the role of a position
         r = self.embed_return(returns_to_go) + time  # B,T,C
@@ -167,9 +167,11 @@ class DecisionTransformerModel(Module):
         cfg, xp = self.config, self.backend.xp
         B, T = self.shape
         C = cfg.hidden_size
-        d_return, d_state, d_action = (None if d is None else self._input(name, d, shape, None) for name, d, shape in (
-            ("return_preds", return_preds, (B, T, 1)), ("state_preds", state_preds, (B, T, cfg.state_dim)),
-            ("action_preds", action_preds, (B, T, cfg.act_dim))))
+        shapes = {"return_preds": (B, T, 1), "state_preds": (B, T, cfg.state_dim), "action_preds": (B, T, cfg.act_dim)}
+        given = (("return_preds", return_preds), ("state_preds", state_preds), ("action_preds", action_preds))
+        d_return, d_state, d_action = (
+            None if d is None else validate.model_input(name, d, shapes[name], self.backend, self.dtype)
+            for name, d in given)
         zeros = xp.zeros((B, T, C), dtype=self.dtype, device=self.backend.device)
         dh_action, dh_state = zeros, zeros
         if d_return is not None:
@@ -189,47 +191,14 @@ class DecisionTransformerModel(Module):
         self.embed_action.backward(da)
         self.embed_timestep.backward(dr + ds + da)  # the timestep embedding was added to all three tokens
 
-    # --- inputs ----------------------------------------------------------------------------------------------
-    # A host input (NumPy array, list, torch tensor) is checked on the host, then moved to the device once. An array
-    # already on the model's device (CuPy, strict) gets its shape and dtype checked, never its values: reading them
-    # back would stall the GPU. Its values (finite, a 0/1 mask, timesteps in range) are the caller's to check.
-    def _input(self, name: str, x: Any, shape: tuple, check: "Callable[[str, Any], Any] | None") -> Any:
-        """A float input as a backend array of the model's dtype, its shape and dtype checked; `check(name,
-        host_array)` checks a host input's values (None: any values, as gradients may hold)."""
-        if x is None:
-            raise ValueError(f"{name}: expected an array of shape {_fmt(shape)}, got None")
-        if self._on_device(x):
-            check_shape(name, x, shape)
-            if not self.backend.xp.isdtype(x.dtype, ("real floating", "integral", "bool")):
-                raise ValueError(f"{name}: expected real numbers, got dtype {x.dtype}")
-            return x if x.dtype == self.dtype else self.backend.xp.astype(x, self.dtype)
-        host = validate.host_array(name, x)
-        check_shape(name, host, shape)
-        if check is not None:
-            host = check(name, host)
-        return self.backend.asarray(host, self.dtype)
-
+    # --- inputs: checked by validate.model_input, once each; these say which values are acceptable ---------
     def _finite(self, name: str, host: Any) -> Any:
         """No NaN or inf, also none made by the cast to the model's dtype (a float64 1e39 in a float32 model)."""
         return validate.finite(name, host, dtype_name(self.dtype))
 
-    def _timesteps(self, timesteps: Any, B: int, T: int) -> Any:
-        if timesteps is None:
-            raise ValueError(f"timesteps: expected integers of shape ({B}, {T}), got None")
-        if self._on_device(timesteps):
-            check_shape("timesteps", timesteps, (B, T))
-            if not self.backend.xp.isdtype(timesteps.dtype, "integral"):
-                raise ValueError(f"timesteps: expected an integer dtype, got {timesteps.dtype}")
-            return self.backend.xp.astype(timesteps, self.backend.xp.int64)
-        host = validate.host_array("timesteps", timesteps)
-        check_shape("timesteps", host, (B, T))
-        validate.indices("timesteps", host, self.config.max_ep_len, "max_ep_len")
-        return self.backend.asarray(host, "int64")
-
-    def _on_device(self, x: Any) -> bool:
-        """Whether x is already an array of the model's device (on the numpy backend, the host is the device and
-        every input is checked)."""
-        return self.backend.name != "numpy" and is_backend_array(x, self.backend)
+    def _timestep_values(self, name: str, host: Any) -> Any:
+        """Integers in [0, max_ep_len): rows of embed_timestep."""
+        return validate.indices(name, host, self.config.max_ep_len, "max_ep_len")
 
     # --- state dicts, devices, checkpoints -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -264,6 +233,3 @@ class DecisionTransformerModel(Module):
 
         return from_pretrained(cls, directory, dtype, backend)
 
-
-def _fmt(shape: tuple) -> str:
-    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"

@@ -21,7 +21,7 @@ def _pyplot():
 
 
 def _save(fig, path: "str | os.PathLike") -> None:
-    from .checkpoint import atomic_write
+    from .files import atomic_write
 
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
 

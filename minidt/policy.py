@@ -71,7 +71,7 @@ def load_policy(run_dir: "str | os.PathLike", target_return: float,
     """A Policy from a run directory written by `minidt train` (its latest model) or one of its
     checkpoints/step-N folders: the run's model, preprocessing and context length. backend: where the model runs
     (default: the process default, numpy unless set)."""
-    from .train import load_run
+    from .runs import load_run
 
     info, model = load_run(run_dir, backend)
     return Policy(model, info.pre, info.settings.K, target_return)

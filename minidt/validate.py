@@ -1,17 +1,23 @@
-"""Host-side checks of values that come in from outside (the model's inputs, checkpoints, datasets).
+"""Is this input acceptable? The one place that answers, for everything that comes in: the model's inputs, the
+layers' arrays, checkpoints, datasets.
 
-Each raises a ValueError whose message starts with the name it is given ("states", "state_dict['wpe.weight']",
-"D4RL file 'x.hdf5': rewards"), then says what was expected and what was received. They run on NumPy arrays,
-on the host, before anything is moved to a device: there, a check would cost a device synchronization.
+Each check raises a ValueError whose message starts with the name it is given ("states", "state_dict['wpe.weight']",
+"D4RL file 'x.hdf5': rewards"), then says what was expected and what was received, before any math runs (a
+broadcasting accident is a silent wrong answer). Two kinds:
+- values (`host_array`, `finite`, `binary`, `indices`) run on NumPy arrays, on the host, before anything is moved
+  to a device: there, reading values back would cost a device synchronization;
+- shapes, dtypes and backends (`check_array`, `check_shape`, `check_last_dim`) read no values, on any backend.
+`model_input` is a model input's whole trip, both kinds and the one move to the device: the model calls it once per
+input.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from .backend import to_numpy
+from .backend import Backend, backend_of, dtype_name, is_backend_array, to_numpy
 
 REAL_KINDS = "biuf"  # NumPy's dtype kinds for bool, signed and unsigned integers, floating point
 
@@ -84,3 +90,90 @@ def indices(name: str, a: np.ndarray, n: int, what: str) -> np.ndarray:
         raise ValueError(f"{name}: expected values in [0, {n - 1}] ({what} {n}), got values in "
                          f"[{a.min()}, {a.max()}]")
     return a
+
+
+# --- shapes, dtypes, backends: no values are read --------------------------------------------------------------
+
+def shape_text(shape: tuple) -> str:
+    """(None, 3) -> "(*, 3)"."""
+    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+
+
+def check_array(name: str, x: Any, backend: Backend, dtype: Any = None) -> None:
+    """x must be an array of `backend` (and of `dtype`, when given)."""
+    try:
+        b = backend_of(x)
+    except TypeError:
+        b = None
+    if b != backend:
+        got = b.name if b is not None else type(x).__name__
+        raise ValueError(f"{name}: expected an array of the {backend.name!r} backend, got {got} "
+                         f"(convert with backend.asarray(...) or minidt.to_numpy(...))")
+    if dtype is not None and x.dtype != dtype:
+        raise ValueError(f"{name}: expected dtype {dtype_name(dtype)}, got {dtype_name(x.dtype)}")
+
+
+def check_last_dim(name: str, x: Any, n: int, dtype: Any, backend: Backend | None = None) -> None:
+    """x must be (..., n) of the given dtype (and backend, when given)."""
+    if backend is not None:
+        check_array(name, x, backend, dtype)
+    if len(x.shape) < 1 or x.shape[-1] != n:
+        raise ValueError(f"{name}: expected shape (..., {n}), got {tuple(x.shape)}")
+    _check_dtype(name, x, dtype)
+
+
+def check_shape(name: str, x: Any, shape: tuple, dtype: Any = None) -> None:
+    """x must have exactly `shape` (None entries match any size)."""
+    got = tuple(x.shape)
+    if len(got) != len(shape) or any(s is not None and s != g for s, g in zip(shape, got)):
+        raise ValueError(f"{name}: expected shape {shape_text(shape)}, got {got}")
+    if dtype is not None:
+        _check_dtype(name, x, dtype)
+
+
+def _check_dtype(name: str, x: Any, dtype: Any) -> None:
+    if x.dtype == dtype:
+        return
+    if dtype_name(x.dtype) == dtype_name(dtype):  # float32 of another library: the array is on another backend
+        raise ValueError(f"{name}: expected dtype {dtype_name(dtype)} of the layer's backend, got {dtype_name(dtype)} "
+                         f"of the {_backend_name(x)!r} backend (convert with backend.asarray(...) or "
+                         "minidt.to_numpy(...))")
+    raise ValueError(f"{name}: expected dtype {dtype_name(dtype)}, got {dtype_name(x.dtype)}")
+
+
+def _backend_name(x: Any) -> str:
+    try:
+        return backend_of(x).name
+    except TypeError:
+        return type(x).__name__
+
+
+# --- a model input's whole trip -----------------------------------------------------------------------------------
+
+def model_input(name: str, x: Any, shape: tuple, backend: Backend, dtype: Any,
+                values: "Callable[[str, np.ndarray], np.ndarray] | None" = None) -> Any:
+    """One input of the model, checked and moved once: -> an array of `backend` and `dtype`, of shape `shape`
+    (None entries match any size). dtype int64 asks for integers (timesteps); a floating dtype takes any real
+    numbers and casts them.
+
+    A host input (NumPy array, list, torch tensor; on the numpy backend, every input) is checked on the host: real
+    numbers, its shape, then `values(name, host)` (finite, binary, indices; None: any values, as gradients may
+    hold), which may return it cast; then it is moved to the device. An array already on the model's device (CuPy,
+    strict) gets its shape and dtype checked, never its values: reading them back would stall the GPU. Its values
+    are the caller's to check."""
+    integer = dtype_name(dtype) == "int64"
+    if x is None:
+        raise ValueError(f"{name}: expected {'integers' if integer else 'an array'} of shape {shape_text(shape)}, "
+                         "got None")
+    if backend.name != "numpy" and is_backend_array(x, backend):
+        check_shape(name, x, shape)
+        if integer and not backend.xp.isdtype(x.dtype, "integral"):
+            raise ValueError(f"{name}: expected an integer dtype, got {x.dtype}")
+        if not backend.xp.isdtype(x.dtype, ("real floating", "integral", "bool")):
+            raise ValueError(f"{name}: expected real numbers, got dtype {x.dtype}")
+        return backend.asarray(x, dtype)
+    host = host_array(name, x)
+    check_shape(name, host, shape)
+    if values is not None:
+        host = values(name, host)
+    return backend.asarray(host, dtype)

@@ -88,7 +88,7 @@ def write_gif(frames: np.ndarray, path: "str | os.PathLike") -> Path:
     """frames (n, H, W, 3) uint8 -> an animated GIF at `path` (looping), written atomically."""
     import imageio.v3 as iio
 
-    from .checkpoint import atomic_write
+    from .files import atomic_write
 
     atomic_write(path, lambda tmp: iio.imwrite(tmp, frames, extension=".gif", duration=1000 / FPS, loop=0))
     return Path(path)
@@ -105,7 +105,8 @@ def record_run(path: "str | os.PathLike", directory: "str | os.PathLike", target
                env: str | None = None, seed: int = 0) -> list[Path]:
     """`minidt evaluate PATH --video DIR`: the run's model (its latest, or the checkpoints/step-N that `path`
     names) at each target, one clip each, plus all side by side; -> the GIF paths."""
-    from .train import gym_spec, load_run
+    from .data import gym_spec
+    from .runs import load_run
 
     info, model = load_run(path)
     spec = gym_spec(env or info.env, "--env")

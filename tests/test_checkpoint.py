@@ -397,7 +397,8 @@ def test_half_precision_checkpoints_load_in_the_models_dtype(tmp_path, fmt, half
 
 def test_files_are_written_with_the_users_umask(tmp_path):
     """Not 0600 (tempfile.mkstemp's mode): a run directory can be shared."""
-    from minidt.checkpoint import atomic_write, atomic_write_text, save_safetensors
+    from minidt.checkpoint import save_safetensors
+    from minidt.files import atomic_write, atomic_write_text
 
     model = DecisionTransformerModel(DecisionTransformerConfig(**SMALL), seed=0)
     for umask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):

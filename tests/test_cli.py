@@ -290,7 +290,7 @@ def test_help_says_what_evaluate_and_resume_do(capsys):
     import numpy as np
 
     from minidt.data import TIERS
-    from minidt.train import evaluation_targets
+    from minidt.report import evaluation_targets
 
     assert main(["evaluate", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())

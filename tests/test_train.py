@@ -20,8 +20,9 @@ from layer_helpers import twin_dropout
 from minidt import DecisionTransformerModel
 from minidt.checkpoint import read_state
 from minidt.cli import main
-from minidt.train import (TrainSettings, TrainingDiverged, evaluation_targets, latest_checkpoint,
-                          prune_checkpoints, read_trainer_state, spearman, train)
+from minidt.report import evaluation_targets, spearman
+from minidt.runs import latest_checkpoint, prune_checkpoints, read_trainer_state
+from minidt.train import TrainSettings, TrainingDiverged, train
 from tiny_runs import pendulum_hdf5, tiny_run, tiny_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -299,8 +300,7 @@ def test_the_console_says_what_it_trains(data, tmp_path, capsys):
 
 def test_flat_returns_are_called_flat_not_ranked():
     """A model that scores the same at every target (within the episodes' spread) gets no rank correlation."""
-    from minidt.cli import format_conditioning
-    from minidt.train import conditioning
+    from minidt.report import conditioning, format_conditioning
 
     def ev(target, mean, std):
         return {"target_return": target, "return_mean": mean, "return_std": std}
@@ -320,7 +320,7 @@ def test_flat_returns_are_called_flat_not_ranked():
 def test_constant_action_baseline_is_the_variance_of_the_normalized_actions(data):
     from minidt.data import load_dataset
     from minidt.evaluate import Preprocess
-    from minidt.train import constant_action_mse
+    from minidt.report import constant_action_mse
 
     d = load_dataset(data, env="Pendulum-v1")
     pre = Preprocess(d.state_mean, d.state_std, d.scale, np.array([-2.0]), np.array([2.0]))

@@ -52,9 +52,9 @@ if SMOKE:  # tiny throwaway datasets: keep them out of the user's cache (~/.cach
 
 from minidt import DecisionTransformerConfig, DecisionTransformerModel
 from minidt.backend import to_numpy
-from minidt.checkpoint import atomic_write_text
 from minidt.data import SegmentSampler, load_dataset
 from minidt.evaluate import Preprocess
+from minidt.files import atomic_write_text
 from minidt.losses import masked_mse
 from minidt.optim import AdamW, LinearWarmup, clip_grad_norm_, param_groups_no_decay
 

@@ -1,7 +1,7 @@
 """`minidt assignment list|start|gradescope` and `minidt grade`: the command implementations (minidt/cli.py wires
 them in).
 
-Exit status: 0 when a file was graded, however many points it lost; 2 (through cli.UsageError) when it cannot
+Exit status: 0 when a file was graded, however many points it lost; 2 (through arguments.UsageError) when it cannot
 be graded or the command line is wrong, with a one-line message; 1 when the grader itself failed. With --json,
 stdout holds exactly one JSON document whenever a file was named, gradeable or not.
 """
@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from ..cli import UsageError
+from ..arguments import UsageError
 from . import assignments
 from .grader import (DEFAULT_MAX_EXAMPLES, DEFAULT_TIMEOUT, UngradeableError, detect_assignment, find_file,
                      format_report, grade_file, to_json, ungradeable_json)
@@ -116,7 +116,7 @@ def cmd_assignment(args: argparse.Namespace) -> int:
     a = table[args.name]
     if args.assignment_command == "gradescope":
         return _gradescope(args, a.name)
-    from ..checkpoint import atomic_write_text
+    from ..files import atomic_write_text
 
     if os.path.exists(args.dir) and not os.path.isdir(args.dir):
         raise UsageError(f"{args.dir}: expected a directory to write {a.name}.py into, got a file")

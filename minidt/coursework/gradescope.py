@@ -85,7 +85,7 @@ def build_kit(name: str, out: str, backends: dict[str, int], max_examples: int, 
               seed: "int | None" = None, visibility: str = "after_published") -> dict[str, Any]:
     """Write the kit to `out` (atomically); returns its kit.json."""
     from .. import __version__
-    from ..checkpoint import atomic_write
+    from ..files import atomic_write
 
     if visibility not in VISIBILITIES:
         raise ValueError(f"visibility: expected one of {', '.join(VISIBILITIES)}, got {visibility!r}")
@@ -126,7 +126,7 @@ def find_submission(folder: str, name: str) -> str:
 
 def main(argv: "list[str] | None" = None) -> int:
     """run_autograder's work: always writes results.json, with score 0 and the reason when nothing can be graded."""
-    from ..checkpoint import atomic_write_text
+    from ..files import atomic_write_text
     from . import get_assignment
 
     args = sys.argv[1:] if argv is None else argv

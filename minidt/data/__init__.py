@@ -5,20 +5,20 @@
     batch = sampler.sample(64)                            # model(**batch): states, actions, rewards, ...
 """
 
-from .envs import GYM_IDS, RETURN_SCALE, env_name
+from .envs import GYM_IDS, RETURN_SCALE, env_name, gym_spec
 from .generate import (DEFAULT_EPISODES, EXPERTS, MEDIUM_EPS, TIERS, cache_dir, collect_episodes,
-                       generate_dataset, generated_dataset_id, make_env)
+                       generate_dataset, generated_dataset_id, make_env, measure_reference_returns)
 from .readers import load_dataset, read_d4rl, read_minari
 from .sampler import SegmentSampler
-from .scores import REF_MAX_SCORE, REF_MIN_SCORE, measure_reference_returns, normalized_score
+from .scores import REF_MAX_SCORE, REF_MIN_SCORE, describe_returns, normalized_score
 from .trajectories import Episode, TrajectoryDataset, returns_to_go
 
 __all__ = [
-    "GYM_IDS", "RETURN_SCALE", "env_name",
+    "GYM_IDS", "RETURN_SCALE", "env_name", "gym_spec",
     "DEFAULT_EPISODES", "EXPERTS", "MEDIUM_EPS", "TIERS", "cache_dir", "collect_episodes", "generate_dataset",
-    "generated_dataset_id", "make_env",
+    "generated_dataset_id", "make_env", "measure_reference_returns",
     "load_dataset", "read_d4rl", "read_minari",
     "SegmentSampler",
-    "REF_MAX_SCORE", "REF_MIN_SCORE", "measure_reference_returns", "normalized_score",
+    "REF_MAX_SCORE", "REF_MIN_SCORE", "describe_returns", "normalized_score",
     "Episode", "TrajectoryDataset", "returns_to_go",
 ]

@@ -1,4 +1,5 @@
-"""The environments minidt knows by name: short names, gymnasium ids, and the scale returns-to-go are divided by.
+"""The environments minidt knows by name: short names, gymnasium ids, and the scale returns-to-go are divided by;
+and what any gymnasium environment looks like to the model (`gym_spec`).
 
 A short name ("pendulum", "hopper") is what the CLI and the score tables use; a gymnasium id ("Pendulum-v1",
 "Hopper-v5", any version) or a D4RL file stem ("hopper-medium-v2") maps to it.
@@ -57,3 +58,36 @@ def default_scale(env: str | None, returns: np.ndarray) -> float:
         return RETURN_SCALE[name]
     largest = float(np.max(np.abs(returns))) if len(returns) else 0.0
     return float(10.0 ** np.floor(np.log10(largest))) if largest >= 1.0 else 1.0
+
+
+def gym_spec(env_id: str, name: str = "env") -> dict:
+    """The gymnasium id, episode length and action bounds of an environment (made once, closed at once).
+    ValueError, naming the argument `name`, for an unknown environment or one whose observations or actions are not
+    continuous vectors (Box): minidt's Decision Transformer predicts continuous actions."""
+    import gymnasium as gym
+
+    short = env_name(env_id)
+    gym_id = GYM_IDS.get(short, env_id) if short else env_id
+    try:
+        env = gym.make(gym_id)
+    except gym.error.DependencyNotInstalled as e:
+        raise ValueError(f'{name} {env_id}: needs MuJoCo: pip install "minidt[mujoco]" ({e})') from None
+    except (gym.error.Error, ModuleNotFoundError, TypeError, AttributeError) as e:
+        raise ValueError(f"{name} {env_id}: not a gymnasium environment ({e}); expected a short name "
+                         f"({', '.join(GYM_IDS)}) or a registered gymnasium id such as Pendulum-v1") from None
+    try:
+        for what, space, does in (("action", env.action_space, "predicts continuous actions"),
+                                  ("observation", env.observation_space, "reads continuous observations")):
+            if not isinstance(space, gym.spaces.Box):
+                raise ValueError(f"{name} {env_id}: its {what} space is {space}; minidt's Decision Transformer "
+                                 f"{does} (a Box space)")
+        if not (np.isfinite(env.action_space.low).all() and np.isfinite(env.action_space.high).all()):
+            raise ValueError(f"{name} {env_id}: its action space {env.action_space} is unbounded; minidt maps the "
+                             "model's tanh output onto finite action bounds")
+        return {"id": gym_id, "max_episode_steps": env.spec.max_episode_steps or 1000,
+                "state_dim": int(np.prod(env.observation_space.shape)),
+                "act_dim": int(np.prod(env.action_space.shape)),
+                "action_low": np.asarray(env.action_space.low, np.float64),
+                "action_high": np.asarray(env.action_space.high, np.float64)}
+    finally:
+        env.close()

@@ -165,6 +165,18 @@ def collect_episodes(env: str, tier: str, episodes: int, seed: int = 0, *,
         gym_env.close()
 
 
+def measure_reference_returns(env_id: str, episodes: int = 100, seed: int = 0, *,
+                              progress: bool = True) -> tuple[float, float]:
+    """Re-measure a generated environment's reference returns: -> (R_random, R_expert), the mean returns of the
+    random and the expert tier over `episodes` seeded episodes each (the same episodes those tiers' datasets
+    hold). scores.REF_MIN_SCORE / REF_MAX_SCORE hold them, measured over 1000 episodes with seed 0."""
+    means = []
+    for tier in ("random", "expert"):
+        buffers = collect_episodes(env_id, tier, episodes, seed, progress=progress)
+        means.append(float(np.mean([np.sum(b.rewards) for b in buffers])))
+    return means[0], means[1]
+
+
 # --- the cache, in Minari's format -------------------------------------------------------------------------------
 
 def cache_dir() -> Path:

@@ -2,8 +2,8 @@
 
 0 is a uniform random policy, 100 the expert. For hopper, halfcheetah and walker2d the reference returns are
 D4RL's REF_MIN_SCORE / REF_MAX_SCORE (d4rl/infos.py). For the generated environments they are the mean returns
-of minidt's own random and expert tiers (generate.py), measured by
-`measure_reference_returns(env, episodes=1000, seed=0)`, which reproduces the numbers below exactly.
+of minidt's own random and expert tiers, measured by `generate.measure_reference_returns(env, episodes=1000,
+seed=0)`, which reproduces the numbers below exactly.
 """
 
 from __future__ import annotations
@@ -42,15 +42,11 @@ def normalized_score(env: str, returns: float | np.ndarray) -> float | np.ndarra
     return float(score) if score.ndim == 0 else score
 
 
-def measure_reference_returns(env_id: str, episodes: int = 100, seed: int = 0, *,
-                              progress: bool = True) -> tuple[float, float]:
-    """Re-measure a generated environment's reference returns: -> (R_random, R_expert), the mean returns of the
-    random and the expert tier over `episodes` seeded episodes each (the same episodes those tiers' datasets
-    hold)."""
-    from .generate import collect_episodes  # generate.py writes these constants into Minari's metadata
-
-    means = []
-    for tier in ("random", "expert"):
-        buffers = collect_episodes(env_id, tier, episodes, seed, progress=progress)
-        means.append(float(np.mean([np.sum(b.rewards) for b in buffers])))
-    return means[0], means[1]
+def describe_returns(env: str, returns: np.ndarray) -> str:
+    """A dataset's episode returns in a line, "return mean -650.2 (min -1400.1, max -120.3), normalized score
+    50.5", the score when the environment has reference returns (`minidt generate` prints it)."""
+    r = np.asarray(returns, np.float64)
+    line = f"return mean {r.mean():.1f} (min {r.min():.1f}, max {r.max():.1f})"
+    if env_name(env) in REF_MIN_SCORE:
+        line += f", normalized score {normalized_score(env, r).mean():.1f}"
+    return line

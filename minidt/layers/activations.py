@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from ..kernels.switch import kernel_path
 from ..backend import array_namespace, erf
-from .check import check_shape
+from ..validate import check_shape
 from .module import Module
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)

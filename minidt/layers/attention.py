@@ -19,7 +19,7 @@ from typing import Any
 
 from ..kernels.switch import kernel_path
 from ..backend import Backend, Generator, array_namespace, device
-from .check import check_last_dim, check_shape
+from ..validate import check_last_dim, check_shape
 from .dropout import Dropout
 from .linear import Conv1D, conv1d_forward
 from .module import Module

@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..kernels.switch import dropout_threshold, kernel_path
 from ..backend import Backend, Generator, array_namespace, device
-from .check import check_shape
+from ..kernels.switch import dropout_threshold, kernel_path
+from ..validate import check_shape
 from .module import Module
 
 GOLDEN, MIX1, MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # SplitMix64's constants

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..kernels.switch import kernel_path
 from ..backend import Backend, Generator, array_namespace, device, is_backend_array, scatter_add, to_numpy
-from .check import check_last_dim
+from ..validate import check_last_dim
 from .module import Module, Parameter
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..kernels.switch import kernel_path
 from ..backend import Backend, array_namespace
-from .check import check_last_dim, check_shape
+from ..validate import check_last_dim, check_shape
 from .module import Module, Parameter
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import Backend, Generator, array_namespace
-from .check import check_last_dim, check_shape
+from ..validate import check_last_dim, check_shape
 from .module import Module, Parameter
 
 
