@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .kernels.switch import kernel_path
 from .backend import array_namespace, device
+from .kernels.switch import kernel_path
 
 
 def masked_mse(pred: Any, target: Any, mask: Any) -> tuple[Any, Any]:

@@ -34,8 +34,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .kernels.switch import kernel_path
 from .backend import array_namespace, backend_of, to_numpy
+from .kernels.switch import kernel_path
 from .layers.module import Parameter
 
 

@@ -1,17 +1,19 @@
 """The fused GPU path: CUDA C kernels (`*.cu` here) beside their NumPy twins (the layer functions in layers/).
 
 Opt-in, until a GPU run has compared every kernel with its twin: set MINIDT_KERNELS=1 in the environment (or call
-`minidt.kernels.enable()`), and the layer functions route CuPy arrays to these kernels (`switch.kernel_path(x)`
-is the question each asks first). Without it, and always on
-NumPy and on the strict backend, they run the array-op code in layers/, which stays the textbook.
+`minidt.kernels.enable()`), and the layer functions route CuPy arrays to these kernels (`switch.kernel_path(x)` is
+the question each asks first). Without it, and always on NumPy and on the strict backend, they run the array-op
+code in layers/, which stays the textbook.
 
 Where the line runs, and why there. A kernel takes over the work *between* two matrix products: LayerNorm, the
 attention softmax (scale, mask, softmax and dropout in one launch), each activation with the bias add before it,
 dropout with the residual add after it, the masked MSE loss, the embedding backward, and the optimizer (the
 gradient norm and AdamW over the flat buffer). That is where the array-op path spends its launches: a LayerNorm
-backward is ten array operations, each a kernel launch and a pass over memory, where one fused kernel reads its
-inputs once. The matrix products stay with cuBLAS (`@`): a hand-written GEMM would be slower, and they are a few
-launches each. Shape checks, the cache and the module bookkeeping stay in Python: they launch nothing.
+backward is about ten array operations, each a kernel launch and a pass over memory, where one fused kernel reads
+its inputs once. The matrix products stay with cuBLAS (`@`), tuned for each GPU, a few launches per layer; the
+price is that CuPy refuses to capture a step that calls cuBLAS as a CUDA graph (benchmarks.gpu_check's profile
+part reports what refuses). Shape checks, caches and the module bookkeeping stay in Python: they launch nothing.
+The launchers (NAME.py beside NAME.cu) only allocate outputs, pick the grid and pass arguments.
 
 | kernel (file)                          | launches        | its twin (layers/, losses.py, optim.py)              |
 |----------------------------------------|-----------------|------------------------------------------------------|
@@ -25,12 +27,12 @@ launches each. Shape checks, the cache and the module bookkeeping stay in Python
 | dropout_backward                       | 1               | dropout_backward                                     |
 | mse_partials + mse_finish (mse.cu)     | 2               | masked_mse                                           |
 | embedding_backward (embedding.cu)      | 1               | embedding_backward (scatter_add)                     |
-| grad_norm (adamw.cu)                   | 1               | clip_grad_norm's norm over the flat buffer           |
+| grad_norm (adamw.cu)                   | 1 (+1 scale)    | clip_grad_norm on the flat buffer (the scale: CuPy)  |
 | adamw                                  | 1               | adamw_step over the flat buffer                      |
 
 Dropout's mask on this path comes from a counter-based hash of (seed, offset, element) (SplitMix64, common.cuh;
 its NumPy twin is `layers.dropout.hash_keep`), not from cuRAND: backward draws the mask again instead of storing
-it, and no library call stands in the way of capturing a step as a CUDA graph. The numpy path keeps PCG64's masks
+it, and cuRAND (which refuses CUDA graph capture, as cuBLAS does) is not called. The numpy path keeps PCG64's masks
 (see layers/dropout.py for why), so the same seed gives different masks on the two paths, as it already did
 between NumPy and cuRAND.
 """
@@ -45,6 +47,8 @@ from .switch import enable, kernel_path  # noqa: F401  (minidt.kernels.enable():
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ("layernorm", "softmax", "bias_act", "residual", "mse", "embedding", "adamw")  # each NAME.cu + NAME.py
+
+
 def source(name: str) -> str:
     """NAME.cu's text with its local #include "..." lines replaced by the headers' text: what NVRTC compiles.
     Inlined rather than passed as an include path, so that CuPy's compile cache (keyed by the source text) sees a

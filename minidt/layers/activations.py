@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from ..kernels.switch import kernel_path
 from ..backend import array_namespace, erf
+from ..kernels.switch import kernel_path
 from ..validate import check_shape
 from .module import Module
 

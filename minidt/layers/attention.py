@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..kernels.switch import kernel_path
 from ..backend import Backend, Generator, array_namespace, device
+from ..kernels.switch import kernel_path
 from ..validate import check_last_dim, check_shape
 from .dropout import Dropout
 from .linear import Conv1D, conv1d_forward

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..kernels.switch import kernel_path
 from ..backend import Backend, Generator, array_namespace, device, is_backend_array, scatter_add, to_numpy
+from ..kernels.switch import kernel_path
 from ..validate import check_last_dim
 from .module import Module, Parameter
 

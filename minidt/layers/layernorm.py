@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..kernels.switch import kernel_path
 from ..backend import Backend, array_namespace
+from ..kernels.switch import kernel_path
 from ..validate import check_last_dim, check_shape
 from .module import Module, Parameter
 

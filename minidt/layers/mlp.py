@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..kernels.switch import kernel_path
 from ..backend import Backend, Generator, array_namespace
+from ..kernels.switch import kernel_path
 from .activations import Activation, bias_act_backward, bias_act_forward
 from .dropout import Dropout
 from .linear import Conv1D, conv1d_forward
