@@ -6,7 +6,7 @@ short still leaves what it measured).
 
 Parts, in this order (about 8 minutes in all on one GPU; each is timed):
 
-    environment  versions, the GPU, and which packages the machine lacks (carry them as wheels: README.md)
+    environment  versions, the GPU, and which packages the machine lacks (carry them as wheels: docs/gpu.md)
     tests        the backend tests of tests/ on cupy: every test that takes the `backend` or `device_backend` fixture
     twins        every fused kernel (minidt/kernels) against its NumPy twin on odd shapes, and the NVRTC checks
                  (benchmarks/gpu_kernels.py); on a GPU its [gpu] cases must run
@@ -111,8 +111,8 @@ def part_environment(dev: str, why: str | None, out: Path) -> dict:
     result = {"ok": not [m for m in missing if m != "cupy"], "device_backend": dev, "python": platform.python_version(),
               "machine": platform.machine(), "cpus": os.cpu_count(), "versions": versions, "missing": missing}
     if missing:
-        result["advice"] = ("carry the missing packages as wheels (README.md, 'The GPU check'): pip download them on "
-                            "a machine with internet, install with pip install --no-index --target")
+        result["advice"] = ("carry the missing packages as wheels (docs/gpu.md, 'Carrying wheels'): pip download them "
+                            "on a machine with internet, install with pip install --no-index --target")
     if dev == "cupy":
         import cupy
 

@@ -4,7 +4,9 @@ The book's sources are staged in BUILD_DIR/src, a tree that mirrors the reposito
 the tutorials' relative links and pictures work unchanged):
 
     index.md                 the README: the front page
-    docs/*.png, docs/*.gif   the README's pictures
+    docs/*.md                the reference pages (the command line, run directories, ...), which the README links
+                             to as docs/NAME.md: the same links work on GitHub and in the book
+    docs/*.png, docs/*.gif   the pictures of the README and of those pages
     tutorials/README.md      the tutorials' overview, with their names linked to their pages
     tutorials/NN_*.py        the tutorials, executed by myst-nb at build time (MINIDT_SMOKE=1: tiny sizes)
     assignments/*.md         one page per graded assignment, written now from minidt.coursework.assignments()
@@ -57,6 +59,14 @@ def assignment_pages(tutorials: list[Path]) -> dict[str, str]:
     return pages
 
 
+def reference_pages() -> list[Path]:
+    """docs/*.md but api.md (staged as the book's own api page): in the order the README links to them, then any
+    it does not link to."""
+    pages = {p.stem: p for p in sorted(DOCS.glob("*.md")) if p.name != "api.md"}
+    linked = re.findall(r"\]\(docs/([\w-]+)\.md\)", (ROOT / "README.md").read_text())
+    return [pages[name] for name in dict.fromkeys(linked + list(pages)) if name in pages]
+
+
 def stage(src: Path) -> None:
     """Write the book's sources into src (emptied first)."""
     shutil.rmtree(src, ignore_errors=True)
@@ -66,7 +76,7 @@ def stage(src: Path) -> None:
     tutorials = sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.py"))
     for p in tutorials:
         shutil.copy2(p, src / "tutorials" / p.name)
-    for p in [*DOCS.glob("*.png"), *DOCS.glob("*.gif")]:
+    for p in [*DOCS.glob("*.png"), *DOCS.glob("*.gif"), *reference_pages()]:
         shutil.copy2(p, src / "docs" / p.name)
     shutil.copy2(DOCS / "api.md", src / "api.md")
     for name, text in assignment_pages(tutorials).items():
@@ -75,8 +85,9 @@ def stage(src: Path) -> None:
     overview = re.sub(r"\| `(\d\d_\w+)\.py` \|", r"| [`\1.py`](\1.py) |", overview)
     (src / "tutorials" / "README.md").write_text(
         overview + "\n```{toctree}\n:hidden:\n\n" + "\n".join(p.stem for p in tutorials) + "\n```\n")
+    contents = ["tutorials/README", *(f"docs/{p.stem}" for p in reference_pages()), "assignments/index", "api"]
     (src / "index.md").write_text((ROOT / "README.md").read_text() + "\n```{toctree}\n:hidden:\n\n"
-                                  "tutorials/README\nassignments/index\napi\n```\n")
+                                  + "\n".join(contents) + "\n```\n")
 
 
 def main(argv: list[str]) -> int:

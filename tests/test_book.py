@@ -24,6 +24,7 @@ CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TUTORIALS = sorted(p.stem for p in ROOT.glob("tutorials/[0-9][0-9]_*.py"))
+REFERENCE = sorted(p.stem for p in ROOT.glob("docs/*.md") if p.name != "api.md")  # the README's links: docs/NAME.md
 BUILD_TIMEOUT = 900  # seconds for the smoke build (about 2 minutes on 2 idle cores)
 
 
@@ -35,6 +36,18 @@ def book_command() -> str:
     block = re.search(r"```(?:bash|sh|shell)\n(.*?)\n```", readme[heading.end():], re.S)
     assert block, "README.md: no shell code block after the Book heading"
     return block.group(1).strip()
+
+
+def test_the_readme_is_a_front_page() -> None:
+    """Under 150 lines, with the two commands CI and reviewers run, a picture, and a link to every reference page
+    of the book (docs/NAME.md: the same link works on GitHub and in the book)."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) < 150, len(readme.splitlines())
+    for command in ("pip install -e . && minidt train", 'pip install -e ".[test]" && pytest'):
+        assert f"```bash\n{command}\n```" in readme, command
+    assert re.search(r"!\[[^]]*\]\(docs/\w+\.(png|gif)\)", readme), "no picture"
+    unlinked = [name for name in REFERENCE if f"](docs/{name}.md)" not in readme]
+    assert REFERENCE and not unlinked, f"README.md links to no docs/NAME.md for {unlinked}"
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +86,7 @@ def browser(tmp_path_factory):
 
 def _pages(html: Path) -> list[str]:
     pages = [f"tutorials/{name}.html" for name in TUTORIALS]
+    pages += [f"docs/{name}.html" for name in REFERENCE]
     pages += ["index.html", "tutorials/README.html", "api.html"]
     pages += sorted(str(p.relative_to(html)) for p in (html / "assignments").glob("*.html"))
     return pages
@@ -105,7 +119,8 @@ def _ids(path: Path) -> set[str]:
     return set(re.findall(r'\bid="([^"]+)"', path.read_text()))
 
 
-@pytest.mark.parametrize("page", [f"tutorials/{name}.html" for name in TUTORIALS] + ["index.html", "api.html"])
+@pytest.mark.parametrize("page", [f"tutorials/{name}.html" for name in TUTORIALS]
+                         + [f"docs/{name}.html" for name in REFERENCE] + ["index.html", "api.html"])
 def test_page_reads_in_a_browser(browser, book: Path, page: str) -> None:  # no browser: fail before building
     path = book / page
     errors: list[str] = []

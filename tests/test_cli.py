@@ -284,6 +284,18 @@ def test_every_flag_has_help():
     assert not missing, missing
 
 
+def test_every_flag_is_in_the_book():
+    """The book's reference pages name every flag: docs/cli.md the offline-RL commands' and parity's,
+    docs/coursework.md the coursework's (`minidt assignment ...`, `minidt grade`)."""
+    own = {f"minidt {c}" for c in ("parity", "train", "generate", "evaluate", "reference-returns")}
+    pages = {page: (ROOT / "docs" / page).read_text() for page in ("cli.md", "coursework.md")}
+    missing = [f"{cmd} {flag}" for cmd, a in walk(build_parser()) for flag in a.option_strings
+               if flag not in ("-h", "--help", "--version")
+               and f"`{flag}" not in pages["cli.md" if cmd in own else "coursework.md"]
+               and f"[{flag}" not in pages["cli.md" if cmd in own else "coursework.md"]]
+    assert not missing, f"flags the book does not document: {missing}"
+
+
 def test_help_says_what_evaluate_and_resume_do(capsys):
     """evaluate's default targets are as many as evaluation_targets makes; train --help says what --steps means
     on resume; the tiers in train --help are minidt.data's."""

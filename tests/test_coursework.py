@@ -49,10 +49,10 @@ def test_six_assignments_with_points():
         assert a.max_score() == sum(points for _, points in a.checks()) > 0
 
 
-def test_readme_table_gives_each_assignments_points():
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+def test_coursework_page_table_gives_each_assignments_points():
+    page = open(os.path.join(os.path.dirname(__file__), "..", "docs", "coursework.md"), encoding="utf-8").read()
     for a in assignments().values():
-        assert f"| {a.number} | `{a.name}` |" in readme and readme.split(f"| `{a.name}` |")[1].split("\n")[0] \
+        assert f"| {a.number} | `{a.name}` |" in page and page.split(f"| `{a.name}` |")[1].split("\n")[0] \
             .rstrip().endswith(f"| {a.max_score()} |"), a.name
 
 

@@ -1,6 +1,6 @@
 """minidt.load_policy: a stateful policy that acts exactly as `minidt evaluate RUN --targets R --episodes 1 --seed S`
 (the same actions, bit for bit, and the same return), from a run directory or one of its checkpoints/step-N; and the
-README's gymnasium loop runs as written."""
+book's gymnasium loop (docs/training.md) runs as written."""
 
 from __future__ import annotations
 
@@ -120,10 +120,10 @@ def test_predict_runs_under_no_grad(run, monkeypatch):
     assert modes == [(False, False)] and minidt.is_grad_enabled()
 
 
-def test_the_readme_loop_runs(run):
-    """The README's ten-line gymnasium loop, with its run directory replaced by this one."""
-    readme = (ROOT / "README.md").read_text()
-    (code,) = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "load_policy" in block]
+def test_the_books_loop_runs(run):
+    """The ten-line gymnasium loop of the book's training page, with its run directory replaced by this one."""
+    page = (ROOT / "docs" / "training.md").read_text()
+    (code,) = [block for block in re.findall(r"```python\n(.*?)```", page, re.S) if "load_policy" in block]
     assert len(code.strip().splitlines()) <= 10
     scope: dict = {}
     exec(code.replace('"runs/my-run"', repr(str(run))), scope)

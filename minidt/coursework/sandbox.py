@@ -10,7 +10,7 @@ per message to file descriptor FD. In order:
 2. It closes the door. Importing any other minidt module raises ImportError saying what is allowed, and an audit
    hook (sys.addaudithook: it cannot be removed) refuses to read minidt's other files or the autograder kit, to
    write, rename or delete files, to start processes, to signal other processes, to open sockets and to use
-   ctypes. (A guard against borrowing and accidents, not a sandbox for hostile code: README, Coursework.)
+   ctypes. (A guard against borrowing and accidents, not a sandbox for hostile code: docs/coursework.md.)
 3. It runs the student's file and reports its functions and their parameters.
 4. It makes the calls the grader asks for, with the reference's versions of the functions a graded function
    calls swapped in where the grader says so, and sends back what each call returned, what it printed, which
