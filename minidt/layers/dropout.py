@@ -29,9 +29,11 @@ def splitmix64(seed: int, n: Any) -> Any:
     splitmix64.c adds GOLDEN to its state before each output, so output n mixes seed + (n + 1) GOLDEN. Each
     element stands alone (counter-based): the twin of splitmix64 in kernels/common.cuh. uint64 arithmetic wraps
     modulo 2^64, in NumPy as in C."""
-    z = (n + 1) * GOLDEN + seed
-    z = (z ^ (z >> 30)) * MIX1
-    z = (z ^ (z >> 27)) * MIX2
+    xp = array_namespace(n)
+    golden, mix1, mix2, s = (xp.asarray(c, dtype=xp.uint64, device=device(n)) for c in (GOLDEN, MIX1, MIX2, seed))
+    z = (n + 1) * golden + s  # constants as uint64 arrays: a Python int above 2^63 is no int64 on any backend
+    z = (z ^ (z >> 30)) * mix1
+    z = (z ^ (z >> 27)) * mix2
     return z ^ (z >> 31)
 
 
