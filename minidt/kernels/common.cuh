@@ -47,8 +47,10 @@ __global__ void column_sum(T* out, const T* partials, int parts, int C) {
 // SplitMix64 (Steele, Lea and Flood 2014; Vigna's splitmix64.c) read as a counter-based generator: its n-th
 // output (n = 0, 1, ...) for a seed is this mix of seed + (n + 1) * golden, so any element can be drawn without
 // drawing the ones before it. Element i of a call draws n = rng[1] + offset + i: rng = {seed, base} lives in
-// device memory (a graph replay advances base; eager calls leave it 0), offset advances on the host by each
-// call's size, as torch advances its Philox offset. minidt/layers/dropout.py's hash_keep is the NumPy twin.
+// device memory, offset advances on the host by each call's size, as torch advances its Philox offset. Eager
+// calls leave base at 0; a step captured as a CUDA graph bakes its offsets in, and replaying it with new masks
+// means advancing base between replays (as torch does for graphs; not built yet). hash_keep in
+// minidt/layers/dropout.py is the NumPy twin.
 __device__ __forceinline__ unsigned long long splitmix64(unsigned long long seed, unsigned long long n) {
     unsigned long long z = seed + (n + 1ULL) * 0x9E3779B97F4A7C15ULL;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
