@@ -133,7 +133,13 @@ def function_source(fn: Callable, name: str, doc: str, solution: bool) -> str:
     while header_end > node.lineno and (not lines[header_end - 1].strip()
                                         or lines[header_end - 1].strip().startswith("#")):
         header_end -= 1
-    body = lines[first.end_lineno:] if has_doc else lines[header_end:]
+    start = first.end_lineno if has_doc else header_end
+    gpu = set()  # 0-based lines of the kernel dispatch, and the blank line after each
+    for stmt in filter(_is_kernel_dispatch, node.body):
+        gpu |= set(range(stmt.lineno - 1, stmt.end_lineno))
+        if stmt.end_lineno < len(lines) and not lines[stmt.end_lineno].strip():
+            gpu.add(stmt.end_lineno)
+    body = [line for i, line in enumerate(lines[start:], start) if i not in gpu]
     while body and not body[0].strip():
         body = body[1:]
     out = lines[node.lineno - 1:header_end] + [_docstring(doc)]
@@ -144,6 +150,12 @@ def function_source(fn: Callable, name: str, doc: str, solution: bool) -> str:
         out += [f"    # your code here (the reference solution takes {n} line{'s' if n != 1 else ''})",
                 "    raise NotImplementedError"]
     return "\n".join(out) + "\n"
+
+
+def _is_kernel_dispatch(stmt: ast.stmt) -> bool:
+    """`if kernel_path(x) ...: return <the kernel's result>`: the GPU path's branch at the top of a layer function
+    (minidt/kernels), left out of the files students get, which hold the textbook, the twin."""
+    return isinstance(stmt, ast.If) and "kernel_path(" in ast.unparse(stmt.test)
 
 
 def _docstring(doc: str) -> str:
