@@ -38,7 +38,7 @@ from .settings import TrainSettings
 
 RUN_FILES = ("run.json", "latest", "metrics.jsonl", "metrics.json", "config.json", "model.safetensors", "loss.png",
              "return_conditioning.png", "td3bc.safetensors")  # and checkpoints/
-# What a checkpoint's trainer_state.json holds, by algorithm (TD3+BC's: minidt.td3bc.checkpoint)
+# What a checkpoint's trainer_state.json holds: a Decision Transformer's, or TD3+BC's (minidt.td3bc.checkpoint)
 TRAINER_STATE_KEYS = {"dt": ("step", "optimizer", "scheduler", "sampler", "dropout_rng"),
                       "td3bc": ("step", "optimizer", "sampler", "noise_rng", "total_it")}
 
@@ -215,7 +215,7 @@ def load_run(path: "str | os.PathLike", backend: "str | Backend | None" = None,
     checkpoints/step-N folder `path` names. What `minidt evaluate` and `minidt.load_policy` start from."""
     run_dir, model_dir = locate_run(path)
     info = read_run_info(run_dir)
-    if info.settings.algo != "dt":
+    if info.settings.algo == "td3bc":
         raise ValueError(f"RUN_DIR: {path} is a {info.settings.algo} run, which holds no Decision Transformer "
                          "(minidt evaluate evaluates it; minidt.td3bc.checkpoint.load_actor loads its policy)")
     model = DecisionTransformerModel.from_pretrained(model_dir, dtype=info.settings.dtype, backend=backend)
@@ -305,7 +305,7 @@ def read_trainer_state(ckpt: Path, algo: str = "dt") -> dict:
     """A checkpoint's trainer_state.json, checked for the keys its algorithm's restore reads."""
     path = ckpt / "trainer_state.json"
     state = read_json(path)
-    keys = TRAINER_STATE_KEYS[algo]
+    keys = TRAINER_STATE_KEYS["td3bc" if algo == "td3bc" else "dt"]
     if not isinstance(state, dict) or any(k not in state for k in keys) or not isinstance(state["step"], int) \
             or state["step"] < 0:
         raise ValueError(f"--resume: {path} is not a minidt trainer state (expected an object with {', '.join(keys)} "

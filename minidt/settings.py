@@ -26,8 +26,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 ALGOS = ("dt", "td3bc")
 # TD3+BC's own defaults: the paper's network width, learning rate and batch (Fujimoto & Gu 2021), and a CPU step
 # budget where the paper trains 1M steps: a run of 20,000 steps took 684-1,065 s (wall, with its evaluation) on
-# the shared 2-core machine (load average 6-11), where the quick preset's DT run took 1,442-3,007 s (--workers 1). Its other hyperparameters are
-# minidt.td3bc.TD3BCConfig's defaults, the paper's.
+# the shared 2-core machine (load average 6-11), where the quick preset's DT run took 1,442-3,007 s (--workers 1).
+# Its other hyperparameters are minidt.td3bc.TD3BCConfig's defaults, the paper's.
 TD3BC_DEFAULTS: dict[str, Any] = dict(steps=20_000, batch_size=256, lr=3e-4, hidden_size=256)
 
 EVAL_SEED = 10_000  # evaluation episodes are seeded apart from the dataset's (which start at 0)
