@@ -54,25 +54,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .report import format_conditioning, format_evaluations
     from .runs import default_run_dir, latest_checkpoint, resumed_settings
     from .settings import TrainSettings
+    from .td3bc.train import train_td3bc
     from .train import TrainingDiverged, TrainingInterrupted, terminate_as_interrupt, train
+
+    def refuse_dt_flags(algo: str) -> None:
+        given = [f"{flag} {value}" for flag, value in (("--preset", args.preset), ("--workers", args.workers))
+                 if value is not None]
+        if algo == "td3bc" and given:
+            raise UsageError(f"{', '.join(given)}: the Decision Transformer's presets and DataParallel threads; "
+                             "TD3+BC (--algo td3bc) takes the paper's hyperparameters, on one thread")
 
     if args.resume:
         if args.force:
             raise UsageError("--resume and --force: --resume continues a run, --force replaces one; pick one")
         settings = resumed_settings(args.resume, env=args.env, dataset=args.dataset, preset=args.preset,
-                                    backend=args.backend, seed=args.seed, out=args.out, steps=args.steps,
+                                    backend=args.backend, seed=args.seed, out=args.out, algo=args.algo,
+                                    delayed_rewards=args.delayed_rewards, steps=args.steps,
                                     final_eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
                                     workers=args.workers)
+        refuse_dt_flags(settings.algo)
         out = args.resume
     else:
+        refuse_dt_flags(args.algo)
         settings = TrainSettings.from_preset(
             args.preset or "quick", env=args.env, dataset=args.dataset, steps=args.steps, seed=args.seed,
             backend=args.backend, final_eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
-            workers=args.workers)
+            workers=args.workers, algo=args.algo, delayed_rewards=args.delayed_rewards)
         out = args.out or default_run_dir(settings)
+    run = train_td3bc if settings.algo == "td3bc" else train
     try:
         with terminate_as_interrupt():  # SIGTERM outside the training loop (which checkpoints first): as Ctrl-C
-            summary = train(settings, out, resume=bool(args.resume), progress=not args.quiet, force=args.force)
+            summary = run(settings, out, resume=bool(args.resume), progress=not args.quiet, force=args.force)
     except TrainingDiverged as e:
         print(f"minidt train: {e}", file=sys.stderr)
         return 1
@@ -89,7 +101,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     if summary["evaluations"]:
         print(format_evaluations(summary["evaluations"]))
-        print(format_conditioning(summary))
+        print(format_conditioning(summary) if settings.algo != "td3bc" else
+              "TD3+BC is not return-conditioned: plain rollouts of its policy, one row")
     print(f"run directory: {out} ({summary['wall_seconds']:.0f} s)")
     return 0
 
@@ -109,7 +122,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from .report import evaluate_run, format_evaluations
+    from .runs import locate_run, read_run_info
 
+    given = [f"{flag} {value}" for flag, value in (("--video", args.video), ("--workers", args.workers)) if value]
+    if given and read_run_info(locate_run(args.run_dir)[0]).settings.algo == "td3bc":
+        raise UsageError(f"{', '.join(given)}: a Decision Transformer run's video and DataParallel threads; "
+                         f"{args.run_dir} is a TD3+BC run (evaluated by plain rollouts on one thread)")
     evaluations = evaluate_run(args.run_dir, env=args.env, targets=args.targets, episodes=args.episodes,
                                seed=args.seed, progress=not (args.quiet or args.json), workers=args.workers)
     print(json.dumps({"evaluations": evaluations}, indent=1) if args.json else format_evaluations(evaluations))
@@ -155,10 +173,11 @@ WORKERS_HELP = ("threads for minidt.DataParallel, each on a slice of the batch (
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
-    from .settings import PRESETS, TrainSettings  # not minidt.data, slow to import (minari): the tiers are tested
+    from .settings import ALGOS, PRESETS, TD3BC_DEFAULTS, TrainSettings  # not minidt.data (slow: minari)
 
     d = TrainSettings()
-    t = sub.add_parser("train", help="train a Decision Transformer offline, then evaluate it at several targets")
+    t = sub.add_parser("train", help="train a Decision Transformer (or TD3+BC) offline, then evaluate it at several "
+                       "targets (TD3+BC: plain rollouts)")
     t.add_argument("--env", metavar="ENV", help=f"{d.env} (default), MountainCarContinuous-v0, InvertedPendulum-v5, "
                    "or the environment of a D4RL/Minari dataset (continuous actions)")
     t.add_argument("--dataset", metavar="TIER|PATH|MINARI_ID",
@@ -186,6 +205,14 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint, with its "
                    "settings (--steps, --eval-episodes and --checkpoint-every may change)")
     t.add_argument("--workers", type=positive_int, metavar="N", help=WORKERS_HELP)
+    t.add_argument("--algo", choices=ALGOS, help="dt: the Decision Transformer (default); td3bc: TD3+BC (Fujimoto & "
+                   f"Gu 2021), the TD-learning baseline, continuous actions only, the paper's hyperparameters "
+                   f"(hidden {TD3BC_DEFAULTS['hidden_size']}, lr {TD3BC_DEFAULTS['lr']:g}, batch "
+                   f"{TD3BC_DEFAULTS['batch_size']}) for {TD3BC_DEFAULTS['steps']:,} steps by default; not with "
+                   "--preset or --workers")
+    t.add_argument("--delayed-rewards", action="store_true", default=None,
+                   help="move every episode's rewards to its last step (the return is unchanged), as the paper's "
+                        "delayed-reward experiment (Table 7)")
     t.add_argument("--quiet", action="store_true", help="no start-up summary, no progress bars")
 
 

@@ -21,8 +21,9 @@ from .evaluate import Preprocess, add_normalized_scores, rollout
 from .files import atomic_write_text
 from .model import DecisionTransformerModel
 from .parallel import DataParallel
-from .runs import load_run, read_metrics
+from .runs import load_run, locate_run, read_metrics, read_run_info
 from .settings import EVAL_SEED, TrainSettings
+from .td3bc.report import evaluate_run as evaluate_td3bc_run
 
 
 def evaluation_targets(returns: Any, n: int = 5) -> list[float]:
@@ -59,7 +60,8 @@ def evaluate_run(path: "str | os.PathLike", env: str | None = None, targets: lis
                  ) -> list[dict]:
     """Evaluate a finished (or resumed, or interrupted) run's latest model, or one of its checkpoints/step-N:
     `minidt evaluate PATH`. env: the run's own by default; targets: the run's (evaluation_targets of its
-    dataset's returns) by default; workers: DataParallel's (None: the usable cores, 1: off)."""
+    dataset's returns) by default; workers: DataParallel's (None: the usable cores, 1: off). A TD3+BC run takes
+    no targets: its evaluation is plain rollouts (minidt.td3bc.report.evaluate_run)."""
     from .data import gym_spec
 
     if episodes < 1:
@@ -68,6 +70,8 @@ def evaluate_run(path: "str | os.PathLike", env: str | None = None, targets: lis
         raise ValueError(f"--targets: expected finite numbers, got {targets}")
     if seed < 0:
         raise ValueError(f"--seed: expected an integer >= 0, got {seed}")
+    if read_run_info(locate_run(path)[0]).settings.algo == "td3bc":  # not return-conditioned: plain rollouts
+        return evaluate_td3bc_run(path, env, targets, episodes, seed, progress)
     info, model = load_run(path)
     env = env or info.env
     spec = gym_spec(env, "--env")
@@ -145,10 +149,12 @@ def write_report(run_dir: Path, s: TrainSettings, data: Any, pre: Preprocess, ev
 
 
 def format_evaluations(evaluations: list[dict]) -> str:
-    """The table: one line per target, its mean return, std, mean normalized score and episodes."""
+    """The table: one line per target, its mean return, std, mean normalized score and episodes; "none" in the
+    target column for a policy that takes no target (TD3+BC)."""
     lines = [f"{'target':>10}  {'return mean':>11}  {'std':>8}  {'normalized':>10}  episodes"]
-    for e in evaluations:
-        lines.append(f"{e['target_return']:10.1f}  {e['return_mean']:11.1f}  {e['return_std']:8.1f}  "
+    for e in evaluations:  # target None: a policy asked for nothing (TD3+BC)
+        target = "none" if e["target_return"] is None else f"{e['target_return']:.1f}"
+        lines.append(f"{target:>10}  {e['return_mean']:11.1f}  {e['return_std']:8.1f}  "
                      f"{e.get('normalized_score_mean', float('nan')):10.1f}  {e['episodes']}")
     return "\n".join(lines)
 

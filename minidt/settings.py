@@ -22,6 +22,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
 }
 
+# What each algorithm trains: "dt" the Decision Transformer, "td3bc" TD3+BC (minidt.td3bc), the TD-learning baseline.
+ALGOS = ("dt", "td3bc")
+# TD3+BC's own defaults: the paper's network width, learning rate and batch (Fujimoto & Gu 2021), and a CPU step
+# budget where the paper trains 1M steps: a run of 20,000 steps took 684-1,065 s (wall, with its evaluation) on
+# the shared 2-core machine (load average 6-11), where the quick preset's DT run took 1,442-3,007 s (--workers 1).
+# Its other hyperparameters are minidt.td3bc.TD3BCConfig's defaults, the paper's.
+TD3BC_DEFAULTS: dict[str, Any] = dict(steps=20_000, batch_size=256, lr=3e-4, hidden_size=256)
+
 EVAL_SEED = 10_000  # evaluation episodes are seeded apart from the dataset's (which start at 0)
 
 
@@ -53,6 +61,8 @@ class TrainSettings:
     dtype: str = "float32"
     backend: str = "numpy"
     workers: int | None = None  # DataParallel replicas (threads); None: the usable cores (numpy), 1: off
+    algo: str = "dt"  # one of ALGOS
+    delayed_rewards: bool = False  # every episode's rewards moved to its last step (minidt.data.delay_rewards)
 
     def __post_init__(self) -> None:
         at_least = {"steps": 1, "K": 1, "batch_size": 1, "hidden_size": 1, "n_layer": 1, "n_head": 1, "log_every": 1,
@@ -71,13 +81,22 @@ class TrainSettings:
         if self.workers is not None and (not isinstance(self.workers, int) or isinstance(self.workers, bool)
                                          or self.workers < 1):
             raise ValueError(f"workers: expected None or an integer >= 1, got {self.workers!r}")
-        for name, allowed in (("preset", tuple(PRESETS)), ("dtype", DTYPES), ("backend", BACKENDS)):
+        for name, allowed in (("preset", tuple(PRESETS)), ("dtype", DTYPES), ("backend", BACKENDS),
+                              ("algo", ALGOS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: expected one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not isinstance(self.delayed_rewards, bool):
+            raise ValueError(f"delayed_rewards: expected True or False, got {self.delayed_rewards!r}")
+        if self.algo == "td3bc" and (self.preset != "quick" or self.workers not in (None, 1)):
+            raise ValueError(f"algo td3bc: the presets and DataParallel workers are the Decision Transformer's; "
+                             f"TD3+BC takes the paper's hyperparameters on one thread, got preset {self.preset!r} "
+                             f"and workers {self.workers!r}")
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> "TrainSettings":
+        """The preset's values, under algo td3bc TD3BC_DEFAULTS instead, then the overrides that are not None."""
         if preset not in PRESETS:
             raise ValueError(f"preset: expected one of {', '.join(PRESETS)}, got {preset!r}")
-        values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+        defaults = TD3BC_DEFAULTS if overrides.get("algo") == "td3bc" else PRESETS[preset]
+        values = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
         return cls(preset=preset, **values)

@@ -89,6 +89,9 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
     progress bars. Returns the final summary; raises TrainingInterrupted on SIGINT or SIGTERM during the loop."""
     from .data import SegmentSampler
 
+    if s.algo == "td3bc":
+        raise ValueError(f"algo: minidt.train.train trains a Decision Transformer (algo 'dt'), got {s.algo!r}; "
+                         "TD3+BC trains with minidt.td3bc.train.train_td3bc")
     run_dir = Path(run_dir)
     t_start = time.perf_counter()
     check_run_dir(run_dir, s, resume, force)
@@ -163,9 +166,10 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
 
 
 def load_data(s: TrainSettings, progress: bool) -> tuple[Any, Preprocess, int]:
-    """The run's dataset, its preprocessing and the environment's episode length. The backend and the environment
-    are checked first: a missing CuPy or an unknown environment fails before any data is generated."""
-    from .data import gym_spec, load_dataset
+    """The run's dataset (its rewards delayed to each episode's last step with s.delayed_rewards), its
+    preprocessing and the environment's episode length. The backend and the environment are checked first: a
+    missing CuPy or an unknown environment fails before any data is generated."""
+    from .data import delay_rewards, gym_spec, load_dataset
 
     try:
         Backend(s.backend)
@@ -177,6 +181,8 @@ def load_data(s: TrainSettings, progress: bool) -> tuple[Any, Preprocess, int]:
         raise ValueError(f"--dataset: {data.name} has states of size {data.state_dim} and actions of size "
                          f"{data.act_dim}, but {s.env} has {env_spec['state_dim']} and {env_spec['act_dim']}; "
                          "pass the --env the dataset was recorded in")
+    if s.delayed_rewards:
+        data = delay_rewards(data)
     pre = Preprocess(data.state_mean, data.state_std, data.scale, env_spec["action_low"], env_spec["action_high"])
     return data, pre, env_spec["max_episode_steps"]
 
