@@ -4,20 +4,28 @@ short still leaves what it measured).
 
     python -m benchmarks.gpu_check --out DIR [--only PART,PART,...]
 
-Parts, in this order (about 5 minutes in all on one GPU; each is timed):
+Parts, in this order (about 8 minutes in all on one GPU; each is timed):
 
     environment  versions, the GPU, and which packages the machine lacks (carry them as wheels: docs/gpu.md)
     tests        the backend tests of tests/ on cupy: every test that takes the `backend` or `device_backend` fixture
+    twins        every fused kernel (minidt/kernels) against its NumPy twin on odd shapes, and the NVRTC checks
+                 (benchmarks/gpu_kernels.py); on a GPU its [gpu] cases must run
     tutorial     tutorials/11_gpu_with_cupy.py at full size
     parity       training steps on the device against the same steps on NumPy, same weights and batches, no
                  dropout: loss, gradient norm and every gradient within 1e-10 (float64) or 1e-4 (float32), relative;
                  every parameter after AdamW within 1e-6 lr (float64) or 2 lr (float32). In lr: Adam divides by
                  sqrt(v), so a gradient that is zero in exact arithmetic (GPT-2's key bias: softmax ignores a score
-                 shift) is round-off whose sign differs between the backends and moves its entry by up to lr
+                 shift) is round-off whose sign differs between the backends and moves its entry by up to lr. On a
+                 GPU for the array-op path and again for the kernel path (MINIDT_KERNELS=1)
     determinism  with dropout: two identical runs, and a run resumed halfway from its saved state, equal bit for bit
+                 (on a GPU for both paths)
     kernels      the review's findings 3-6 measured on the device: the dropout mask, the embedding backward (and
                  whether cupyx.scatter_add's atomics really differ run to run), vecdot, AdamW and clipping
-    benchmark    benchmarks.run item 6 against torch CUDA, with its three goals
+    profile      kernels per paper-config step and GPU-busy time, minidt (both paths) and torch (torch.profiler,
+                 CUDA activities); the kernel path's step captured as one CUDA graph, or what refused it
+    benchmark    benchmarks.run item 6 against torch CUDA, before (array ops) and after (kernels), with the goals
+
+DIR/readme_tables.md holds the tables benchmarks/README.md takes from a GPU run.
 
 Without CuPy or a GPU it says why, and runs tests, tutorial, parity and determinism on the strict backend instead
 (what CI checks of the same code); kernels and benchmark need the GPU. Exit status 1 when a part that ran failed.
@@ -40,22 +48,24 @@ import time
 import traceback
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout, too
 
+from benchmarks.gpu_kernels import (kernels_on, part_kernels, part_profile, part_speed, part_twins,  # noqa: E402
+                                    tables)
+
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("environment", "tests", "tutorial", "parity", "determinism", "kernels", "benchmark")
+PARTS = ("environment", "tests", "twins", "tutorial", "parity", "determinism", "kernels", "profile", "benchmark")
 # import name -> distribution: what `pip install -e ".[test]"` would bring, and CuPy
 PACKAGES = {"numpy": "numpy", "scipy": "scipy", "array_api_compat": "array-api-compat",
             "array_api_strict": "array-api-strict", "safetensors": "safetensors", "gymnasium": "gymnasium",
             "h5py": "h5py", "minari": "minari", "tqdm": "tqdm", "matplotlib": "matplotlib", "pytest": "pytest",
             "hypothesis": "hypothesis", "jupytext": "jupytext", "torch": "torch", "transformers": "transformers",
             "cupy": "cupy"}
-FIXTURES = {"backend", "device_backend"}
+FIXTURES = {"backend", "device_backend"}  # the kernels' twin tests run in their own part, twins
 TIMEOUTS = {"tests": 300, "tutorial": 180}  # seconds, for the two subprocesses
 
 
@@ -172,14 +182,23 @@ LR = 1e-3
 
 def part_parity(dev: str, why: str | None, out: Path) -> dict:
     """One to three training steps on both backends from the same weights and batches (dropout 0: the device draws
-    its own masks), every tensor compared as max |device - numpy| / max |numpy|."""
+    its own masks), every tensor compared as max |device - numpy| / max |numpy|. On a GPU, for the array-op path
+    (the default) and again for the kernel path (MINIDT_KERNELS=1)."""
+    result = {"config": "paper (hidden 128, 3 layers, gelu, tanh head), B 16, K 20, no dropout", **parity(dev)}
+    if dev == "cupy":
+        with kernels_on(True):
+            result["kernel path"] = parity(dev)
+        result["ok"] &= result["kernel path"]["ok"]
+    return result
+
+
+def parity(dev: str) -> dict:
     from minidt import to_numpy
     from minidt.gradcheck import rel_error
     from minidt.train import train_step
 
     config = paper_config(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    result: dict[str, Any] = {"config": "paper (hidden 128, 3 layers, gelu, tanh head), B 16, K 20, no dropout",
-                              "ok": True}
+    result: dict[str, Any] = {"ok": True}
     for dtype, steps in (("float64", 3), ("float32", 1)):
         (host, opt_h, sched_h), (devm, opt_d, sched_d) = trainer(config, dtype, "numpy"), trainer(config, dtype, dev)
         worst: dict[str, tuple[float, str]] = {}
@@ -213,7 +232,17 @@ def part_parity(dev: str, why: str | None, out: Path) -> dict:
 
 def part_determinism(dev: str, why: str | None, out: Path) -> dict:
     """Dropout 0.1 everywhere (masks from the device's generator), float32: run A (6 steps), run B (the same), run C
-    (3 steps, its state saved as a checkpoint keeps it, loaded into fresh objects, 3 more). Equal bit for bit."""
+    (3 steps, its state saved as a checkpoint keeps it, loaded into fresh objects, 3 more). Equal bit for bit. On a
+    GPU for both paths."""
+    result = determinism(dev)
+    if dev == "cupy":  # the kernel path's masks come from the hash (minidt/kernels/common.cuh): the same rules
+        with kernels_on(True):
+            result["kernel path"] = determinism(dev)
+        result["ok"] &= result["kernel path"]["ok"]
+    return result
+
+
+def determinism(dev: str) -> dict:
     from minidt import to_numpy
     from minidt.train import train_step
 
@@ -255,120 +284,9 @@ def part_determinism(dev: str, why: str | None, out: Path) -> dict:
     return result
 
 
-def gpu_time(f: Callable[[], Any], repeat: int = 50) -> float:
-    """Median seconds per call, between CUDA events recorded before and after it (cupyx.profiler.benchmark): the
-    GPU's time, launch overhead and any host work inside the call included."""
-    from cupyx.profiler import benchmark
-
-    return float(np.median(benchmark(f, n_repeat=repeat, n_warmup=5).gpu_times[0]))
-
-
-def part_kernels(dev: str, why: str | None, out: Path) -> dict:
-    if dev != "cupy":
-        return {"ok": True, "skipped": f"needs the GPU ({why})"}
-    import array_api_compat.cupy as compat
-    import cupy
-    import cupyx
-
-    import minidt
-    from minidt.backend import Generator
-    from minidt.optim import AdamW, adamw_step, clip_grad_norm, clip_grad_norm_
-
-    b = minidt.get_backend("cupy")
-    result: dict[str, Any] = {"ok": True}
-    rng = np.random.default_rng(0)
-
-    # finding 3: the dropout mask of the paper config's MLP activation, on the GPU or drawn on the host and copied
-    shape = (64, 60, 512)
-    gen = Generator(0, "cupy")
-    host = np.random.default_rng(0)
-    result["dropout_mask"] = {
-        "shape": shape, "gpu_s": gpu_time(lambda: gen.bernoulli(shape, 0.9)),
-        "host_draw_and_copy_s": gpu_time(lambda: cupy.asarray(host.random(shape, np.float32) < 0.9), repeat=10)}
-
-    # finding 4: embedding backward, one-hot product against cupyx.scatter_add, and the run-to-run bits
-    emb = {}
-    for what, V, ids in (("embed_timestep", 1000, rng.integers(0, 1000, 64 * 20)), ("wpe (all ids 0)", 1024,
-                                                                                   np.zeros(64 * 60, np.int64))):
-        idx, src = cupy.asarray(ids), cupy.asarray(rng.normal(size=(len(ids), 128)), cupy.float32)
-
-        def onehot():
-            return minidt.backend.scatter_add(cupy.zeros((V, 128), cupy.float32), idx, src)
-
-        def atomics():
-            out_ = cupy.zeros((V, 128), cupy.float32)
-            cupyx.scatter_add(out_, idx, src)
-            return out_
-
-        distinct = {f.__name__: len({f().tobytes() for _ in range(20)}) for f in (onehot, atomics)}
-        emb[what] = {"onehot_s": gpu_time(onehot), "scatter_add_s": gpu_time(atomics),
-                     "distinct_results_in_20_runs": distinct}
-        result["ok"] &= distinct["onehot"] == 1
-    dout = cupy.asarray(rng.normal(size=(64, 60, 128)), cupy.float32)
-    emb["wpe (all ids 0)"]["plain_sum_s"] = gpu_time(lambda: cupy.sum(dout.reshape(-1, 128), axis=0))
-    result["embedding_backward"] = emb
-
-    # finding 5: vecdot over LayerNorm's rows
-    vec = {}
-    for rows, C in ((64 * 60, 128), (256 * 60, 512)):
-        x, y = (cupy.asarray(rng.normal(size=(rows, C)), cupy.float32) for _ in range(2))
-        ref = cupy.sum(x * y, axis=-1)
-        err = float(cupy.max(cupy.abs(b.xp.vecdot(x, y, axis=-1) - ref)) / cupy.max(cupy.abs(ref)))
-        vec[f"{rows}x{C}"] = {"minidt_s": gpu_time(lambda: b.xp.vecdot(x, y, axis=-1)),
-                             "array_api_compat_s": gpu_time(lambda: compat.vecdot(x, y, axis=-1)),
-                             "sum_of_product_s": gpu_time(lambda: cupy.sum(x * y, axis=-1)),
-                             "einsum_s": gpu_time(lambda: cupy.einsum("ij,ij->i", x, y)),
-                             "minidt_rel_error": err}
-        result["ok"] &= err <= 1e-5
-    result["vecdot"] = vec
-
-    # finding 6: AdamW and clipping, one flat buffer against one update per tensor (the code before)
-    from benchmarks.run import LARGE, PAPER
-    from minidt import DecisionTransformerConfig, DecisionTransformerModel
-
-    opt_rows = {}
-    for name, cfg in (("paper", PAPER), ("hidden 512 x 6", LARGE)):
-        model = DecisionTransformerModel(DecisionTransformerConfig(**cfg), seed=0, backend="cupy")
-        params = [p for n, p in model.named_parameters() if not n.startswith("encoder.wte")]
-        for p in params:
-            p.grad = b.xp.ones_like(p.data)
-        opt = AdamW(params, lr=1e-4)
-        moments = [(b.xp.zeros_like(p.data), b.xp.zeros_like(p.data)) for p in params]
-
-        def per_tensor():
-            grads, _ = clip_grad_norm([p.grad for p in params], 0.25)
-            for p, g, (m, v) in zip(params, grads, moments):
-                adamw_step(p.data, g, m, v, 1, 1e-4, 0.9, 0.999, 1e-8, 1e-2)
-
-        def flat():
-            clip_grad_norm_(params, 0.25)
-            opt.step()
-
-        opt_rows[name] = {"tensors": len(params), "flat_s": gpu_time(flat, 20), "per_tensor_s": gpu_time(per_tensor, 20)}
-    result["adamw_and_clip"] = opt_rows
-    return result
-
-
-def part_benchmark(dev: str, why: str | None, out: Path) -> dict:
-    if dev != "cupy":
-        return {"ok": True, "skipped": f"needs the GPU ({why})"}
-    import torch
-
-    from benchmarks.run import GPU_GOALS, item_gpu, table
-
-    r = item_gpu(SimpleNamespace(rounds=5))
-    if "skipped" in r:
-        return {"ok": False, **r}
-    r["goals"] = {k: {"ratio": r[k]["ratio"], "goal": g, "met": r[k]["ratio"] <= g} for k, g in GPU_GOALS.items()}
-    r["table"] = table({"gpu": r})
-    r["torch_cuda"] = torch.version.cuda
-    r["ok"] = True  # the goals are measurements, reported; the part fails only if it could not run
-    return r
-
-
-PART_FUNCTIONS = {"environment": part_environment, "tests": part_tests, "tutorial": part_tutorial,
-                  "parity": part_parity, "determinism": part_determinism, "kernels": part_kernels,
-                  "benchmark": part_benchmark}
+PART_FUNCTIONS = {"environment": part_environment, "tests": part_tests, "twins": part_twins,
+                  "tutorial": part_tutorial, "parity": part_parity, "determinism": part_determinism,
+                  "kernels": part_kernels, "profile": part_profile, "benchmark": part_speed}
 
 
 # --- the report ----------------------------------------------------------------------------------------------------
@@ -396,7 +314,7 @@ def write(out: Path, report: dict) -> None:
     """Both files, each written whole or not at all (not minidt.checkpoint's writer: the report must come out
     even when minidt does not import)."""
     for name, text in (("gpu_check.json", json.dumps(report, indent=1, default=str)),
-                       ("gpu_check.md", markdown(report))):
+                       ("gpu_check.md", markdown(report)), ("readme_tables.md", tables(report))):
         tmp = out / f".{name}.tmp"
         tmp.write_text(text)
         os.replace(tmp, out / name)

@@ -40,7 +40,9 @@ def assignment_pages(tutorials: list[Path]) -> dict[str, str]:
     pages = {"index.md": "# Assignments\n\nGraded exercises: write each function of a skeleton, then grade it "
                          "(`pip install -e \".[coursework]\"`):\n\n```bash\nminidt assignment start NAME DIR    "
                          "# DIR/NAME.py: signatures, docstrings, raise NotImplementedError\nminidt grade DIR/NAME.py"
-                         "\n```\n\n| # | name | what | points |\n|---|---|---|---|\n" + rows +
+                         "\n```\n\nPoints are the checks on NumPy, the default; `--backends numpy,strict` (portable Array API code) "
+                         "doubles them, and a Gradescope kit counts every check twice, on the public inputs and on the "
+                         "hidden ones.\n\n| # | name | what | points |\n|---|---|---|---|\n" + rows +
                          "\n\n```{toctree}\n:hidden:\n\n" + "\n".join(table) + "\n```\n"}
     for a in table.values():
         covered = [p for p in tutorials if f"minidt assignment start {a.name} " in p.read_text()]
@@ -54,7 +56,9 @@ def assignment_pages(tutorials: list[Path]) -> dict[str, str]:
         for f in a.functions:
             lines += ["", f"### `{f.name}({', '.join(a.parameters(f.name))})`", "", "```text",
                       inspect.cleandoc(f.doc), "```"]
-        lines += ["", ":::{dropdown} The whole skeleton file", f"```python\n{a.source()}\n```", ":::", ""]
+        # the file as the student gets it, its long docstring lines wrapped on the page (the `wrap` class)
+        lines += ["", ":::{dropdown} The whole skeleton file", f"```{{code-block}} python\n:class: wrap\n\n"
+                  f"{a.source()}\n```", ":::", ""]
         pages[f"{a.name}.md"] = "\n".join(lines)
     return pages
 

@@ -11,7 +11,8 @@ extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx_design", "sphinx-mathjax-
 
 html_theme = "furo"
 html_title = "minidt"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["minidt.css"]  # wrap output and text blocks at the column (the file says why)
 
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 myst_heading_anchors = 3  # the README's and tutorials' section links
@@ -22,8 +23,8 @@ nb_execution_timeout = -1  # tutorial 09 trains for minutes at full size
 nb_execution_raise_on_error = True  # a tutorial whose checks fail fails the book
 nb_execution_show_tb = True
 nb_merge_streams = True
-nb_code_prompt_show = "Show the solution"  # only the exercises' solutions are hidden cells
-nb_code_prompt_hide = "Hide the solution"
+nb_code_prompt_show = "Show the solution"  # the exercises; the set-up and the reference code say so
+nb_code_prompt_hide = "Hide"
 
 exclude_patterns = ["**/figures/**", "**/runs/**", "jupyter_execute/**"]
 autodoc_member_order = "bysource"

@@ -16,7 +16,7 @@ from .model import DecisionTransformerModel, DecisionTransformerOutput
 # concurrent.futures and logging.
 SUBPACKAGES = ("backend", "checkpoint", "cli", "config", "coursework", "data", "evaluate", "files", "gradcheck",
                "keytodoor", "layers", "losses", "model", "optim", "parallel", "parity", "plots", "policy", "report",
-               "runs", "settings", "train")
+               "runs", "settings", "td3bc", "train")
 LAZY_NAMES = {"load_policy": "policy", "Policy": "policy",  # minidt.load_policy(run_dir, target_return)
               "DataParallel": "parallel"}
 

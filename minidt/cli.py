@@ -55,7 +55,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .report import format_conditioning, format_evaluations
     from .runs import default_run_dir, latest_checkpoint, resumed_settings
     from .settings import TrainSettings
+    from .td3bc.train import train_td3bc
     from .train import TrainingDiverged, TrainingInterrupted, terminate_as_interrupt, train
+
+    def refuse_dt_flags(algo: str) -> None:
+        given = [f"{flag} {value}" for flag, value in (("--preset", args.preset), ("--workers", args.workers))
+                 if value is not None]
+        if algo == "td3bc" and given:
+            raise UsageError(f"{', '.join(given)}: the Decision Transformer's presets and DataParallel threads; "
+                             "TD3+BC (--algo td3bc) takes the paper's hyperparameters, on one thread")
 
     if args.resume:
         if args.force:
@@ -63,20 +71,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         settings = resumed_settings(args.resume, env=args.env, dataset=args.dataset, preset=args.preset,
                                     backend=args.backend, seed=args.seed, out=args.out, algo=args.algo,
                                     top_percent=args.top_percent, dataset_episodes=args.dataset_episodes,
-                                    steps=args.steps,
+                                    delayed_rewards=args.delayed_rewards, steps=args.steps,
                                     final_eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
                                     workers=args.workers)
+        refuse_dt_flags(settings.algo)
         out = args.resume
     else:
+        refuse_dt_flags(args.algo)
         settings = TrainSettings.from_preset(
             args.preset or "quick", env=args.env, dataset=args.dataset, steps=args.steps, seed=args.seed,
             backend=args.backend, final_eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
             workers=args.workers, algo=args.algo, top_percent=args.top_percent,
-            dataset_episodes=args.dataset_episodes)
+            dataset_episodes=args.dataset_episodes, delayed_rewards=args.delayed_rewards)
         out = args.out or default_run_dir(settings)
+    run = train_td3bc if settings.algo == "td3bc" else train
     try:
         with terminate_as_interrupt():  # SIGTERM outside the training loop (which checkpoints first): as Ctrl-C
-            summary = train(settings, out, resume=bool(args.resume), progress=not args.quiet, force=args.force)
+            summary = run(settings, out, resume=bool(args.resume), progress=not args.quiet, force=args.force)
     except TrainingDiverged as e:
         print(f"minidt train: {e}", file=sys.stderr)
         return 1
@@ -93,7 +104,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     if summary["evaluations"]:
         print(format_evaluations(summary["evaluations"]))
-        print(format_conditioning(summary))
+        print(format_conditioning(summary) if settings.algo != "td3bc" else
+              "TD3+BC is not return-conditioned: plain rollouts of its policy, one row")
     print(f"run directory: {out} ({summary['wall_seconds']:.0f} s)")
     return 0
 
@@ -113,7 +125,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from .report import evaluate_run, format_evaluations
+    from .runs import locate_run, read_run_info
 
+    given = [f"{flag} {value}" for flag, value in (("--video", args.video), ("--workers", args.workers)) if value]
+    if given and read_run_info(locate_run(args.run_dir)[0]).settings.algo == "td3bc":
+        raise UsageError(f"{', '.join(given)}: a Decision Transformer run's video and DataParallel threads; "
+                         f"{args.run_dir} is a TD3+BC run (evaluated by plain rollouts on one thread)")
     evaluations = evaluate_run(args.run_dir, env=args.env, targets=args.targets, episodes=args.episodes,
                                seed=args.seed, progress=not (args.quiet or args.json), workers=args.workers,
                                temperature=args.temperature)
@@ -164,10 +181,11 @@ WORKERS_HELP = ("threads for minidt.DataParallel, each on a slice of the batch (
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
-    from .settings import ALGOS, PRESETS, TrainSettings  # not minidt.data, slow to import (minari): tiers tested
+    from .settings import ALGOS, PRESETS, TD3BC_DEFAULTS, TrainSettings  # not minidt.data (slow: minari)
 
     d = TrainSettings()
-    t = sub.add_parser("train", help="train a Decision Transformer offline, then evaluate it at several targets")
+    t = sub.add_parser("train", help="train a Decision Transformer (or BC, or TD3+BC) offline, then evaluate it at "
+                       "several targets (BC, TD3+BC: once, with no target)")
     t.add_argument("--env", metavar="ENV", help=f"{d.env} (default), MountainCarContinuous-v0, InvertedPendulum-v5; "
                    "with discrete actions CartPole-v1, Acrobot-v1, MountainCar-v0, minidt/KeyToDoor-v0 (the paper's "
                    "credit-assignment task); or the environment of a D4RL/Minari dataset")
@@ -178,8 +196,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--dataset-episodes", type=positive_int, metavar="N",
                    help="episodes of a generated tier (default 200, Key-to-Door 10,000; the paper's smaller "
                         "Key-to-Door dataset: 1000)")
-    t.add_argument("--algo", choices=ALGOS, help="dt, the Decision Transformer (default), or bc, behaviour cloning: "
-                   "the same model with its return input zeroed, evaluated once with no target")
+    t.add_argument("--algo", choices=ALGOS, help="dt, the Decision Transformer (default); bc, behaviour cloning: "
+                   "the same model with its return input zeroed, evaluated once with no target; td3bc, TD3+BC "
+                   "(Fujimoto & Gu 2021), the TD-learning baseline, continuous actions only, the paper's "
+                   f"hyperparameters (hidden {TD3BC_DEFAULTS['hidden_size']}, lr {TD3BC_DEFAULTS['lr']:g}, batch "
+                   f"{TD3BC_DEFAULTS['batch_size']}) for {TD3BC_DEFAULTS['steps']:,} steps by default; not with "
+                   "--preset or --workers")
     t.add_argument("--top-percent", type=percentage, metavar="X",
                    help="train on the best X %% of the episodes by return (default 100; with --algo bc, the "
                         "paper's %%BC; equal returns are never split: Key-to-Door's X < 100 keeps its successes)")
@@ -205,6 +227,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint, with its "
                    "settings (--steps, --eval-episodes and --checkpoint-every may change)")
     t.add_argument("--workers", type=positive_int, metavar="N", help=WORKERS_HELP)
+    t.add_argument("--delayed-rewards", action="store_true", default=None,
+                   help="move every episode's rewards to its last step (the return is unchanged), as the paper's "
+                        "delayed-reward experiment (Table 7)")
     t.add_argument("--quiet", action="store_true", help="no start-up summary, no progress bars")
 
 

@@ -29,8 +29,16 @@ def numerical_grad(f: Callable[[], float], x: np.ndarray, h: float = 1e-6,
     return g
 
 
-def rel_error(a: np.ndarray, b: np.ndarray) -> float:
-    """max |a - b| / max |b|: one number per comparison, relative to the reference b's scale (an element-wise
-    relative error explodes on entries that are legitimately near zero)."""
+def rel_error(a: np.ndarray, b: np.ndarray, floor: float = 1e-12) -> float:
+    """max |a - b| / max(max |b|, floor): one number per comparison, relative to the reference b's scale (an
+    element-wise relative error explodes on entries that are legitimately near zero).
+
+    floor: the smallest scale the error is measured against. A reference that is exactly zero (a saturated
+    softmax's numerical gradient, an unused bias) has no scale of its own, and dividing by it turns round-off in
+    `a` (4e-13) into a relative error of 1e287. The default, 1e-12, is for quantities of order one, whose float64
+    round-off is ~1e-16: below it a reference counts as zero and the error as absolute (/ 1e-12). Pass the
+    problem's own scale times a small factor when it is not of order one (tests/layer_helpers.fd_errors does)."""
+    if not floor > 0:
+        raise ValueError(f"floor: expected a positive number, got {floor!r}")
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)) if a.size else 0.0
+    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), floor)) if a.size else 0.0

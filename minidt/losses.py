@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from .backend import array_namespace, device
+from .kernels.switch import kernel_path
 
 
 def masked_mse(pred: Any, target: Any, mask: Any) -> tuple[Any, Any]:
@@ -25,6 +26,10 @@ def masked_mse(pred: Any, target: Any, mask: Any) -> tuple[Any, Any]:
     pred, target (B, K, d); mask (B, K), nonzero (or True) at real timesteps. Returns (loss, dpred): loss a 0-d
     array, dpred (B, K, d), both of pred's dtype and device (no host sync). All-padding gives NaN, as torch.mean
     of an empty selection does."""
+    if kernel_path(pred):  # the kernel path: two launches (minidt/kernels/mse.cu)
+        from .kernels import mse
+
+        return mse.masked_mse(pred, target, mask)
     xp = array_namespace(pred, target, mask)
     real = mask if mask.dtype == xp.bool else mask > 0  # B,K
     d = pred.shape[-1]

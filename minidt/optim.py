@@ -35,6 +35,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .backend import array_namespace, backend_of, to_numpy
+from .kernels.switch import kernel_path
 from .layers.module import Parameter
 
 
@@ -142,9 +143,18 @@ class AdamW:
         else:
             param, exp_avg, exp_avg_sq = (_concat(xp, arrays) for arrays in (
                 [p.data for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]))
-        grad = _concat(xp, [p.grad for p in params])
-        param, exp_avg, exp_avg_sq = adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
-                                                weight_decay)
+        if kernel_path(param):  # one launch (kernels/adamw.cu), reading clip_grad_norm_'s flat buffer in place
+            from .kernels import adamw
+
+            grads = [p.grad for p in params]
+            grad = adamw.tiled_base(grads)
+            grad = _concat(xp, grads) if grad is None else grad
+            param, exp_avg, exp_avg_sq = adamw.adamw(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
+                                                     weight_decay)
+        else:
+            grad = _concat(xp, [p.grad for p in params])
+            param, exp_avg, exp_avg_sq = adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
+                                                    weight_decay)
         shapes = [p.data.shape for p in params]
         views = tuple(_split(xp, flat, shapes) for flat in (param, exp_avg, exp_avg_sq))
         for p, s, a, b, c in zip(params, states, *views):
@@ -254,7 +264,14 @@ def clip_grad_norm_(params: "Parameter | Iterable[Parameter]", max_norm: float, 
     with_grad = [p for p in params if p.grad is not None]
     if with_grad and not isinstance(with_grad[0].grad, np.ndarray):
         xp = array_namespace(*(p.grad for p in with_grad))
-        (flat,), total_norm = clip_grad_norm([_concat(xp, [p.grad for p in with_grad])], max_norm, eps)
+        flat = _concat(xp, [p.grad for p in with_grad])
+        if kernel_path(flat):  # the norm and the clip coefficient in one launch (kernels/adamw.cu)
+            from .kernels import adamw
+
+            norm_coef = adamw.grad_norm(flat, max_norm, eps)
+            flat, total_norm = flat * norm_coef[1], norm_coef[0]
+        else:
+            (flat,), total_norm = clip_grad_norm([flat], max_norm, eps)
         for p, g in zip(with_grad, _split(xp, flat, [p.grad.shape for p in with_grad])):
             p.grad = g
         return total_norm

@@ -1,5 +1,5 @@
-"""The two pictures of a training run: the loss curve, and achieved return against the return asked for; and how
-a tutorial shows a figure (inline in a notebook, a PNG file either way)."""
+"""The two pictures of a training run: the loss curve (TD3+BC's two losses), and achieved return against the
+return asked for; and how a tutorial shows a figure (inline in a notebook, a PNG file either way)."""
 
 from __future__ import annotations
 
@@ -78,6 +78,31 @@ def plot_loss(steps: Sequence[int], losses: Sequence[float], path: "str | os.Pat
     ax.set_title(title or "training loss")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_td3bc_losses(steps: Sequence[int], critic: Sequence[float], actor: Sequence[float | None],
+                      path: "str | os.PathLike", title: str = "") -> None:
+    """A TD3+BC run's two losses against step (each the mean over a logging window): the critics' TD error
+    (L_Q, log scale) and the actor's -lambda mean Q + BC (linear: it is negative once Q dominates). actor None:
+    a window without an actor update."""
+    from matplotlib.ticker import FuncFormatter
+
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
+    steps = np.asarray(steps)
+    top.plot(steps, critic, lw=1, color="tab:blue")
+    top.set_yscale("log")
+    top.set_ylabel("critic loss (TD error)")
+    has = np.array([a is not None for a in actor], bool)
+    bottom.plot(steps[has], np.array([a for a in actor if a is not None], float), lw=1, color="tab:orange")
+    bottom.set_ylabel("actor loss (-lambda Q + BC)")
+    bottom.set_xlabel("step")
+    bottom.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
+    for ax in (top, bottom):
+        ax.grid(True, alpha=0.3)
+    top.set_title(title or "TD3+BC training losses")
     _save(fig, path)
     plt.close(fig)
 

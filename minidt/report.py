@@ -26,8 +26,9 @@ from .evaluate import Preprocess, add_normalized_scores, rollout
 from .files import atomic_write_text
 from .model import DecisionTransformerModel
 from .parallel import DataParallel
-from .runs import load_run, read_metrics
+from .runs import load_run, locate_run, read_metrics, read_run_info
 from .settings import EVAL_SEED, TrainSettings
+from .td3bc.report import evaluate_run as evaluate_td3bc_run
 
 
 def evaluation_targets(returns: Any, n: int = 5, env: str | None = None) -> list[float]:
@@ -83,7 +84,8 @@ def evaluate_run(path: "str | os.PathLike", env: str | None = None, targets: lis
     """Evaluate a finished (or resumed, or interrupted) run's latest model, or one of its checkpoints/step-N:
     `minidt evaluate PATH`. env: the run's own by default; targets: the run's (evaluation_targets of its
     dataset's returns) by default, none for a BC run; workers: DataParallel's (None: the usable cores, 1: off);
-    temperature: a discrete model's actions sampled at it (0: argmax)."""
+    temperature: a discrete model's actions sampled at it (0: argmax). A TD3+BC run takes no targets: its
+    evaluation is plain rollouts (minidt.td3bc.report.evaluate_run)."""
     from .data import gym_spec
     from .evaluate import check_temperature
 
@@ -93,6 +95,8 @@ def evaluate_run(path: "str | os.PathLike", env: str | None = None, targets: lis
         raise ValueError(f"--targets: expected finite numbers, got {targets}")
     if seed < 0:
         raise ValueError(f"--seed: expected an integer >= 0, got {seed}")
+    if read_run_info(locate_run(path)[0]).settings.algo == "td3bc":  # not return-conditioned: plain rollouts
+        return evaluate_td3bc_run(path, env, targets, episodes, seed, progress)
     info, model = load_run(path)
     check_temperature(temperature, model.config.discrete_actions, "--temperature")
     if targets is not None and info.pre.zero_returns:
@@ -202,14 +206,14 @@ def write_report(run_dir: Path, s: TrainSettings, data: Any, pre: Preprocess, ev
 
 
 def format_evaluations(evaluations: list[dict]) -> str:
-    """The table: one line per target (BC: "none"), its mean return, std, mean normalized score, success rate
+    """The table: one line per target ("none (BC)", "none (TD3+BC)": a policy that takes no target), its mean return, std, mean normalized score, success rate
     (where the environment has one) and episodes."""
     success = any("success_rate" in e for e in evaluations)
     lines = [f"{'target':>10}  {'return mean':>11}  {'std':>8}  {'normalized':>10}  "
              + ("success  " if success else "") + "episodes"]
     for e in evaluations:
         t = e["target_return"]
-        target = "none (BC)" if t is None else f"{t:.1f}" if abs(t) >= 10 else f"{t:.2f}"
+        target = f"none ({e.get('policy', 'BC')})" if t is None else f"{t:.1f}" if abs(t) >= 10 else f"{t:.2f}"
         lines.append(f"{target:>10}  {e['return_mean']:11.1f}  {e['return_std']:8.1f}  "
                      f"{e.get('normalized_score_mean', float('nan')):10.1f}  "
                      + (f"{100 * e['success_rate']:6.1f}%  " if success else "") + f"{e['episodes']}")

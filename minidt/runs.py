@@ -1,6 +1,7 @@
 """A run directory: what a run writes, what resume and evaluation read back, and the checks that keep it whole.
 
     config.json, model.safetensors   the latest model (transformers' from_pretrained loads the directory)
+    td3bc.safetensors                a TD3+BC run's latest networks instead (minidt.td3bc.checkpoint)
     run.json                         environment, dataset, preprocessing, the training settings
     checkpoints/step-NNNNNNN/        model + optimizer moments + step + every RNG state, for --resume
     latest                           the name of the newest complete checkpoint (written last, atomically)
@@ -36,7 +37,10 @@ from .optim import AdamW, LinearWarmup
 from .settings import TrainSettings
 
 RUN_FILES = ("run.json", "latest", "metrics.jsonl", "metrics.json", "config.json", "model.safetensors", "loss.png",
-             "return_conditioning.png")  # and checkpoints/
+             "return_conditioning.png", "td3bc.safetensors")  # and checkpoints/
+# What a checkpoint's trainer_state.json holds: a Decision Transformer's, or TD3+BC's (minidt.td3bc.checkpoint)
+TRAINER_STATE_KEYS = {"dt": ("step", "optimizer", "scheduler", "sampler", "dropout_rng"),
+                      "td3bc": ("step", "optimizer", "sampler", "noise_rng", "total_it")}
 
 
 # --- a new run, or a resumed one ---------------------------------------------------------------------------------
@@ -83,8 +87,8 @@ def check_run_dir(run_dir: Path, s: TrainSettings, resume: bool, force: bool) ->
     if not resume:
         check_new_run_dir(run_dir, force)
         return
-    read_run_info(run_dir)
-    start = read_trainer_state(latest_checkpoint(run_dir))["step"]
+    algo = read_run_info(run_dir).settings.algo
+    start = read_trainer_state(latest_checkpoint(run_dir), algo)["step"]
     if s.steps < start:
         raise ValueError(f"--steps: {run_dir} is at step {start} already; --steps is the total to reach "
                          f"(at least {start}), got {s.steps}")
@@ -119,7 +123,8 @@ def record_settings(run_dir: Path, s: TrainSettings) -> None:
 def resumed_settings(run_dir: "str | os.PathLike", env: str | None = None, dataset: str | None = None,
                      preset: str | None = None, backend: str | None = None, seed: int | None = None,
                      out: str | None = None, algo: str | None = None, top_percent: float | None = None,
-                     dataset_episodes: int | None = None, **changes: Any) -> TrainSettings:
+                     dataset_episodes: int | None = None, delayed_rewards: bool | None = None,
+                     **changes: Any) -> TrainSettings:
     """The settings `minidt train --resume run_dir` continues with: the run's own. The flags given (None: not
     given) must agree with them (ValueError naming those that do not); `changes` (steps, final_eval_episodes,
     checkpoint_every, workers) change them."""
@@ -143,6 +148,7 @@ def resumed_settings(run_dir: "str | os.PathLike", env: str | None = None, datas
         ("--algo", algo, s.algo, str.__eq__),
         ("--top-percent", top_percent, s.top_percent, float.__eq__),
         ("--dataset-episodes", dataset_episodes, s.dataset_episodes, lambda a, b: a == b),
+        ("--delayed-rewards", delayed_rewards, s.delayed_rewards, bool.__eq__),
     ) if given is not None and not same(given, have)]
     if clashes:
         raise ValueError(f"--resume {run_dir}: a resumed run keeps its settings; contradicted by "
@@ -215,6 +221,9 @@ def load_run(path: "str | os.PathLike", backend: "str | Backend | None" = None,
     checkpoints/step-N folder `path` names. What `minidt evaluate` and `minidt.load_policy` start from."""
     run_dir, model_dir = locate_run(path)
     info = read_run_info(run_dir)
+    if info.settings.algo == "td3bc":
+        raise ValueError(f"RUN_DIR: {path} is a {info.settings.algo} run, which holds no Decision Transformer "
+                         "(minidt evaluate evaluates it; minidt.td3bc.checkpoint.load_actor loads its policy)")
     model = DecisionTransformerModel.from_pretrained(model_dir, dtype=info.settings.dtype, backend=backend)
     return info, model
 
@@ -298,11 +307,11 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return ckpt
 
 
-def read_trainer_state(ckpt: Path) -> dict:
-    """A checkpoint's trainer_state.json, checked for the keys restore() reads."""
+def read_trainer_state(ckpt: Path, algo: str = "dt") -> dict:
+    """A checkpoint's trainer_state.json, checked for the keys its algorithm's restore reads."""
     path = ckpt / "trainer_state.json"
     state = read_json(path)
-    keys = ("step", "optimizer", "scheduler", "sampler", "dropout_rng")
+    keys = TRAINER_STATE_KEYS["td3bc" if algo == "td3bc" else "dt"]
     if not isinstance(state, dict) or any(k not in state for k in keys) or not isinstance(state["step"], int) \
             or state["step"] < 0:
         raise ValueError(f"--resume: {path} is not a minidt trainer state (expected an object with {', '.join(keys)} "
@@ -322,8 +331,7 @@ def restore(run_dir: Path, model: DecisionTransformerModel, opt: AdamW, sched: L
     sampler.set_state(state["sampler"])
     model.gen.set_state(state["dropout_rng"])
     step = int(state["step"])
-    kept = [r for r in read_metrics(run_dir) if r["step"] <= step]
-    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+    truncate_metrics(run_dir, step)
     return step
 
 
@@ -332,6 +340,12 @@ def restore(run_dir: Path, model: DecisionTransformerModel, opt: AdamW, sched: L
 def append_jsonl(path: Path, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop what metrics.jsonl logged after `step`: a resumed run runs those steps again."""
+    kept = [r for r in read_metrics(run_dir) if r["step"] <= step]
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -28,12 +28,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 # load average of 6-7 on 2 cores). 10,000 steps, about half an hour of one core.
 KEY_TO_DOOR_STEPS = 10_000
 
+# TD3+BC's own defaults: the paper's network width, learning rate and batch (Fujimoto & Gu 2021), and a CPU step
+# budget where the paper trains 1M steps: a run of 20,000 steps took 684-1,065 s (wall, with its evaluation) on
+# the shared 2-core machine (load average 6-11), where the quick preset's DT run took 1,442-3,007 s (--workers 1).
+# Its other hyperparameters are minidt.td3bc.TD3BCConfig's defaults, the paper's.
+TD3BC_DEFAULTS: dict[str, Any] = dict(steps=20_000, batch_size=256, lr=3e-4, hidden_size=256)
+
 EVAL_SEED = 10_000  # evaluation episodes are seeded apart from the dataset's (which start at 0)
 
 # What is trained: "dt", the Decision Transformer; "bc", behaviour cloning, the same model with its return input
 # zeroed (in training and in evaluation), so DT against BC changes exactly one thing. With top_percent < 100, BC is
-# the paper's %BC: BC on the best top_percent % of the episodes by return.
-ALGOS = ("dt", "bc")
+# the paper's %BC: BC on the best top_percent % of the episodes by return; "td3bc", TD3+BC (minidt.td3bc), the
+# TD-learning baseline.
+ALGOS = ("dt", "bc", "td3bc")
 
 # An environment's own defaults, over TrainSettings' and the preset's (a flag given on the command line wins):
 # what the task is, for every preset (Key-to-Door: its dataset of random-policy episodes, and a context of the
@@ -79,9 +86,10 @@ class TrainSettings:
     dtype: str = "float32"
     backend: str = "numpy"
     workers: int | None = None  # DataParallel replicas (threads); None: the usable cores (numpy), 1: off
-    algo: str = "dt"  # "dt" or "bc" (ALGOS)
+    algo: str = "dt"  # one of ALGOS
     top_percent: float = 100.0  # train on the best top_percent % of the episodes by return (%BC)
     dataset_episodes: int | None = None  # a generated tier's number of episodes; None: its default
+    delayed_rewards: bool = False  # every episode's rewards moved to its last step (minidt.data.delay_rewards)
 
     def __post_init__(self) -> None:
         at_least = {"steps": 1, "K": 1, "batch_size": 1, "hidden_size": 1, "n_layer": 1, "n_head": 1, "log_every": 1,
@@ -108,20 +116,29 @@ class TrainSettings:
                               ("algo", ALGOS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: expected one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not isinstance(self.delayed_rewards, bool):
+            raise ValueError(f"delayed_rewards: expected True or False, got {self.delayed_rewards!r}")
+        if self.algo == "td3bc" and (self.preset != "quick" or self.workers not in (None, 1)):
+            raise ValueError(f"algo td3bc: the presets and DataParallel workers are the Decision Transformer's; "
+                             f"TD3+BC takes the paper's hyperparameters on one thread, got preset {self.preset!r} "
+                             f"and workers {self.workers!r}")
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> "TrainSettings":
-        """The preset's settings, then the environment's own (ENV_DEFAULTS; QUICK_ENV_DEFAULTS with the quick
-        preset), then the overrides that are not None."""
+        """The preset's settings (under algo td3bc, TD3BC_DEFAULTS instead), then the environment's own
+        (ENV_DEFAULTS; QUICK_ENV_DEFAULTS with the quick preset), then the overrides that are not None."""
         if preset not in PRESETS:
             raise ValueError(f"preset: expected one of {', '.join(PRESETS)}, got {preset!r}")
         given = {k: v for k, v in overrides.items() if v is not None}
+        defaults = TD3BC_DEFAULTS if given.get("algo") == "td3bc" else PRESETS[preset]
         env = env_defaults(given.get("env", cls.env), preset)
-        return cls(preset=preset, **{**PRESETS[preset], **env, **given})
+        return cls(preset=preset, **{**defaults, **env, **given})
 
     @property
     def label(self) -> str:
-        """"DT", "BC", or "%BC" (BC on the best top_percent %): how a table names the policy."""
+        """"DT", "BC", "%BC" (BC on the best top_percent %) or "TD3+BC": how a table names the policy."""
+        if self.algo == "td3bc":
+            return "TD3+BC"
         return "DT" if self.algo == "dt" else "BC" if self.top_percent == 100 else "%BC"
 
 

@@ -97,6 +97,9 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
     progress bars. Returns the final summary; raises TrainingInterrupted on SIGINT or SIGTERM during the loop."""
     from .data import SegmentSampler
 
+    if s.algo == "td3bc":
+        raise ValueError(f"algo: minidt.train.train trains a Decision Transformer (algo 'dt'), got {s.algo!r}; "
+                         "TD3+BC trains with minidt.td3bc.train.train_td3bc")
     run_dir = Path(run_dir)
     t_start = time.perf_counter()
     check_run_dir(run_dir, s, resume, force)
@@ -171,10 +174,11 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
 
 
 def load_data(s: TrainSettings, progress: bool) -> tuple[Any, Preprocess, int]:
-    """The run's dataset (its best s.top_percent % of episodes), its preprocessing and the environment's episode
-    length. The backend and the environment are checked first: a missing CuPy or an unknown environment fails
-    before any data is generated; a dataset whose states or actions do not fit the environment is one error."""
-    from .data import TIERS, gym_spec, load_dataset
+    """The run's dataset (its best s.top_percent % of episodes; its rewards delayed to each episode's last step
+    with s.delayed_rewards), its preprocessing and the environment's episode length. The backend and the
+    environment are checked first: a missing CuPy or an unknown environment fails before any data is generated; a
+    dataset whose states or actions do not fit the environment is one error."""
+    from .data import TIERS, delay_rewards, gym_spec, load_dataset
 
     try:
         Backend(s.backend)
@@ -187,6 +191,8 @@ def load_data(s: TrainSettings, progress: bool) -> tuple[Any, Preprocess, int]:
     data = load_dataset(s.dataset, env=s.env, episodes=s.dataset_episodes, progress=progress,
                         n_actions=env_spec["act_dim"] if env_spec["discrete"] else None)
     check_fits(data, env_spec, s.env)
+    if s.delayed_rewards:
+        data = delay_rewards(data)
     if s.top_percent < 100:
         data = data.top_percent(s.top_percent)
     pre = Preprocess(data.state_mean, data.state_std, data.scale, env_spec["action_low"], env_spec["action_high"],

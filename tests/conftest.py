@@ -100,6 +100,11 @@ def pytest_generate_tests(metafunc) -> None:
         metafunc.parametrize("backend", metafunc.config.backends, indirect=True)
     if "device_backend" in metafunc.fixturenames:  # empty when only numpy is selected: the test is skipped
         metafunc.parametrize("device_backend", [n for n in metafunc.config.backends if n != "numpy"], indirect=True)
+    if "kernel_device" in metafunc.fixturenames:  # the kernels against their twins: see kernel_device
+        gpu = "cupy" in metafunc.config.backends
+        metafunc.parametrize("kernel_device", ["cpu_shim", pytest.param("gpu", marks=[] if gpu else pytest.mark.skip(
+            reason="GPU part: needs the cupy backend (a GPU); CI checks these kernels by NVRTC compilation "
+                   "(test_kernels.py) and on the CPU shim"))], indirect=True)
 
 
 def pytest_report_header(config) -> str:
@@ -117,6 +122,51 @@ def device_backend(request) -> minidt.backend.Backend:
     """Each selected backend but numpy: for comparisons with NumPy on the same weights and inputs (tolerances in
     layer_helpers.twin_tol)."""
     return minidt.backend.get_backend(request.param)
+
+
+@pytest.fixture(scope="session")
+def kernel_shim(tmp_path_factory):
+    """minidt/kernels compiled by g++ against tests/kernel_shim/cuda_shim.h, once per session (in a temporary
+    directory: nothing is cached across runs)."""
+    from kernel_shim import build
+
+    return build(tmp_path_factory.mktemp("kernel_shim"))
+
+
+@pytest.fixture
+def kernel_device(request, monkeypatch):
+    """Where the kernels run in a twin test: "gpu" (the cupy backend, kernel path on; skipped without a GPU) or
+    "cpu_shim" (g++-compiled, a grid run serially on NumPy arrays: the kernels' arithmetic and indexing, not the
+    GPU). Gives `asarray` (host -> the kernels' arrays) and `launchers` (the kernels' launcher modules)."""
+    import sys
+    import types
+
+    import numpy as np
+
+    from minidt.kernels import adamw, bias_act, embedding, layernorm, mse, residual, softmax, switch
+
+    launchers = types.SimpleNamespace(adamw=adamw, bias_act=bias_act, embedding=embedding, layernorm=layernorm,
+                                      mse=mse, residual=residual, softmax=softmax)
+    if request.param == "gpu":
+        import cupy
+
+        monkeypatch.setattr(switch, "ENABLED", True)
+        monkeypatch.setattr(minidt.backend, "_default", minidt.backend.get_backend("cupy"))
+        return types.SimpleNamespace(name="gpu", asarray=cupy.asarray, launchers=launchers)
+    try:
+        shim = request.getfixturevalue("kernel_shim")
+    except FileNotFoundError as e:  # no g++: the CPU check is optional de-risking, the GPU run is the proof
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"under CI=true: {e}")
+        pytest.skip(str(e))
+    from kernel_shim import fake_cupy
+
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy())
+    for module in vars(launchers).values():
+        monkeypatch.setattr(module, "function", shim.function)
+    monkeypatch.setattr(residual, "_unused", {})
+    monkeypatch.setattr(adamw, "_done", {})
+    return types.SimpleNamespace(name="cpu_shim", asarray=np.array, launchers=launchers)
 
 
 @pytest.fixture(autouse=True)

@@ -54,13 +54,16 @@ def fd_errors(loss: Callable[[], float], pairs: dict[str, tuple[Any, np.ndarray]
     FD_FLOOR * scale (the noise is then at most ~1e-7 of it) is rejected with `assume`, and hypothesis draws
     another. A bug still fails: it shows in the well-conditioned examples, and if it left only ill-conditioned
     ones, hypothesis fails the test as unsatisfiable. (A larger h lowers the floor but raises the truncation error
-    h^2 |f^(3)| / 6, which a LayerNorm over 2 features with var ~ eps makes large.) Returns {name: relative error}."""
+    h^2 |f^(3)| / 6, which a LayerNorm over 2 features with var ~ eps makes large.) A numerical gradient that is
+    exactly zero (a saturated softmax: every difference rounds to 0) is kept and measured against the floor: the
+    analytic one must then be below FD_TOL * FD_FLOOR * scale, ten times the noise (or 1e-18 when scale is 0: a
+    relu that zeroed every output). Returns {name: relative error}."""
     errors = {}
     for name, (analytic, x) in pairs.items():
         numerical = numerical_grad(loss, x)
         top = float(np.max(np.abs(numerical))) if numerical.size else 0.0
         assume(not 0.0 < top < FD_FLOOR * scale)
-        errors[name] = rel_error(to_numpy(analytic), numerical)
+        errors[name] = rel_error(to_numpy(analytic), numerical, floor=max(FD_FLOOR * scale, 1e-12))  # scale 0: relu
     bad = {name: e for name, e in errors.items() if not e <= FD_TOL}
     assert not bad, f"backward disagrees with central differences (relative errors): {bad}"
     return errors

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import rel_error
@@ -87,6 +87,7 @@ rows = st.tuples(st.lists(st.integers(1, 3), min_size=0, max_size=2), st.integer
 
 
 @given(rows, st.integers(**seeds), st.sampled_from([0.1, 1.0, 10.0]))
+@example(([], 2), 2882, 10.0)  # saturated: every difference rounds to 0 while dx is 4e-13 (once 4e287 "relative")
 def test_softmax_backward_matches_finite_differences(shape, seed, scale):
     lead, n = shape
     rng = np.random.default_rng(seed)

@@ -1,7 +1,9 @@
 """The book, built and read in a real browser: the README's Book command builds it in smoke mode, and headless
 Chromium opens every page and checks what a reader would see: math typeset by MathJax (no raw `$$` or `\\(` left
 in the visible text), every image loaded, every internal link pointing at a page (and anchor) that exists, and no
-JavaScript error or failed request (the network is closed: everything must be served from the build).
+JavaScript error or failed request (the network is closed: everything must be served from the build). At 1280 px,
+with every collapsed block opened, no display equation and no code block is wider than its box (no sideways
+scrollbar), and no page shows a warning or anything a cell wrote to stderr.
 
 Needs the docs extra (Sphinx, myst-nb), Playwright (the Python package only: it drives the system's Chromium,
 `/usr/bin/chromium`, Debian's `chromium` package; never `playwright install`). Under CI=true a missing browser or
@@ -26,6 +28,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 TUTORIALS = sorted(p.stem for p in ROOT.glob("tutorials/[0-9][0-9]_*.py"))
 REFERENCE = sorted(p.stem for p in ROOT.glob("docs/*.md") if p.name != "api.md")  # the README's links: docs/NAME.md
 BUILD_TIMEOUT = 900  # seconds for the smoke build (about 2 minutes on 2 idle cores)
+VIEWPORT = {"width": 1280, "height": 900}  # a laptop's browser window: the width the book is read at
 
 
 def book_command() -> str:
@@ -79,7 +82,7 @@ def browser(tmp_path_factory):
     with sync_api.sync_playwright() as p:
         profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh --user-data-dir
         context = p.chromium.launch_persistent_context(str(profile), executable_path=CHROMIUM, headless=True,
-                                                       args=FLAGS)
+                                                       args=FLAGS, viewport=VIEWPORT)
         yield context
         context.close()
 
@@ -154,3 +157,39 @@ def test_page_reads_in_a_browser(browser, book: Path, page: str) -> None:  # no 
         elif url.fragment and url.fragment not in (set(seen["ids"]) if target == path else _ids(target)):
             bad.append(href)
     assert not bad, f"{page}: internal links that lead nowhere: {sorted(set(bad))}"
+
+
+MEASURE_PAGE = """async () => {
+    if (window.MathJax && MathJax.startup) await MathJax.startup.promise;
+    for (const d of document.querySelectorAll("details")) d.open = true;  // collapsed cells count too
+    const wide = [];
+    const boxes = [...document.querySelectorAll("article mjx-container[display='true'], article div.math")]
+        .map(e => ["equation", e]).concat([...document.querySelectorAll("article pre")].map(e => ["code", e]));
+    for (const [kind, e] of boxes) {
+        if (e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1) {
+            const longest = e.innerText.split("\\n").reduce((a, b) => b.length > a.length ? b : a, "");
+            wide.push(`${kind} ${e.scrollWidth} px in ${e.clientWidth} px: ${longest.slice(0, 90)}`);
+        }
+    }
+    const outputs = [...document.querySelectorAll("div.cell_output")].map(e => e.innerText);
+    return {
+        wide: wide,
+        stderr: [...document.querySelectorAll("div.output.stderr")].map(e => e.innerText.slice(0, 200)),
+        warnings: outputs.filter(t => /Warning\\b/.test(t)).map(t => t.slice(0, 200)),
+    };
+}"""
+
+
+def test_every_page_fits_its_column_and_prints_no_warning(browser, book: Path) -> None:
+    """Display equations and code blocks fit their boxes (scrollWidth against clientWidth, as the browser reports
+    them, with every collapsed block open), and no cell output holds stderr or a warning."""
+    problems = []
+    tab = browser.new_page()
+    for page in _pages(book):
+        tab.goto((book / page).as_uri(), wait_until="load")
+        seen = tab.evaluate(MEASURE_PAGE)
+        problems += [f"{page}: {w}" for w in seen["wide"]]
+        problems += [f"{page}: stderr output: {t!r}" for t in seen["stderr"]]
+        problems += [f"{page}: a warning in the output: {t!r}" for t in seen["warnings"]]
+    tab.close()
+    assert not problems, "\n".join(problems)

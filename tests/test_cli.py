@@ -16,7 +16,8 @@ import pytest
 
 import minidt
 from minidt.cli import build_parser, main
-from tiny_runs import cartpole_hdf5, pendulum_hdf5, tiny_run
+from minidt.td3bc.train import train_td3bc
+from tiny_runs import cartpole_hdf5, pendulum_hdf5, tiny_run, tiny_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,6 +39,8 @@ def paths(tmp_path_factory) -> dict[str, str]:
     bcrun = tiny_run(tmp / "bcrun", data, algo="bc")
     cartpole = cartpole_hdf5(tmp / "cartpole-random.hdf5")
     cartpolerun = tiny_run(tmp / "cartpolerun", cartpole, env="CartPole-v1")
+    td3bc_run = tmp / "td3bc-run"
+    train_td3bc(tiny_settings(data, algo="td3bc", batch_size=8), td3bc_run, progress=False)
 
     def damaged(name: str, damage) -> str:
         copy = tmp / name
@@ -70,7 +73,7 @@ def paths(tmp_path_factory) -> dict[str, str]:
     (ckpt / "model.safetensors").write_bytes((ckpt / "model.safetensors").read_bytes()[:100])
     return {
         "tmp": str(tmp), "data": str(data), "run": str(run), "file": str(tmp / "a-file"), "bcrun": str(bcrun),
-        "cartpole": str(cartpole), "cartpolerun": str(cartpolerun),
+        "cartpole": str(cartpole), "cartpolerun": str(cartpolerun), "td3bc": str(td3bc_run),
         "emptydir": str(tmp / "empty-dir"), "texthdf5": str(tmp / "text.hdf5"), "badjson": str(tmp / "bad.json"),
         "nokeys": str(tmp / "no-keys.hdf5"), "corruptckpt": str(ckpt),
         "ckpt1": str(run / "checkpoints" / "step-0000001"),
@@ -170,6 +173,19 @@ CASES = [
     ("train --resume {run} --force", "--force"),
     ("train --resume {run} --steps 1", "--steps"),
     ("train --resume", "--resume"),
+    ("train --resume {run} --algo td3bc", "--algo td3bc"),
+    ("train --resume {run} --delayed-rewards", "--delayed-rewards"),
+    ("train --resume {td3bc} --workers 2", "--workers 2"),
+    ("train --resume {td3bc} --algo dt", "--algo dt"),
+    # minidt train --algo td3bc
+    ("train --algo td3bc --env CartPole-v1", "TD3+BC"),
+    ("train --algo td3bc --env CartPole-v1", "Discrete(2)"),
+    ("train --algo td3bc --preset paper", "--preset paper"),
+    ("train --algo td3bc --preset quick", "--preset quick"),
+    ("train --algo td3bc --workers 2", "--workers 2"),
+    ("train --algo sac", "--algo"),
+    ("train --algo td3bc --out {run}", "--resume {run}"),
+    ("train --algo td3bc --dataset {data} --env MountainCarContinuous-v0", "--dataset"),
     # minidt evaluate
     ("evaluate", "RUN_DIR"),
     ("evaluate .", "RUN_DIR"),
@@ -202,6 +218,10 @@ CASES = [
     ("evaluate {config_dir}", "config.json"),
     ("evaluate {config_bad}", "config.json"),
     ("evaluate {weights_cut}", "model.safetensors"),
+    ("evaluate {td3bc} --targets 1", "--targets"),
+    ("evaluate {td3bc} --video {tmp}/clips", "--video"),
+    ("evaluate {td3bc} --workers 2", "--workers 2"),
+    ("evaluate {td3bc} --env MountainCarContinuous-v0", "TD3+BC run"),
     # minidt parity
     ("parity --batch 0", "--batch"),
     ("parity --batch -3", "--batch"),
@@ -241,6 +261,7 @@ if _cupy_missing():
 def no_long_work(monkeypatch, tmp_path):
     """Generating a dataset or building a model fails the test: bad input must be found before either."""
     import minidt.data.readers
+    import minidt.td3bc.train
     import minidt.train
 
     def refuse(what):
@@ -250,6 +271,7 @@ def no_long_work(monkeypatch, tmp_path):
 
     monkeypatch.setattr(minidt.data.readers, "generate_dataset", refuse("dataset generation"))
     monkeypatch.setattr(minidt.train, "build_model", refuse("building the model"))
+    monkeypatch.setattr(minidt.td3bc.train, "build_agent", refuse("building the TD3+BC networks"))
     monkeypatch.chdir(tmp_path)  # a default run directory would land here: it must not be made
     monkeypatch.setenv("MINIDT_CACHE", str(tmp_path / "cache"))
 

@@ -12,23 +12,28 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import gpu_check
+from benchmarks import gpu_check, gpu_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_without_a_gpu_it_says_so_and_checks_what_it_can_on_strict(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_check, "device_backend", lambda: ("strict", "no GPU in this test"))
-    assert gpu_check.main(["--out", str(tmp_path), "--only", "environment,parity,determinism,kernels,benchmark"]) == 0
+    monkeypatch.setattr(gpu_kernels, "TWIN_TESTS", ["tests/test_kernels_twins.py::test_layernorm"])  # CI runs the rest
+    only = "environment,twins,parity,determinism,kernels,profile,benchmark"
+    assert gpu_check.main(["--out", str(tmp_path), "--only", only]) == 0
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["device_backend"] == "strict" and report["cupy_unavailable"] == "no GPU in this test"
     parts = report["parts"]
-    assert list(parts) == ["environment", "parity", "determinism", "kernels", "benchmark"]
+    assert list(parts) == only.split(",")
     assert all(p["ok"] for p in parts.values()), parts
+    assert parts["twins"]["twin_cases_run"]["gpu"] == 0 and parts["twins"]["twin_cases_run"]["cpu_shim"] > 0
     assert parts["parity"]["float64"]["gradients"]["worst"] <= 1e-10
     assert parts["determinism"]["B"]["bitwise_equal_to_A"] and parts["determinism"]["C (resumed at 3)"][
         "bitwise_equal_to_A"]
-    assert "needs the GPU" in parts["kernels"]["skipped"] and "needs the GPU" in parts["benchmark"]["skipped"]
+    for part in ("kernels", "profile", "benchmark"):
+        assert "needs the GPU" in parts[part]["skipped"]
+    assert (tmp_path / "readme_tables.md").read_text().startswith("GPU check of ")
     md = (tmp_path / "gpu_check.md").read_text()
     assert "No GPU check: CuPy is unavailable" in md and "| parity | yes |" in md
 

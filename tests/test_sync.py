@@ -4,7 +4,8 @@ starve it. array_api_strict allows them all on its non-default device, so CI wou
 the guard. It wraps the strict array type's conversions and `to_device` (what `minidt.to_numpy` calls) and records
 every read of an array on device1.
 
-Held at zero: a training step (`minidt.train.train_step`, host batch in, loss and gradient norm out on the device),
+Held at zero: a training step (`minidt.train.train_step`, host batch in, loss and gradient norm out on the device;
+TD3+BC's `td3bc_step`, host transitions in, two losses out, and its trainer),
 the trainer between logging steps, a forward and `get_action`; a rollout reads the actions once per environment
 step. The strict backend's own kernels (erf) read its memory directly, as a CUDA kernel reads GPU memory: that is
 not a transfer, and is not counted."""
@@ -119,6 +120,24 @@ def test_a_discrete_training_step_reads_nothing_back():
     assert 0 < float(minidt.to_numpy(loss)) < 2 * np.log(3)
 
 
+def test_a_td3bc_step_reads_nothing_back():
+    """TD3+BC: host transitions in; the smoothing noise drawn on the host and moved with them; target, critic,
+    the delayed actor (through the critic's backward), Polyak; two losses out on the device."""
+    from minidt.td3bc import TD3BC, TD3BCConfig, td3bc_step
+
+    agent = TD3BC(3, 2, [-1.0, -2.0], [2.0, 2.0], TD3BCConfig(hidden=8), backend="strict", seed=0)
+    rng = np.random.default_rng(0)
+    losses = []
+    with device_reads() as reads:
+        for _ in range(4):  # two with an actor update, two without
+            batch = {"states": rng.normal(size=(4, 3)), "actions": rng.uniform(-1, 1, size=(4, 2)),
+                     "rewards": rng.normal(size=(4, 1)), "next_states": rng.normal(size=(4, 3)),
+                     "not_done": np.ones((4, 1))}
+            losses.append(td3bc_step(agent, batch))
+    assert reads == [], reads
+    assert losses[0][1] is None and np.isfinite(float(minidt.to_numpy(losses[1][1])))
+
+
 def test_forward_and_get_action_read_nothing_back():
     """Host inputs are checked on the host before they are moved; device inputs are not read at all."""
     model = DecisionTransformerModel(DecisionTransformerConfig(**CONFIG), backend="strict", seed=0)
@@ -164,6 +183,31 @@ def test_the_trainer_reads_only_when_it_logs_or_saves(cache, tmp_path, monkeypat
     logged = {1, 4, 8}  # step 12 logs and checkpoints after the last call
     assert [i + 1 for i, n in enumerate(between) if n] == sorted(logged)
     assert all(between[i - 1] == 1 for i in logged)  # one read: the window's (loss, grad_norm) pair
+
+
+def test_the_td3bc_trainer_reads_only_when_it_logs_or_saves(cache, tmp_path, monkeypatch):
+    """TD3+BC's loop as the DT trainer's: nothing between steps but a logging window's one read (the critic's and
+    the actor's summed losses) and a checkpoint's."""
+    import minidt.td3bc.train as t
+
+    s = t.TrainSettings(env="Pendulum-v1", dataset="medium-replay", algo="td3bc", steps=12, batch_size=4,
+                        hidden_size=8, log_every=4, checkpoint_every=12, final_eval_episodes=0, seed=0,
+                        backend="strict")
+    real_step, after = t.td3bc_step, []
+    with device_reads() as reads:
+        def step(*args, **kwargs):
+            after.append(len(reads))
+            out = real_step(*args, **kwargs)
+            after.append(len(reads))
+            return out
+
+        monkeypatch.setattr(t, "td3bc_step", step)
+        t.train_td3bc(s, tmp_path / "run", progress=False)
+    during = [b - a for a, b in zip(after[0::2], after[1::2])]
+    between = [b - a for a, b in zip(after[1::2], after[2::2])]
+    assert during == [0] * 12
+    assert [i + 1 for i, n in enumerate(between) if n] == [1, 4, 8]  # step 12 logs and saves after the last call
+    assert all(between[i - 1] == 1 for i in (1, 4, 8))
 
 
 def test_a_rollout_reads_once_per_environment_step():

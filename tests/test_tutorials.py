@@ -57,3 +57,34 @@ def test_readme_lists_every_tutorial() -> None:
     readme = (ROOT / "tutorials" / "README.md").read_text()
     missing = [p.name for p in TUTORIALS if p.name not in readme]
     assert not missing, f"tutorials/README.md does not list {missing}"
+
+
+# What a tutorial may print the code of, in its body: library functions no assignment asks for. The code of a graded
+# function (and of its library twin: the block as a Module, the model's embedding) is listed only under the
+# Solutions heading, in a cell collapsed in the book, after a heading "After you have done assignment N".
+UNGRADED_LISTINGS = {"array_namespace", "numerical_grad", "rel_error", "scatter_add", "split_heads", "returns_to_go",
+                     "context", "DecisionTransformerGPT2Model.forward_last"}
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=_id)
+def test_graded_code_is_listed_only_after_the_assignment(path: Path) -> None:
+    from minidt.coursework import assignments
+
+    graded = {f.name for a in assignments().values() for f in a.functions}
+    assert not graded & {name.rsplit(".", 1)[-1] for name in UNGRADED_LISTINGS}
+    cells = require("jupytext").read(path).cells
+    solutions = next((i for i, c in enumerate(cells) if c.cell_type == "markdown" and "### Solutions" in c.source),
+                     len(cells))
+    for i, cell in enumerate(cells):
+        if cell.cell_type != "code" or "getsource(" not in cell.source:
+            continue
+        if i < solutions:
+            shown = set(re.findall(r"getsource\(([\w.]+)\)", cell.source))
+            assert shown <= UNGRADED_LISTINGS, f"{path.name}: cell {i} prints {shown - UNGRADED_LISTINGS} before the " \
+                                               "Solutions heading"
+        else:
+            assert "hide-cell" in cell.metadata.get("tags", []), f"{path.name}: cell {i} lists code uncollapsed"
+            heading = cells[i - 1].source if cells[i - 1].cell_type == "markdown" else ""
+            n = re.search(r"#### After you have done assignment (\d)", heading)
+            assert n, f"{path.name}: cell {i} lists code without an 'After you have done assignment N' heading"
+            assert cell.metadata["mystnb"]["code_prompt_show"] == f"Show the code (after assignment {n.group(1)})"

@@ -25,7 +25,7 @@
 # under their cells in a notebook and are saved as PNG files in `figures/` beside the tutorial either way
 # (`$MINIDT_FIGURES` overrides). `MINIDT_SMOKE=1` runs tiny sizes. Every tutorial ends with exercises.
 
-# %%
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the set-up"}
 import inspect
 import os
 
@@ -39,7 +39,8 @@ from minidt.layers.layernorm import layernorm_forward
 from minidt.plots import figure_dir, show
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
-FIGURES = figure_dir(globals().get("__file__"))  # figures/ beside this file, or $MINIDT_FIGURES
+# figures/ beside this file, or $MINIDT_FIGURES
+FIGURES = figure_dir(globals().get("__file__"))
 rng = np.random.default_rng(0)
 
 # %% [markdown]
@@ -50,7 +51,7 @@ rng = np.random.default_rng(0)
 # it asks its *input* which library it belongs to and uses that namespace, `xp`:
 #
 # ```python
-# xp = array_namespace(x)      # numpy for a NumPy array, CuPy's namespace for a CuPy array, ...
+# xp = array_namespace(x)  # numpy for a NumPy array, CuPy's namespace for a CuPy array...
 # e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
 # ```
 #
@@ -66,7 +67,8 @@ print(inspect.getsource(array_namespace))
 # %%
 def softmax(x):
     xp = array_namespace(x)
-    e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))  # subtract the row max so exp never overflows
+    # subtract the row max so exp never overflows
+    e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
     return e / xp.sum(e, axis=-1, keepdims=True)
 
 
@@ -77,7 +79,8 @@ y_strict = softmax(strict.asarray(x_host))
 print("strict array:", type(y_strict).__module__, "on", y_strict.device)
 diff = np.max(np.abs(to_numpy(y_strict) - y_numpy))
 print(f"max |numpy - strict| = {diff:.1e}")
-assert diff < 1e-15, diff  # array_api_strict computes with NumPy underneath: identical numbers
+# array_api_strict computes with NumPy underneath: identical numbers
+assert diff < 1e-15, diff
 
 # %% [markdown]
 # ## 2. The strict backend: a GPU stand-in that fails loudly
@@ -119,7 +122,8 @@ for what, attempt in mistakes.items():
 
 # %%
 ok = x + strict.xp.ones(5, dtype=x.dtype, device=x.device)
-print("with device=:", type(ok).__name__, ok.device, "| back on the host:", type(to_numpy(ok)).__name__)
+print("with device=:", type(ok).__name__, ok.device, "| back on the host:",
+      type(to_numpy(ok)).__name__)
 
 # %% [markdown]
 # The Array API lacks a few things a transformer needs: `erf` (the exact GELU), scatter-add (the embedding's
@@ -131,7 +135,8 @@ C = 8
 xs = rng.standard_normal((3, C))
 w, b = 1 + 0.1 * rng.standard_normal(C), 0.1 * rng.standard_normal(C)
 out_np, _ = layernorm_forward(xs, w, b, 1e-5)
-out_strict, _ = layernorm_forward(strict.asarray(xs), strict.asarray(w), strict.asarray(b), 1e-5)
+out_strict, _ = layernorm_forward(strict.asarray(xs), strict.asarray(w),
+                                  strict.asarray(b), 1e-5)
 diff = np.max(np.abs(to_numpy(out_strict) - out_np))
 print(f"layernorm_forward, numpy vs strict: max diff {diff:.1e}")
 assert diff < 1e-14, diff
@@ -212,11 +217,13 @@ show(fig, FIGURES / "01_finite_difference_error.png")
 
 for name, (fwd, cen) in errors.items():
     i, j = np.argmin(fwd), np.argmin(cen)
-    print(f"{name}: forward best error {fwd[i]:.1e} at h={hs[i]:.0e};  central best error {cen[j]:.1e} "
+    print(f"{name}: forward best error {fwd[i]:.1e} at h={hs[i]:.0e};  central best "
+          f"error {cen[j]:.1e} "
           f"at h={hs[j]:.0e}")
 best64 = errors["float64"][1].min()
 assert best64 < 1e-9, best64
-assert errors["float32"][1].min() > 1e3 * best64  # float32 is hopeless for checking gradients
+# float32 is hopeless for checking gradients
+assert errors["float32"][1].min() > 1e3 * best64
 
 # %% [markdown]
 # ### Checking an array-valued layer: the "fake loss"
@@ -234,15 +241,14 @@ assert errors["float32"][1].min() > 1e3 * best64  # float32 is hopeless for chec
 # a wrong one gives something of order $10^{-2}$ to $1$. There is rarely a grey zone.
 
 # %%
-from minidt.gradcheck import numerical_grad, rel_error  # the two functions as minidt ships them
+# the two functions as minidt ships them
+from minidt.gradcheck import numerical_grad, rel_error
 
 print(inspect.getsource(numerical_grad))
 print(inspect.getsource(rel_error))
 
-
-print(inspect.getsource(tanh_forward))
-print(inspect.getsource(tanh_backward))
-
+# tanh_forward / tanh_backward: y = tanh(x), dx = dout * (1 - y^2) with y the cache
+# (assignment 1 asks for the code: it is after the exercises)
 shape = (3, 4) if SMOKE else (16, 32)
 x = rng.standard_normal(shape)  # float64
 dout = rng.standard_normal(shape)
@@ -303,16 +309,18 @@ assert err_s < 1e-8, err_s
 x1, h1 = np.array([0.7]), 1e-3
 predicted = (h1 / 2 * abs(2 * np.cos(x1[0]) * np.exp(x1[0])),
              h1**2 / 6 * abs(2 * (np.cos(x1[0]) - np.sin(x1[0])) * np.exp(x1[0])))
-measured = (abs((L(x1 + h1) - L(x1)) / h1 - dL(x1)[0]), abs((L(x1 + h1) - L(x1 - h1)) / (2 * h1) - dL(x1)[0]))
+measured = (abs((L(x1 + h1) - L(x1)) / h1 - dL(x1)[0]),
+            abs((L(x1 + h1) - L(x1 - h1)) / (2 * h1) - dL(x1)[0]))
 for name, guess, seen in zip(("forward", "central"), predicted, measured):
     print(f"{name}: predicted {guess:.2e}, measured {seen:.2e}")
     assert 0.5 < seen / guess < 2, (name, guess, seen)
 
 # %% tags=["hide-cell"]
-# Solution 2: order 1. Away from 0, 1 - x^2 and 1 - tanh(x)^2 are different functions (of opposite signs for
-# |x| > 1), so the error is as large as the gradient itself.
+# Solution 2: order 1. Away from 0, 1 - x^2 and 1 - tanh(x)^2 are different functions
+# (of opposite signs for |x| > 1), so the error is as large as the gradient itself.
 err_input = rel_error(dout * (1.0 - x**2), dx_num)
-print(f"tanh backward with the input instead of the output: relative error {err_input:.1e}")
+print("tanh backward with the input instead of the output: relative error "
+      f"{err_input:.1e}")
 assert err_input > 0.1, err_input
 
 # %% [markdown]
@@ -322,3 +330,13 @@ assert err_input > 0.1, err_input
 # error is $\sqrt{2\varepsilon |L|\,|L''|} \approx 10^{-8}$: a thousand times worse than the central difference's
 # best ($\approx\varepsilon^{2/3} \approx 10^{-11}$). The line printed under the figure shows both minima.
 # :::
+
+# %% [markdown]
+# #### After you have done assignment 1
+#
+# `tanh_forward` and `tanh_backward` as minidt ships them: the reference solution of assignment 1 (`minidt
+# assignment start linear_activations DIR`). Collapsed in the book: read it once your own passes `minidt grade`.
+
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the code (after assignment 1)"}
+print(inspect.getsource(tanh_forward))
+print(inspect.getsource(tanh_backward))

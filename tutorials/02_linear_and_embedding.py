@@ -18,7 +18,7 @@
 # embedding). Both have short backward passes, and each has one classic trap: the affine map's weight *layout*,
 # and the embedding's *repeated indices*.
 
-# %%
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the set-up"}
 import inspect
 import os
 
@@ -28,12 +28,14 @@ import numpy as np
 import minidt
 from minidt.backend import get_backend, scatter_add, to_numpy
 from minidt.layers.embedding import embedding_backward, embedding_forward
-from minidt.layers.linear import conv1d_backward, conv1d_forward, linear_backward, linear_forward
+from minidt.layers.linear import (conv1d_backward, conv1d_forward, linear_backward,
+                                  linear_forward)
 from minidt.gradcheck import numerical_grad, rel_error  # tutorial 01 derives them
 from minidt.plots import figure_dir, show
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
-FIGURES = figure_dir(globals().get("__file__"))  # figures/ beside this file, or $MINIDT_FIGURES
+# figures/ beside this file, or $MINIDT_FIGURES
+FIGURES = figure_dir(globals().get("__file__"))
 rng = np.random.default_rng(0)
 
 
@@ -58,8 +60,10 @@ except ImportError:
 # affine map.) Same function, transposed storage:
 
 # %%
-for name, p in minidt.DecisionTransformerModel(state_dim=3, act_dim=1, hidden_size=16).named_parameters():
-    if name in ("encoder.h.0.attn.c_attn.weight", "encoder.h.0.mlp.c_fc.weight", "embed_state.weight",
+dt = minidt.DecisionTransformerModel(state_dim=3, act_dim=1, hidden_size=16)
+for name, p in dt.named_parameters():
+    if name in ("encoder.h.0.attn.c_attn.weight", "encoder.h.0.mlp.c_fc.weight",
+                "embed_state.weight",
                 "predict_action.0.weight"):
         print(f"{name:34s} {p.shape}")
 
@@ -69,14 +73,19 @@ W_conv = rng.standard_normal((I, O))
 b = rng.standard_normal(O)
 y_conv, _ = conv1d_forward(X, W_conv, b)
 y_lin, _ = linear_forward(X, W_conv.T, b)  # nn.Linear with the transposed weight
-print("Conv1D(W) == Linear(W.T):", np.allclose(y_conv, y_lin), "| out shape", y_conv.shape)
+print("Conv1D(W) == Linear(W.T):", np.allclose(y_conv, y_lin), "| out shape",
+      y_conv.shape)
 assert np.max(np.abs(y_conv - y_lin)) < 1e-14
 
 # %% [markdown]
-# minidt's forward flattens the leading dimensions so each product is one 2-D matrix multiply (one BLAS call):
+# minidt's forward flattens the leading dimensions so each product is one 2-D matrix multiply (one BLAS call); its
+# cache holds the flattened input, the weight and the input's shape (the code is assignment 1's, after the
+# exercises):
 
 # %%
-print(inspect.getsource(conv1d_forward))
+_, (X2, _, X_shape) = conv1d_forward(X, W_conv, b)
+print("flattened input", X2.shape, "from", X_shape)
+assert X2.shape == (2 * 4, I) and X_shape == X.shape
 
 # %% [markdown]
 # ## 2. The backward pass
@@ -84,21 +93,17 @@ print(inspect.getsource(conv1d_forward))
 # Write the flattened input as $X \in \mathbb{R}^{N\times I}$ and the upstream gradient as
 # $G = \partial L/\partial Y \in \mathbb{R}^{N\times O}$. For Conv1D, $Y_{no} = \sum_i X_{ni} W_{io} + b_o$, so
 #
-# $$\frac{\partial L}{\partial X_{ni}} = \sum_o G_{no} W_{io} \;\Rightarrow\; dX = G W^\top, \qquad
-#   \frac{\partial L}{\partial W_{io}} = \sum_n X_{ni} G_{no} \;\Rightarrow\; dW = X^\top G, \qquad
-#   db = \sum_n G_{n,:}.$$
+# $$\begin{aligned}
+#   \frac{\partial L}{\partial X_{ni}} &= \sum_o G_{no} W_{io} &&\Rightarrow\; dX = G W^\top, \\
+#   \frac{\partial L}{\partial W_{io}} &= \sum_n X_{ni} G_{no} &&\Rightarrow\; dW = X^\top G, \\
+#   \frac{\partial L}{\partial b_o} &= \sum_n G_{no} &&\Rightarrow\; db = \textstyle\sum_n G_{n,:}.
+# \end{aligned}$$
 #
 # Every row $n$ (every token of every sequence) used the same $W$ and $b$, so their gradients are **sums over
 # rows**. A shape check catches most mistakes: $dW$ must have $W$'s shape, and there is only one way to multiply
 # $X$ and $G$ into an $(I, O)$ matrix. For `nn.Linear`, $W$ is stored transposed, so $dX = GW$ and
-# $dW = G^\top X$, shape $(O, I)$:
-
-# %%
-print(inspect.getsource(conv1d_backward))
-print(inspect.getsource(linear_backward))
-
-# %% [markdown]
-# Check both against central differences, through the fake loss $L = \sum Y \odot G$ (tutorial 01):
+# $dW = G^\top X$, shape $(O, I)$. Both are checked against central differences, through the fake loss
+# $L = \sum Y \odot G$ (tutorial 01):
 
 # %%
 N_shape = (2, 3) if SMOKE else (4, 16)
@@ -106,17 +111,21 @@ I, O = (4, 3) if SMOKE else (24, 16)
 X = rng.standard_normal((*N_shape, I))
 G = rng.standard_normal((*N_shape, O))
 b = rng.standard_normal(O)
-for name, fwd, bwd, W in (("Conv1D", conv1d_forward, conv1d_backward, rng.standard_normal((I, O))),
-                          ("Linear", linear_forward, linear_backward, rng.standard_normal((O, I)))):
+for name, fwd, bwd, W in (("Conv1D", conv1d_forward, conv1d_backward,
+                           rng.standard_normal((I, O))),
+                          ("Linear", linear_forward, linear_backward,
+                           rng.standard_normal((O, I)))):
     y, cache = fwd(X, W, b)
     dX, dW, db = bwd(G, cache)
 
     def loss():
         return np.sum(fwd(X, W, b)[0] * G)
 
-    errs = [rel_error(dX, numerical_grad(loss, X)), rel_error(dW, numerical_grad(loss, W)),
+    errs = [rel_error(dX, numerical_grad(loss, X)),
+            rel_error(dW, numerical_grad(loss, W)),
             rel_error(db, numerical_grad(loss, b))]
-    print(f"{name}: rel. error vs finite differences  dX {errs[0]:.1e}  dW {errs[1]:.1e}  db {errs[2]:.1e}")
+    print(f"{name}: rel. error vs finite differences  dX {errs[0]:.1e}  dW "
+          f"{errs[1]:.1e}  db {errs[2]:.1e}")
     assert max(errs) < 1e-8, errs
 
     if torch is not None:  # PyTorch's F.linear takes the nn.Linear layout (O, I)
@@ -126,9 +135,11 @@ for name, fwd, bwd, W in (("Conv1D", conv1d_forward, conv1d_backward, rng.standa
         yt = torch.nn.functional.linear(Xt, Wt, bt)
         (yt * torch.tensor(G)).sum().backward()
         dW_t = Wt.grad.numpy() if name == "Linear" else Wt.grad.numpy().T
-        terrs = [rel_error(y, yt.detach().numpy()), rel_error(dX, Xt.grad.numpy()), rel_error(dW, dW_t),
+        terrs = [rel_error(y, yt.detach().numpy()), rel_error(dX, Xt.grad.numpy()),
+                 rel_error(dW, dW_t),
                  rel_error(db, bt.grad.numpy())]
-        print(f"{name}: rel. error vs PyTorch  y {terrs[0]:.1e}  dX {terrs[1]:.1e}  dW {terrs[2]:.1e}  "
+        print(f"{name}: rel. error vs PyTorch  y {terrs[0]:.1e}  dX {terrs[1]:.1e}  dW "
+              f"{terrs[2]:.1e}  "
               f"db {terrs[3]:.1e}")
         assert max(terrs) < 1e-12, terrs
 
@@ -143,13 +154,9 @@ for name, fwd, bwd, W in (("Conv1D", conv1d_forward, conv1d_backward, rng.standa
 # Row $v$ collects the gradients of **every** position that looked it up, summed. Rows never looked up get zero.
 # In a Decision Transformer, repeats are the rule, not the exception: every sequence in a batch starting at
 # timestep 0 looks up `embed_timestep` row 0, and GPT-2's position ids are all zero (tutorial 06), so one row of
-# `wpe` receives the sum over *every* token.
-
-# %%
-print(inspect.getsource(embedding_forward))
-print(inspect.getsource(embedding_backward))
-
-# %% [markdown]
+# `wpe` receives the sum over *every* token. (`embedding_forward` and `embedding_backward` are assignment 5's: their
+# code is after the exercises.)
+#
 # ### The naive backward, and why it is wrong
 #
 # The obvious NumPy line is `dW[ids] += G`. It is wrong whenever an id repeats: fancy-index `+=` is evaluated as
@@ -164,7 +171,8 @@ print(inspect.getsource(scatter_add))
 
 V, C = (6, 3) if SMOKE else (12, 8)
 n_lookups = 10 if SMOKE else 40
-ids = rng.integers(0, V - 1, size=(2, n_lookups // 2))  # the last row is never looked up
+# the last row is never looked up
+ids = rng.integers(0, V - 1, size=(2, n_lookups // 2))
 W = rng.standard_normal((V, C))
 G = rng.standard_normal((*ids.shape, C))
 out, cache = embedding_forward(ids, W)
@@ -180,7 +188,8 @@ print("lookups per row:", counts)
 print(f"scatter-add backward vs finite differences: {err:.1e}")
 print(f"naive dW[ids] += G   vs finite differences: {err_naive:.1e}")
 wrong_rows = np.flatnonzero(np.any(np.abs(dW_naive - dW_num) > 1e-6, axis=1))
-print("rows the naive version gets wrong:", wrong_rows, "= the rows looked up more than once:",
+print("rows the naive version gets wrong:", wrong_rows,
+      "= the rows looked up more than once:",
       np.flatnonzero(counts > 1))
 assert err < 1e-8, err
 assert err_naive > 1e-2, err_naive
@@ -228,7 +237,8 @@ else:
 
 if torch is not None:
     Wt = torch.tensor(W, requires_grad=True)
-    (torch.nn.functional.embedding(torch.tensor(ids), Wt) * torch.tensor(G)).sum().backward()
+    out_t = torch.nn.functional.embedding(torch.tensor(ids), Wt)
+    (out_t * torch.tensor(G)).sum().backward()
     terr = rel_error(dW, Wt.grad.numpy())
     print(f"embedding backward vs PyTorch: {terr:.1e}")
     assert terr < 1e-12, terr
@@ -262,20 +272,22 @@ if torch is not None:
 # Each solution is one cell, collapsed in the book; in the script, everything below this line is the solutions.
 
 # %% tags=["hide-cell"]
-# Solution 1: the scatter-add gives the sum of all n gradients, the naive version only the last one.
+# Solution 1: the scatter-add gives the sum of all n gradients, the naive version only
+# the last one.
 n = 6
 ids0 = np.zeros(n, dtype=np.int64)
 G0 = rng.standard_normal((n, C))
 dW_add = embedding_backward(G0, embedding_forward(ids0, W)[1])
 dW_last = np.zeros_like(W)
 dW_last[ids0] += G0
-print("scatter-add dW[0] == G.sum(0):", np.allclose(dW_add[0], G0.sum(0)), "| naive dW[0] == G[-1]:",
+print("scatter-add dW[0] == G.sum(0):", np.allclose(dW_add[0], G0.sum(0)),
+      "| naive dW[0] == G[-1]:",
       np.allclose(dW_last[0], G0[-1]))
 assert np.allclose(dW_add[0], G0.sum(0)) and np.allclose(dW_last[0], G0[-1])
 
 # %% tags=["hide-cell"]
-# Solution 2: the finite-difference check (and PyTorch): with I = O, G.T @ X is (O, I) = (I, O) but it is the
-# transpose of the right gradient X.T @ G, an O(1) error.
+# Solution 2: the finite-difference check (and PyTorch): with I = O, G.T @ X is (O, I) =
+# (I, O) but it is the transpose of the right gradient X.T @ G, an O(1) error.
 I = O = 4
 Xs, Gs, Ws, bs = (rng.standard_normal(s) for s in ((3, I), (3, O), (I, O), (O,)))
 dW_wrong = Gs.T @ Xs
@@ -297,3 +309,24 @@ assert err_wrong > 0.1, err_wrong
 # assert np.array_equal(onehot.T @ onehot, np.diag(counts))
 # ```
 # :::
+
+# %% [markdown]
+# #### After you have done assignment 1
+#
+# `conv1d_forward`, `conv1d_backward`, `linear_forward` and `linear_backward` as minidt ships them: the reference
+# solution of assignment 1 (`minidt assignment start linear_activations DIR`). Collapsed in the book: read it once
+# your own passes `minidt grade`.
+
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the code (after assignment 1)"}
+for fn in (conv1d_forward, conv1d_backward, linear_forward, linear_backward):
+    print(inspect.getsource(fn))
+
+# %% [markdown]
+# #### After you have done assignment 5
+#
+# `embedding_forward` and `embedding_backward` as minidt ships them: the reference solution of assignment 5 (`minidt
+# assignment start dt_embedding DIR`). Collapsed in the book: read it once your own passes `minidt grade`.
+
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the code (after assignment 5)"}
+print(inspect.getsource(embedding_forward))
+print(inspect.getsource(embedding_backward))

@@ -22,7 +22,7 @@
 #
 # The whole job is $f'$, and choosing what to cache so $f'$ is cheap.
 
-# %%
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the set-up"}
 import inspect
 import os
 
@@ -35,7 +35,8 @@ from minidt.gradcheck import rel_error  # tutorial 01 derives them
 from minidt.plots import figure_dir, show
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
-FIGURES = figure_dir(globals().get("__file__"))  # figures/ beside this file, or $MINIDT_FIGURES
+# figures/ beside this file, or $MINIDT_FIGURES
+FIGURES = figure_dir(globals().get("__file__"))
 
 
 try:
@@ -66,15 +67,9 @@ except ImportError:
 #
 # **tanh** $f'(x) = 1 - \tanh^2 x$: cheapest in terms of the *output*, so the cache is $y$, not $x$.
 #
-# In minidt each is a forward/backward pair; the forward returns `(out, cache)`:
-
-# %%
-for name in ("gelu", "gelu_new"):
-    fwd, bwd = ACTIVATIONS[name]
-    print(inspect.getsource(fwd))
-    print(inspect.getsource(bwd))
-
-# %% [markdown]
+# In minidt each is a forward/backward pair; the forward returns `(out, cache)`, the cache being $x$ or $y$ as
+# above (assignment 1 asks for all five pairs: minidt's code is after the exercises).
+#
 # ## Plotted
 #
 # The derivative of each is what backward multiplies by. Note where they differ: ReLU's is a step (no gradient at
@@ -94,7 +89,8 @@ for name, (fwd, bwd) in ACTIVATIONS.items():
     ax_f.plot(x, y, style, label=name)
     ax_d.plot(x, derivs[name], style, label=name)
 for ax, title, fig, fname in ((ax_f, "activations f(x)", fig_f, "03_activations.png"),
-                              (ax_d, "derivatives f'(x)", fig_d, "03_activation_derivatives.png")):
+                              (ax_d, "derivatives f'(x)", fig_d,
+                               "03_activation_derivatives.png")):
     ax.axhline(0, color="gray", lw=0.5)
     ax.axvline(0, color="gray", lw=0.5)
     ax.set_xlabel("x")
@@ -105,7 +101,8 @@ for ax, title, fig, fname in ((ax_f, "activations f(x)", fig_f, "03_activations.
 
 for name in ("silu", "gelu", "gelu_new"):
     i = np.argmin(derivs[name])
-    print(f"{name:9s} min f'(x) = {derivs[name][i]:+.3f} at x = {x[i]:+.2f};  max f'(x) = {derivs[name].max():.3f}")
+    print(f"{name:9s} min f'(x) = {derivs[name][i]:+.3f} at x = {x[i]:+.2f};  max "
+          f"f'(x) = {derivs[name].max():.3f}")
 
 # %% [markdown]
 # ## Checked against finite differences
@@ -155,7 +152,8 @@ assert 1e-4 < gap < 1e-3, gap
 if torch is not None:
     F = torch.nn.functional
     reference = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu,
-                 "gelu_new": lambda v: F.gelu(v, approximate="tanh"), "tanh": torch.tanh}
+                 "gelu_new": lambda v: F.gelu(v, approximate="tanh"),
+                 "tanh": torch.tanh}
     dout = np.random.default_rng(0).standard_normal(x.shape)
     for name, (fwd, bwd) in ACTIVATIONS.items():
         xt = torch.tensor(x, requires_grad=True)
@@ -211,10 +209,12 @@ yd, mask = dropout_forward(xd, p_drop, Generator(0))
 print("mask values:", np.unique(mask), f"(0 and 1/(1-p) = {1 / (1 - p_drop):.4f})")
 dx_d = dropout_backward(dout_d, mask)
 dx_fd = np.zeros_like(xd)
-for i in np.ndindex(xd.shape):  # central differences of y = x * mask, the mask held fixed
+# central differences of y = x * mask, the mask held fixed
+for i in np.ndindex(xd.shape):
     e = np.zeros_like(xd)
     e[i] = 1e-6
-    dx_fd[i] = (np.sum((xd + e) * mask * dout_d) - np.sum((xd - e) * mask * dout_d)) / 2e-6
+    dx_fd[i] = (np.sum((xd + e) * mask * dout_d)
+                - np.sum((xd - e) * mask * dout_d)) / 2e-6
 err_d = rel_error(dx_d, dx_fd)
 print(f"dropout backward vs finite differences (fixed mask): {err_d:.1e}")
 assert err_d < 1e-8, err_d
@@ -222,9 +222,11 @@ assert err_d < 1e-8, err_d
 n_masks = 2_000 if SMOKE else 20_000
 ones = np.ones((n_masks, 16))
 mean_y = dropout_forward(ones, p_drop, Generator(3))[0].mean()
-print(f"mean of y over {n_masks * 16} dropped-out ones: {mean_y:.4f} (expected 1; without the 1/(1-p): "
+print(f"mean of y over {n_masks * 16} dropped-out ones: {mean_y:.4f} "
+      "(expected 1; without the 1/(1-p): "
       f"{mean_y * (1 - p_drop):.4f})")
-assert abs(mean_y - 1.0) < 5 * np.sqrt(p_drop / (1 - p_drop) / ones.size), mean_y  # 5 standard errors
+# 5 standard errors
+assert abs(mean_y - 1.0) < 5 * np.sqrt(p_drop / (1 - p_drop) / ones.size), mean_y
 
 # %% [markdown]
 # **Summary.** Entrywise layers have entrywise backward passes: `dx = dout * f'(x)`. Derive $f'$ by the chain and
@@ -251,20 +253,21 @@ assert abs(mean_y - 1.0) < 5 * np.sqrt(p_drop / (1 - p_drop) / ones.size), mean_
 # Each solution is one cell, collapsed in the book; in the script, everything below this line is the solutions.
 
 # %% tags=["hide-cell"]
-# Solution 1: f'(x) < 0 where 1 + x (1 - sigma(x)) < 0, i.e. x below about -1.28; the minimum is near x = -2.4,
-# about -0.1.
+# Solution 1: f'(x) < 0 where 1 + x (1 - sigma(x)) < 0, i.e. x below about -1.28; the
+# minimum is near x = -2.4, about -0.1.
 i = np.argmin(derivs["silu"])
 print(f"silu: min f'(x) = {derivs['silu'][i]:.4f} at x = {x[i]:.3f}")
 assert -2.6 < x[i] < -2.2 and -0.11 < derivs["silu"][i] < -0.09
 
 # %% tags=["hide-cell"]
-# Solution 2: the missing term x phi(x) is largest near |x| = 1 (where x phi(x) peaks at 0.24), and the check
-# reports an O(1) relative error.
+# Solution 2: the missing term x phi(x) is largest near |x| = 1 (where x phi(x) peaks at
+# 0.24), and the check reports an O(1) relative error.
 from scipy.stats import norm
 
 gelu_bug = norm.cdf(x)  # Phi(x) alone
 err_gelu = rel_error(gelu_bug, derivs["gelu"])
-print(f"gelu derivative without x*phi(x): relative error {err_gelu:.1e}; largest error at x = "
+print(f"gelu derivative without x*phi(x): relative error {err_gelu:.1e}; largest error "
+      "at x = "
       f"{x[np.argmax(np.abs(gelu_bug - derivs['gelu']))]:+.2f}")
 assert err_gelu > 0.1, err_gelu
 
@@ -274,3 +277,14 @@ assert err_gelu > 0.1, err_gelu
 # output. GELU is not monotone (it dips to about $-0.17$ near $x = -0.75$ and comes back to 0), so one output value
 # comes from two inputs with different derivatives: $y$ alone does not determine $f'(x)$.
 # :::
+
+# %% [markdown]
+# #### After you have done assignment 1
+#
+# The five activations' forward and backward as minidt ships them: the reference solution of assignment 1 (`minidt
+# assignment start linear_activations DIR`). Collapsed in the book: read it once your own passes `minidt grade`.
+
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the code (after assignment 1)"}
+for name, (fwd, bwd) in ACTIVATIONS.items():
+    print(inspect.getsource(fwd))
+    print(inspect.getsource(bwd))

@@ -18,7 +18,7 @@
 # one-liner: every output depends on every input of its row, through the mean and through the variance. Forgetting
 # either path is the classic bug, and this tutorial plants both.
 
-# %%
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the set-up"}
 import inspect
 import os
 
@@ -31,7 +31,8 @@ from minidt.gradcheck import numerical_grad, rel_error  # tutorial 01 derives th
 from minidt.plots import figure_dir, show
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
-FIGURES = figure_dir(globals().get("__file__"))  # figures/ beside this file, or $MINIDT_FIGURES
+# figures/ beside this file, or $MINIDT_FIGURES
+FIGURES = figure_dir(globals().get("__file__"))
 rng = np.random.default_rng(0)
 
 
@@ -47,17 +48,18 @@ except ImportError:
 # Each row $x \in \mathbb{R}^N$ (one token's $N = C$ features) is normalized to mean 0 and variance 1, then scaled
 # and shifted by learned $w, b \in \mathbb{R}^N$:
 #
-# $$\mu = \frac1N \sum_j x_j, \qquad \sigma^2 = \frac1N \sum_j (x_j - \mu)^2, \qquad
-#   r = \frac{1}{\sqrt{\sigma^2 + \epsilon}}, \qquad \hat x_j = (x_j - \mu)\, r, \qquad y_j = w_j \hat x_j + b_j.$$
+# $$\begin{aligned}
+#   \mu &= \frac1N \sum_j x_j, & \sigma^2 &= \frac1N \sum_j (x_j - \mu)^2, &
+#   r &= \frac{1}{\sqrt{\sigma^2 + \epsilon}}, \\
+#   \hat x_j &= (x_j - \mu)\, r, & y_j &= w_j \hat x_j + b_j.
+# \end{aligned}$$
 #
 # As in `torch.nn.LayerNorm`: the *biased* variance (divide by $N$, not $N-1$) and $\epsilon$ *inside* the square
 # root. Either detail changed gives a different function, and a parity test catches it. minidt keeps
-# $r$ ("rstd"), not $\sigma$: backward multiplies by $1/\sigma$, never divides.
-
-# %%
-print(inspect.getsource(layernorm_forward))
-
-# %% [markdown]
+# $r$ ("rstd"), not $\sigma$: backward multiplies by $1/\sigma$, never divides. Its cache is $(x, w, \mu, r)$.
+# (`layernorm_forward` and `layernorm_backward` are what assignment 2 asks for: minidt's code is after the
+# exercises, collapsed. This page derives them and checks them.)
+#
 # ## Backward, derived
 #
 # The easy parts first. $y_j = w_j \hat x_j + b_j$ for every row, so summing over rows (tokens),
@@ -67,10 +69,12 @@ print(inspect.getsource(layernorm_forward))
 # Now $\hat x_j = (x_j - \mu)\,r$ depends on $x_i$ three ways: directly (only when $i = j$), through $\mu$, and
 # through $r$. With $\partial\mu/\partial x_i = 1/N$ and
 #
-# $$\frac{\partial \sigma^2}{\partial x_i} = \frac2N \sum_j (x_j - \mu)\Big(\delta_{ij} - \frac1N\Big)
-#   = \frac2N (x_i - \mu) \quad\Big(\text{since } \textstyle\sum_j (x_j - \mu) = 0\Big), \qquad
-#   \frac{\partial r}{\partial x_i} = -\tfrac12 (\sigma^2+\epsilon)^{-3/2} \frac{\partial\sigma^2}{\partial x_i}
-#   = -\frac{r^2\, \hat x_i}{N},$$
+# $$\begin{aligned}
+#   \frac{\partial \sigma^2}{\partial x_i} &= \frac2N \sum_j (x_j - \mu)\Big(\delta_{ij} - \frac1N\Big)
+#   = \frac2N (x_i - \mu) \quad\Big(\text{since } \textstyle\sum_j (x_j - \mu) = 0\Big), \\
+#   \frac{\partial r}{\partial x_i} &= -\tfrac12 (\sigma^2+\epsilon)^{-3/2} \frac{\partial\sigma^2}{\partial x_i}
+#   = -\frac{r^2\, \hat x_i}{N},
+# \end{aligned}$$
 #
 # the product rule gives
 #
@@ -90,11 +94,7 @@ print(inspect.getsource(layernorm_forward))
 # $\epsilon > 0$, $\lVert\hat x\rVert^2 = N\sigma^2/(\sigma^2+\epsilon) < N$, so only the fraction
 # $\sigma^2/(\sigma^2+\epsilon)$ of the $\hat x$ component is removed (scaling the inputs does change the output
 # a little: $\epsilon$ is not scaled with them). Both sums run over the row; each row is independent.
-
-# %%
-print(inspect.getsource(layernorm_backward))
-
-# %% [markdown]
+#
 # ## Checked against finite differences
 #
 # Fake loss $L = \sum y \odot \text{dout}$, random `dout`, float64, non-trivial $w$ and $b$ (at init $w = 1$,
@@ -117,8 +117,9 @@ def loss():
     return np.sum(layernorm_forward(x, w, b, eps)[0] * dout)
 
 
-dx_num, dw_num, db_num = numerical_grad(loss, x), numerical_grad(loss, w), numerical_grad(loss, b)
-errs = {"dx": rel_error(dx, dx_num), "dw": rel_error(dw, dw_num), "db": rel_error(db, db_num)}
+dx_num, dw_num, db_num = (numerical_grad(loss, a) for a in (x, w, b))
+errs = {"dx": rel_error(dx, dx_num), "dw": rel_error(dw, dw_num),
+        "db": rel_error(db, db_num)}
 print("relative error vs finite differences:", {k: f"{v:.1e}" for k, v in errs.items()})
 assert max(errs.values()) < 1e-8, errs
 
@@ -159,8 +160,10 @@ assert err_no_mean > 1e-2 and err_no_var > 1e-2, (err_no_mean, err_no_var)
 ones = np.ones_like(x)
 _, cache1 = layernorm_forward(x, np.ones(C), b, eps)
 true_dx1, _, _ = layernorm_backward(ones, cache1)
-print(f"loss = sum(y): max |true dx| = {np.max(np.abs(true_dx1)):.1e}, max |dx without the variance term| = "
-      f"{np.max(np.abs(layernorm_backward_no_variance_term(ones, cache1))):.1e}  (the bug is invisible)")
+print(f"loss = sum(y): max |true dx| = {np.max(np.abs(true_dx1)):.1e}, max |dx without "
+      "the variance term| = "
+      f"{np.max(np.abs(layernorm_backward_no_variance_term(ones, cache1))):.1e}  (the "
+      "bug is invisible)")
 assert np.max(np.abs(layernorm_backward_no_variance_term(ones, cache1))) < 1e-12
 
 # %% [markdown]
@@ -186,12 +189,15 @@ J_formula = r * (np.eye(N) - 1.0 / N - np.outer(xhat, xhat) / N)
 err_J = rel_error(J_formula, J)
 print(f"Jacobian formula vs finite differences: {err_J:.1e}")
 assert err_J < 1e-8, err_J
-# a projection P satisfies P @ P == P: exactly at eps = 0, not at the eps = 1e-5 of a row with small variance
-for eps_p, row_p in ((0.0, row), (1e-5, row * 1e-2)):  # the second row has variance ~1e-4: eps matters
+# a projection P satisfies P @ P == P: exactly at eps = 0, not at the eps = 1e-5 of a
+# row with small variance
+# the second row has variance ~1e-4: eps matters
+for eps_p, row_p in ((0.0, row), (1e-5, row * 1e-2)):
     _, c_p = layernorm_forward(row_p, np.ones(N), np.zeros(N), eps_p)
     xh = (row_p - c_p[2][0]) * c_p[3][0]
     P = np.eye(N) - 1.0 / N - np.outer(xh, xh) / N
-    print(f"eps = {eps_p:g}, row variance {np.var(row_p):.1e}: max |P @ P - P| = {np.max(np.abs(P @ P - P)):.1e}")
+    print(f"eps = {eps_p:g}, row variance {np.var(row_p):.1e}: max |P @ P - P| = "
+          f"{np.max(np.abs(P @ P - P)):.1e}")
 
 fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.5))
 lim = np.max(np.abs(J))
@@ -223,7 +229,8 @@ if torch is not None:
     bt = torch.tensor(b, requires_grad=True)
     yt = torch.nn.functional.layer_norm(xt, (C,), wt, bt, eps)
     (yt * torch.tensor(dout)).sum().backward()
-    terrs = {"y": rel_error(y, yt.detach().numpy()), "dx": rel_error(dx, xt.grad.numpy()),
+    terrs = {"y": rel_error(y, yt.detach().numpy()),
+             "dx": rel_error(dx, xt.grad.numpy()),
              "dw": rel_error(dw, wt.grad.numpy()), "db": rel_error(db, bt.grad.numpy())}
     print("relative error vs PyTorch:", {k: f"{v:.1e}" for k, v in terrs.items()})
     assert max(terrs.values()) < 1e-12, terrs
@@ -236,9 +243,11 @@ if torch is not None:
 
 # %%
 strict = get_backend("strict")
-_, cache_s = layernorm_forward(strict.asarray(x), strict.asarray(w), strict.asarray(b), eps)
+_, cache_s = layernorm_forward(strict.asarray(x), strict.asarray(w), strict.asarray(b),
+                               eps)
 dx_s, dw_s, db_s = layernorm_backward(strict.asarray(dout), cache_s)
-err_s = max(rel_error(to_numpy(dx_s), dx), rel_error(to_numpy(dw_s), dw), rel_error(to_numpy(db_s), db))
+err_s = max(rel_error(to_numpy(dx_s), dx), rel_error(to_numpy(dw_s), dw),
+            rel_error(to_numpy(db_s), db))
 print(f"strict backend vs numpy: {err_s:.1e}")
 assert err_s < 1e-14, err_s
 
@@ -269,28 +278,34 @@ assert err_s < 1e-14, err_s
 # Each solution is one cell, collapsed in the book; in the script, everything below this line is the solutions.
 
 # %% tags=["hide-cell"]
-# Solution 1: sum(dx) = 0 exactly (the mean term removes the all-ones component, an exact projection);
-# dx . xhat = r * N * mean(g xhat) * (1 - mean(xhat^2)): zero only when mean(xhat^2) = 1, i.e. at eps = 0.
+# Solution 1: sum(dx) = 0 exactly (the mean term removes the all-ones component, an
+# exact projection); dx . xhat = r * N * mean(g xhat) * (1 - mean(xhat^2)): zero only
+# when mean(xhat^2) = 1, i.e. at eps = 0.
 xhat_all = (x - cache[2]) * cache[3]
 print(f"max |sum of dx over a row| = {np.max(np.abs(dx.sum(-1))):.1e};  "
-      f"max |dx . xhat| = {np.max(np.abs(np.sum(dx * xhat_all, -1))):.1e} (eps = {eps})")
+      f"max |dx . xhat| = {np.max(np.abs(np.sum(dx * xhat_all, -1))):.1e} "
+      f"(eps = {eps})")
 assert np.max(np.abs(dx.sum(-1))) < 1e-10
 
 
 # %% tags=["hide-cell"]
-# Solution 2: yes, at once. The means now average each feature over the tokens, mixing rows that LayerNorm keeps
-# independent; keepdims makes every shape broadcast, so only a numerical check can tell.
+# Solution 2: yes, at once. The means now average each feature over the tokens, mixing
+# rows that LayerNorm keeps independent; keepdims makes every shape broadcast, so only a
+# numerical check can tell.
 def layernorm_backward_wrong_axis(dout, cache):
     x, w, mean, rstd = cache
     xhat = (x - mean) * rstd
     g = dout * w
-    return (g - np.mean(g, axis=0, keepdims=True) - xhat * np.mean(g * xhat, axis=0, keepdims=True)) * rstd
+    mean_g = np.mean(g, axis=0, keepdims=True)
+    mean_gx = np.mean(g * xhat, axis=0, keepdims=True)
+    return (g - mean_g - xhat * mean_gx) * rstd
 
 
 x2 = x.reshape(-1, C)
 _, cache2 = layernorm_forward(x2, w, b, eps)
 dout2 = dout.reshape(-1, C)
-dx2_num = numerical_grad(lambda: np.sum(layernorm_forward(x2, w, b, eps)[0] * dout2), x2)
+dx2_num = numerical_grad(lambda: np.sum(layernorm_forward(x2, w, b, eps)[0] * dout2),
+                         x2)
 err_axis = rel_error(layernorm_backward_wrong_axis(dout2, cache2), dx2_num)
 print(f"means over the wrong axis, {x2.shape[0]} rows: relative error {err_axis:.1e}")
 assert err_axis > 1e-2, err_axis
@@ -305,3 +320,13 @@ assert err_axis > 1e-2, err_axis
 # gradient proportional to $\epsilon$. Check: `layernorm_backward(xhat, cache)[0]` against
 # `rstd * xhat * eps / (var + eps)`.
 # :::
+
+# %% [markdown]
+# #### After you have done assignment 2
+#
+# `layernorm_forward` and `layernorm_backward` as minidt ships them: the reference solution of assignment 2 (`minidt
+# assignment start layernorm DIR`). Collapsed in the book: read it once your own passes `minidt grade`.
+
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the code (after assignment 2)"}
+print(inspect.getsource(layernorm_forward))
+print(inspect.getsource(layernorm_backward))

@@ -23,7 +23,7 @@
 # taken) and padding (batches of segments of different lengths). This tutorial derives the backward pass, gets the
 # masks right (including the row that is *all* padding), and splits the work into heads.
 
-# %%
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the set-up"}
 import inspect
 import os
 
@@ -33,12 +33,14 @@ import numpy as np
 import minidt
 from minidt.backend import Generator, get_backend, to_numpy
 from minidt.gradcheck import numerical_grad, rel_error  # tutorial 01 derives them
-from minidt.layers.attention import (CausalSelfAttention, attention_backward, attention_bias, attention_forward,
-                                     merge_heads, softmax_backward, softmax_forward, split_heads)
+from minidt.layers.attention import (CausalSelfAttention, attention_backward,
+                                     attention_bias, attention_forward, merge_heads,
+                                     softmax_backward, softmax_forward, split_heads)
 from minidt.plots import figure_dir, show
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
-FIGURES = figure_dir(globals().get("__file__"))  # figures/ beside this file, or $MINIDT_FIGURES
+# figures/ beside this file, or $MINIDT_FIGURES
+FIGURES = figure_dir(globals().get("__file__"))
 rng = np.random.default_rng(0)
 
 
@@ -61,9 +63,6 @@ except ImportError:
 # the cache is the output $y$ itself.
 
 # %%
-print(inspect.getsource(softmax_forward))
-print(inspect.getsource(softmax_backward))
-
 x = rng.standard_normal((3, 6))
 dout = rng.standard_normal((3, 6))
 y = softmax_forward(x)
@@ -93,7 +92,8 @@ assert np.all(np.isfinite(big))
 # %%
 T_keys, n_rows = 20, 200 if SMOKE else 2000
 widths = (4, 16, 64, 256)
-print(f"{'D':>4s} {'var(q.k)':>9s} {'entropy, unscaled':>18s} {'entropy, / sqrt(D)':>19s} "
+print(f"{'D':>4s} {'var(q.k)':>9s} {'entropy, unscaled':>18s} "
+      f"{'entropy, / sqrt(D)':>19s} "
       f"{'|softmax Jacobian|, unscaled':>29s} {'/ sqrt(D)':>10s}")
 entropy = {"unscaled": [], "scaled": []}
 for D_ in widths:
@@ -104,18 +104,23 @@ for D_ in widths:
     for name, sc in (("unscaled", scores), ("scaled", scores / np.sqrt(D_))):
         y_ = softmax_forward(sc)
         entropy[name].append(float(np.mean(-np.sum(y_ * np.log(y_ + 1e-300), axis=-1))))
-        jac = np.mean([np.linalg.norm(np.diag(r) - np.outer(r, r)) for r in y_[:50]])  # Frobenius norm
+        # Frobenius norm
+        jac = np.mean([np.linalg.norm(np.diag(r) - np.outer(r, r)) for r in y_[:50]])
         row[name] = jac
-    print(f"{D_:4d} {np.var(scores):9.1f} {entropy['unscaled'][-1]:18.2f} {entropy['scaled'][-1]:19.2f} "
+    print(f"{D_:4d} {np.var(scores):9.1f} {entropy['unscaled'][-1]:18.2f} "
+          f"{entropy['scaled'][-1]:19.2f} "
           f"{row['unscaled']:29.3f} {row['scaled']:10.3f}")
     assert 0.8 * D_ < np.var(scores) < 1.2 * D_  # Var(q.k) = D
-assert max(entropy["scaled"]) - min(entropy["scaled"]) < 0.2  # scaled: the same spread at every width
-assert entropy["unscaled"][-1] < 0.5 * entropy["scaled"][-1]  # unscaled: near one-hot at D = 256
+# scaled: the same spread at every width
+assert max(entropy["scaled"]) - min(entropy["scaled"]) < 0.2
+# unscaled: near one-hot at D = 256
+assert entropy["unscaled"][-1] < 0.5 * entropy["scaled"][-1]
 
 fig, ax = plt.subplots(figsize=(6, 3.8))
 ax.plot(widths, entropy["unscaled"], "o-", label=r"scores $q\cdot k$")
 ax.plot(widths, entropy["scaled"], "o-", label=r"scores $q\cdot k/\sqrt{D}$")
-ax.axhline(np.log(T_keys), color="gray", ls=":", label=f"uniform over {T_keys} keys (log {T_keys})")
+ax.axhline(np.log(T_keys), color="gray", ls=":",
+           label=f"uniform over {T_keys} keys (log {T_keys})")
 ax.set_xscale("log", base=2)
 ax.set_xlabel("head width D")
 ax.set_ylabel("mean entropy of a softmax row (nats)")
@@ -136,12 +141,15 @@ show(fig, FIGURES / "05_score_scale.png")
 # Why not $-\infty$ for padding too? A Decision Transformer's segments are **left**-padded (the recent timesteps
 # sit at the right end). The first query is a padded token whose only visible key (itself) is padded: with
 # $-\infty$, its whole row would be $-\infty$, the row max $-\infty$, and $-\infty - (-\infty) = $ NaN.
+#
+# `attention_bias(attention_mask, Tq, Tk, dtype, like)` builds it (assignment 3 asks you to build it inside your
+# attention; minidt's code is after the exercises). For one left-padded sequence:
 
 # %%
-print(inspect.getsource(attention_bias))
 mask = np.array([[0.0, 0.0, 1.0, 1.0, 1.0]])  # B=1, T=5: two padded steps on the left
 bias = attention_bias(mask, 5, 5, np.float64, mask)
-print("bias[0, 0] =\n", np.array2string(bias[0, 0], formatter={"float_kind": lambda v: f"{v:9.1e}"}))
+print("bias[0, 0] =\n",
+      np.array2string(bias[0, 0], formatter={"float_kind": "{:9.1e}".format}))
 
 # %% [markdown]
 # With `finfo.min`, a padded query whose visible keys are all padded gets `finfo.min + score` for each:
@@ -155,22 +163,27 @@ B, T, C, H = (1, 5, 8, 2) if SMOKE else (2, 12, 32, 4)
 mask = np.ones((B, T))
 mask[:, :2] = 0.0  # left padding
 x = rng.standard_normal((B, T, C))
-dout = rng.standard_normal((B, T, C)) * mask[:, :, None]  # the loss ignores padded positions: zero gradient there
+# the loss ignores padded positions: zero gradient there
+dout = rng.standard_normal((B, T, C)) * mask[:, :, None]
 
 results = {}
-for name, pad_value in (("finfo.min (minidt)", np.finfo(np.float64).min), ("-inf", -np.inf)):
+for name, pad_value in (("finfo.min (minidt)", np.finfo(np.float64).min),
+                        ("-inf", -np.inf)):
     attn = CausalSelfAttention(C, H, std=0.3, gen=Generator(0), dtype="float64")
     causal = attention_bias(None, T, T, np.float64, x)
-    b_ = np.where(mask[:, None, None, :] == 0, pad_value, causal)  # a hand-made bias with the chosen pad value
+    # a hand-made bias with the chosen pad value
+    b_ = np.where(mask[:, None, None, :] == 0, pad_value, causal)
     with np.errstate(invalid="ignore"):
         y, probs, _ = attn(x, bias=b_)
         attn.backward(dout)
     results[name] = (y, attn.c_attn.weight.grad)
     print(f"{name:19s}: NaN in outputs at real positions: {np.isnan(y[:, 2:]).any()}, "
           f"NaN in the padded rows: {np.isnan(y[:, :2]).any()}, "
-          f"NaN entries in c_attn.weight.grad: {np.isnan(attn.c_attn.weight.grad).mean():.0%}")
+          "NaN entries in c_attn.weight.grad: "
+          f"{np.isnan(attn.c_attn.weight.grad).mean():.0%}")
 assert not np.isnan(results["finfo.min (minidt)"][1]).any()
-assert np.isnan(results["-inf"][1]).all()  # one NaN row poisoned the whole weight gradient
+# one NaN row poisoned the whole weight gradient
+assert np.isnan(results["-inf"][1]).all()
 
 # %% [markdown]
 # ## 3. Attention, backward
@@ -184,16 +197,16 @@ assert np.isnan(results["-inf"][1]).all()  # one NaN row poisoned the whole weig
 # One subtlety for the check: in a fully padded row every score is `finfo.min + s`, which rounds to `finfo.min`
 # whatever $s$ is. The *computed* function is flat there, while the backward differentiates the exact formula, so
 # finite differences and backward disagree in those rows. That is the finite garbage again, and it is why the
-# upstream gradient is zero at padded positions, in this check as in training.
+# upstream gradient is zero at padded positions, in this check as in training. (The softmax pair and
+# `attention_backward` are assignment 3's: minidt's code is after the exercises.)
 
 # %%
-print(inspect.getsource(attention_backward))
-
 D = C // H
 q, k, v = (rng.standard_normal((B, H, T, D)) for _ in range(3))
 bias = attention_bias(mask, T, T, np.float64, q)
 scale = D ** -0.5
-dO = rng.standard_normal((B, H, T, D)) * mask[:, None, :, None]  # the loss reads real positions only
+# the loss reads real positions only
+dO = rng.standard_normal((B, H, T, D)) * mask[:, None, :, None]
 O, P, cache = attention_forward(q, k, v, bias, scale, 0.0, None)
 dq, dk, dv = attention_backward(dO, cache)
 
@@ -202,16 +215,20 @@ def attention_loss():
     return np.sum(attention_forward(q, k, v, bias, scale, 0.0, None)[0] * dO)
 
 
-errs = {n: rel_error(a, numerical_grad(attention_loss, t)) for n, a, t in (("dq", dq, q), ("dk", dk, k),
+errs = {n: rel_error(a, numerical_grad(attention_loss, t))
+        for n, a, t in (("dq", dq, q), ("dk", dk, k),
                                                                          ("dv", dv, v))}
-print("attention backward vs finite differences:", {n: f"{e:.1e}" for n, e in errs.items()})
+print("attention backward vs finite differences:",
+      {n: f"{e:.1e}" for n, e in errs.items()})
 assert max(errs.values()) < 1e-8, errs
 
 if torch is not None:
     qt, kt, vt = (torch.tensor(a, requires_grad=True) for a in (q, k, v))
-    Ot = torch.softmax(qt @ kt.transpose(-1, -2) * scale + torch.tensor(bias), dim=-1) @ vt
+    Ot = torch.softmax(qt @ kt.transpose(-1, -2) * scale + torch.tensor(bias),
+                       dim=-1) @ vt
     (Ot * torch.tensor(dO)).sum().backward()
-    terrs = {"out": rel_error(O, Ot.detach().numpy()), "dq": rel_error(dq, qt.grad.numpy()),
+    terrs = {"out": rel_error(O, Ot.detach().numpy()),
+             "dq": rel_error(dq, qt.grad.numpy()),
              "dk": rel_error(dk, kt.grad.numpy()), "dv": rel_error(dv, vt.grad.numpy())}
     print("attention vs PyTorch:", {n: f"{e:.1e}" for n, e in terrs.items()})
     assert max(terrs.values()) < 1e-12, terrs
@@ -232,9 +249,11 @@ heads = split_heads(X, H)
 for h in range(H):
     assert np.array_equal(heads[:, h], X[:, :, h * D:(h + 1) * D])
 assert np.array_equal(merge_heads(heads), X)
-print(f"split_heads: head h == columns h*{D}:(h+1)*{D}, for all {H} heads; merge_heads inverts it")
+print(f"split_heads: head h == columns h*{D}:(h+1)*{D}, for all {H} heads; merge_heads "
+      "inverts it")
 
-# one head by hand, from its slices of c_attn's output, equals that head of the batched computation
+# one head by hand, from its slices of c_attn's output, equals that head of the batched
+# computation
 attn = CausalSelfAttention(C, H, std=0.3, gen=Generator(1), dtype="float64")
 y, probs, _ = attn(X, attention_mask=mask)
 qkv = X @ attn.c_attn.weight.data + attn.c_attn.bias.data  # B,T,3C
@@ -262,7 +281,8 @@ def module_loss():
     return np.sum(attn(X, attention_mask=mask)[0] * dout)
 
 
-checks = {"x": (dX, X)} | {name: (p.grad, p.data) for name, p in attn.named_parameters()}
+checks = {"x": (dX, X)}
+checks |= {name: (p.grad, p.data) for name, p in attn.named_parameters()}
 for name, (analytic, array) in checks.items():
     e = rel_error(analytic, numerical_grad(module_loss, array))
     print(f"d{name:15s} vs finite differences: {e:.1e}")
@@ -285,21 +305,25 @@ with minidt.no_grad():  # forward-only probes: nothing is kept for a backward
         x_pert = x1.copy()
         x_pert[0, t] += 1.0
         y_pert = attn(x_pert, attention_mask=mask1)[0]
-        worst_past = max(worst_past, np.max(np.abs(y_pert[0, :t] - y_base[0, :t]), initial=0.0))
-        assert np.max(np.abs(y_pert[0, t:] - y_base[0, t:])) > 1e-6  # the present and future do react
+        worst_past = max(worst_past, np.max(np.abs(y_pert[0, :t] - y_base[0, :t]),
+                                            initial=0.0))
+        # the present and future do react
+        assert np.max(np.abs(y_pert[0, t:] - y_base[0, t:])) > 1e-6
 print(f"largest change of an output before the perturbed step: {worst_past:.1e}")
 assert worst_past == 0.0, worst_past
 
 influence = np.zeros((T, T))  # influence[i, j] = || d y_i / d x_j ||
 for i in range(T):
-    for row in range(C):  # one backward per output coordinate of token i gives the Jacobian block
+    # one backward per output coordinate of token i gives the Jacobian block
+    for row in range(C):
         g = np.zeros((1, T, C))
         g[0, i, row] = 1.0
         attn(x1, attention_mask=mask1)
         influence[i] += np.sum(attn.backward(g)[0] ** 2, axis=-1)
 influence = np.sqrt(influence)
 attn.zero_grad()
-print(f"max ||dy_i/dx_j|| above the diagonal (j > i): {np.max(np.triu(influence, 1)):.1e}")
+print("max ||dy_i/dx_j|| above the diagonal (j > i): "
+      f"{np.max(np.triu(influence, 1)):.1e}")
 assert np.max(np.triu(influence, 1)) == 0.0
 assert np.min(np.diag(influence)) > 0.0
 
@@ -312,7 +336,8 @@ assert np.min(np.diag(influence)) > 0.0
 attn_maps = CausalSelfAttention(C, H, std=0.5, gen=Generator(3), dtype="float64").eval()
 with minidt.no_grad():
     _, probs, _ = attn_maps(X[:1], attention_mask=mask[:1])
-bias_img = np.where(np.isneginf(bias[0, 0]), np.nan, np.where(bias[0, 0] < -1e300, -1.0, 0.0))
+bias_img = np.where(np.isneginf(bias[0, 0]), np.nan,
+                    np.where(bias[0, 0] < -1e300, -1.0, 0.0))
 ncols = H + 2
 fig, axes = plt.subplots(1, ncols, figsize=(3.2 * ncols, 3.4))
 axes[0].imshow(bias_img, cmap="coolwarm_r", vmin=-1, vmax=1)
@@ -334,7 +359,8 @@ show(fig, FIGURES / "05_attention_maps.png")
 
 # %%
 strict = get_backend("strict")
-attn_s = CausalSelfAttention(C, H, std=0.3, gen=Generator(2, strict), backend=strict, dtype="float64")
+attn_s = CausalSelfAttention(C, H, std=0.3, gen=Generator(2, strict), backend=strict,
+                             dtype="float64")
 y_s, _, _ = attn_s(strict.asarray(X), attention_mask=strict.asarray(mask))
 dX_s = attn_s.backward(strict.asarray(dout))
 err_s = max(rel_error(to_numpy(y_s), y), rel_error(to_numpy(dX_s), dX))
@@ -368,18 +394,23 @@ assert err_s < 1e-12, err_s
 # Each solution is one cell, collapsed in the book; in the script, everything below this line is the solutions.
 
 # %% tags=["hide-cell"]
-# Solution 1: without the causal mask every real query reads every real key: the upper triangle fills in (the
-# padded columns stay zero), and a perturbation of a future step now moves the past.
-pad_only = attention_bias(mask1, T, T, np.float64, x1)  # bias from the padding mask alone...
-pad_only = np.where(np.isneginf(pad_only), 0.0, pad_only)  # ...with the causal -inf entries removed
+# Solution 1: without the causal mask every real query reads every real key: the upper
+# triangle fills in (the padded columns stay zero), and a perturbation of a future step
+# now moves the past.
+# bias from the padding mask alone...
+pad_only = attention_bias(mask1, T, T, np.float64, x1)
+# ...with the causal -inf entries removed
+pad_only = np.where(np.isneginf(pad_only), 0.0, pad_only)
 q1, k1, v1 = (rng.standard_normal((1, 1, T, D)) for _ in range(3))
-_, P_causal, _ = attention_forward(q1, k1, v1, attention_bias(mask1, T, T, np.float64, x1), scale, 0.0, None)
+causal_bias = attention_bias(mask1, T, T, np.float64, x1)
+_, P_causal, _ = attention_forward(q1, k1, v1, causal_bias, scale, 0.0, None)
 O_free, P_free, _ = attention_forward(q1, k1, v1, pad_only, scale, 0.0, None)
 v_pert = v1.copy()
 v_pert[0, 0, -1] += 1.0  # change the value of the last (future) token
 O_pert, _, _ = attention_forward(q1, k1, v_pert, pad_only, scale, 0.0, None)
-print(f"upper triangle of P: causal {np.triu(P_causal[0, 0], 1).max():.2f}, no causal mask "
-      f"{np.triu(P_free[0, 0], 1).max():.2f};  change of output 0 after changing the last value: "
+print(f"upper triangle of P: causal {np.triu(P_causal[0, 0], 1).max():.2f}, "
+      f"no causal mask {np.triu(P_free[0, 0], 1).max():.2f};  "
+      "change of output 0 after changing the last value: "
       f"{np.abs(O_pert - O_free)[0, 0, 0].max():.2e}")
 assert np.triu(P_causal[0, 0], 1).max() == 0.0 and np.triu(P_free[0, 0], 1).max() > 0.0
 assert np.abs(O_pert - O_free)[0, 0, 0].max() > 0.0  # the past now sees the future
@@ -395,10 +426,12 @@ for a_ in (a0, a1):
 show(fig, FIGURES / "05_exercise_no_causal_mask.png")
 
 # %% tags=["hide-cell"]
-# Solution 2: order 1. dout * y is the diagonal of the Jacobian alone; the rank-one term y y^T is as large.
+# Solution 2: order 1. dout * y is the diagonal of the Jacobian alone; the rank-one term
+# y y^T is as large.
 x_s = rng.standard_normal((3, 6))
 dout_s = rng.standard_normal((3, 6))
-err_sm = rel_error(dout_s * softmax_forward(x_s), numerical_grad(lambda: np.sum(softmax_forward(x_s) * dout_s), x_s))
+err_sm = rel_error(dout_s * softmax_forward(x_s),
+                   numerical_grad(lambda: np.sum(softmax_forward(x_s) * dout_s), x_s))
 print(f"softmax backward without the dot-product term: relative error {err_sm:.1e}")
 assert err_sm > 0.1, err_sm
 
@@ -410,3 +443,14 @@ assert err_sm > 0.1, err_sm
 # subtracting the row maximum free.)
 # Check: `softmax_backward(dout, softmax_forward(x)).sum(-1)` is zero to round-off.
 # :::
+
+# %% [markdown]
+# #### After you have done assignment 3
+#
+# The softmax pair, `attention_bias` and `attention_backward` as minidt ships them: the reference solution of
+# assignment 3 (`minidt assignment start attention DIR`). Collapsed in the book: read it once your own passes
+# `minidt grade`.
+
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the code (after assignment 3)"}
+for fn in (softmax_forward, softmax_backward, attention_bias, attention_backward):
+    print(inspect.getsource(fn))

@@ -22,7 +22,7 @@
 # 3. the K-segment sampler: which segments it draws and how it pads them;
 # 4. the dataset tiers (random, medium, expert, and the mixtures), as histograms of their returns.
 
-# %%
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the set-up"}
 import atexit
 import inspect
 import os
@@ -35,20 +35,24 @@ import numpy as np
 from minidt.plots import figure_dir, show
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
-FIGURES = figure_dir(globals().get("__file__"))  # figures/ beside this file, or $MINIDT_FIGURES
+# figures/ beside this file, or $MINIDT_FIGURES
+FIGURES = figure_dir(globals().get("__file__"))
 
-# Generated datasets are cached (in Minari's format) under $MINIDT_CACHE, else ~/.cache/minidt. A smoke run makes
-# tiny throwaway datasets: keep them in a temporary directory, out of the user's cache.
+# Generated datasets are cached (in Minari's format) under $MINIDT_CACHE, else
+# ~/.cache/minidt. A smoke run makes tiny throwaway datasets: keep them in a temporary
+# directory, out of the user's cache.
 if SMOKE:
     os.environ["MINIDT_CACHE"] = tempfile.mkdtemp(prefix="minidt-cache-")
     atexit.register(shutil.rmtree, os.environ["MINIDT_CACHE"], ignore_errors=True)
 
-from minidt.data import (TIERS, Episode, SegmentSampler, TrajectoryDataset, cache_dir, load_dataset,
+from minidt.data import (TIERS, Episode, SegmentSampler, TrajectoryDataset, cache_dir,
+                         load_dataset,
                          normalized_score, returns_to_go)
 from minidt.data.sampler import PAD_ACTION
 
 ENV = "Pendulum-v1"
-EPISODES = 4 if SMOKE else None  # None: the default size of a generated dataset (200 episodes)
+# None: the default size of a generated dataset (200 episodes)
+EPISODES = 4 if SMOKE else None
 print("datasets cached in", cache_dir())
 
 # %% [markdown]
@@ -67,12 +71,15 @@ print("datasets cached in", cache_dir())
 data = load_dataset("medium", env=ENV, episodes=EPISODES, progress=not SMOKE)
 print(data)
 ep = data[0]
-print(f"episode 0: {len(ep)} steps, observations {ep.observations.shape} {ep.observations.dtype}, "
+print(f"episode 0: {len(ep)} steps, observations {ep.observations.shape} "
+      f"{ep.observations.dtype}, "
       f"actions {ep.actions.shape}, rewards {ep.rewards.shape}, return {ep.ret:.1f}")
 print("first steps (cos th, sin th, thdot | torque | reward):")
 for t in range(3):
-    print("  ", np.round(ep.observations[t], 3), "|", np.round(ep.actions[t], 3), "|", round(ep.rewards[t], 3))
-print("terminated:", ep.terminations.any(), " truncated at the last step:", ep.truncations[-1])
+    print("  ", np.round(ep.observations[t], 3), "|", np.round(ep.actions[t], 3), "|",
+          round(ep.rewards[t], 3))
+print("terminated:", ep.terminations.any(), " truncated at the last step:",
+      ep.truncations[-1])
 
 # %% [markdown]
 # ## 2. Returns-to-go
@@ -98,10 +105,14 @@ R = returns_to_go(rewards)
 R_loop = np.zeros(len(rewards) + 1)  # R_loop[T] = 0
 for t in reversed(range(len(rewards))):
     R_loop[t] = rewards[t] + R_loop[t + 1]  # the recursion, one step at a time
-R_naive = np.array([rewards[t:].sum() for t in range(len(rewards))])  # the definition, O(T^2)
-assert np.allclose(R, R_loop[:-1], rtol=0, atol=1e-9) and np.allclose(R, R_naive, rtol=0, atol=1e-9)
-assert abs(R[0] - ep.ret) < 1e-9 and abs(R[-1] - rewards[-1]) < 1e-12  # R_0 is the return; R_{T-1} the last r
-print(f"R_0 = {R[0]:.2f} is the episode's return; R_(T-1) = {R[-1]:.3f} is its last reward")
+# the definition, O(T^2)
+R_naive = np.array([rewards[t:].sum() for t in range(len(rewards))])
+assert np.allclose(R, R_loop[:-1], rtol=0, atol=1e-9)
+assert np.allclose(R, R_naive, rtol=0, atol=1e-9)
+# R_0 is the return; R_{T-1} the last r
+assert abs(R[0] - ep.ret) < 1e-9 and abs(R[-1] - rewards[-1]) < 1e-12
+print(f"R_0 = {R[0]:.2f} is the episode's return; R_(T-1) = {R[-1]:.3f} is its last "
+      "reward")
 
 fig, ax = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
 ax[0].plot(rewards)
@@ -134,18 +145,22 @@ show(fig, FIGURES / "08_returns_to_go.png")
 
 # %%
 def toy_episode(T: int, value: float) -> Episode:
-    return Episode(observations=np.full((T, 3), value), actions=np.zeros((T, 1)), rewards=np.ones(T),
-                   terminations=np.zeros(T, bool), truncations=np.eye(1, T, T - 1, dtype=bool)[0])
+    return Episode(observations=np.full((T, 3), value), actions=np.zeros((T, 1)),
+                   rewards=np.ones(T), terminations=np.zeros(T, bool),
+                   truncations=np.eye(1, T, T - 1, dtype=bool)[0])
 
 
-toy = TrajectoryDataset([toy_episode(5, 0.0), toy_episode(15, 1.0), toy_episode(30, 2.0)], name="toy")
+toy = TrajectoryDataset([toy_episode(5, 0.0), toy_episode(15, 1.0),
+                         toy_episode(30, 2.0)], name="toy")
 toy_sampler = SegmentSampler(toy, K=4, max_ep_len=64, seed=0)
 n_draws = 20_000
 episode, start = toy_sampler.draw(n_draws)
 freq = np.bincount(episode, minlength=3) / n_draws
 expected = toy.lengths / toy.lengths.sum()
-print("episode frequencies", np.round(freq, 3), " expected T_i / sum T_j", np.round(expected, 3))
-assert np.max(np.abs(freq - expected)) < 0.02  # 3.5 standard deviations of a frequency near 0.5 at 20k draws
+print("episode frequencies", np.round(freq, 3), " expected T_i / sum T_j",
+      np.round(expected, 3))
+# 3.5 standard deviations of a frequency near 0.5 at 20k draws
+assert np.max(np.abs(freq - expected)) < 0.02
 assert np.all(start < toy.lengths[episode])
 
 # %% [markdown]
@@ -170,7 +185,8 @@ assert np.all(start < toy.lengths[episode])
 K = 20
 sampler = SegmentSampler(data, K=K, max_ep_len=200, seed=0)
 T0 = len(data[0])
-batch = sampler.gather(np.array([0]), np.array([T0 - 3]))  # the last 3 steps of episode 0
+# the last 3 steps of episode 0
+batch = sampler.gather(np.array([0]), np.array([T0 - 3]))
 for key, value in batch.items():
     print(f"{key:15s} {str(value.shape):12s} {value.dtype}")
 mask = batch["attention_mask"][0]
@@ -180,13 +196,18 @@ print("returns_to_go ", np.round(batch["returns_to_go"][0, :, 0], 4))
 
 real = mask > 0
 assert real.tolist() == [False] * (K - 3) + [True] * 3
-assert np.allclose(batch["states"][0, ~real], -data.state_mean / data.state_std, atol=1e-6)
+assert np.allclose(batch["states"][0, ~real], -data.state_mean / data.state_std,
+                   atol=1e-6)
 assert np.all(batch["actions"][0, ~real] == PAD_ACTION) and PAD_ACTION == -10.0
-assert np.all(batch["returns_to_go"][0, ~real] == 0) and np.all(batch["timesteps"][0, ~real] == 0)
-# real slots: normalized states, and each state sits with the return-to-go from its own timestep
+assert np.all(batch["returns_to_go"][0, ~real] == 0)
+assert np.all(batch["timesteps"][0, ~real] == 0)
+# real slots: normalized states, and each state sits with the return-to-go from its own
+# timestep
 obs = data[0].observations[T0 - 3:]
-assert np.allclose(batch["states"][0, real], (obs - data.state_mean) / data.state_std, atol=1e-5)
-assert np.allclose(batch["returns_to_go"][0, real, 0], data[0].returns_to_go[T0 - 3:] / data.scale, atol=1e-6)
+assert np.allclose(batch["states"][0, real], (obs - data.state_mean) / data.state_std,
+                   atol=1e-5)
+assert np.allclose(batch["returns_to_go"][0, real, 0],
+                   data[0].returns_to_go[T0 - 3:] / data.scale, atol=1e-6)
 assert batch["timesteps"][0, real].tolist() == [T0 - 3, T0 - 2, T0 - 1]
 
 # %% [markdown]
@@ -198,7 +219,8 @@ assert batch["timesteps"][0, real].tolist() == [T0 - 3, T0 - 2, T0 - 1]
 big = sampler.sample(4096)
 pad_share = 1 - big["attention_mask"].mean()
 T_ep = 200
-predicted = sum(K - min(K, T_ep - s) for s in range(T_ep)) / (T_ep * K)  # all Pendulum episodes last 200 steps
+# all Pendulum episodes last 200 steps
+predicted = sum(K - min(K, T_ep - s) for s in range(T_ep)) / (T_ep * K)
 print(f"padded share of slots: {pad_share:.4f} (predicted {predicted:.4f})")
 assert abs(pad_share - predicted) < 0.01
 
@@ -222,15 +244,20 @@ assert abs(pad_share - predicted) < 0.01
 # two modes (medium-expert). Return conditioning (tutorial 10) can only learn the returns the data shows.
 
 # %%
-tiers = {tier: load_dataset(tier, env=ENV, episodes=EPISODES, progress=not SMOKE) for tier in TIERS}
-print(f"{'tier':14s} {'episodes':>8s} {'mean return':>12s} {'min':>8s} {'max':>8s} {'normalized':>10s}")
+tiers = {tier: load_dataset(tier, env=ENV, episodes=EPISODES, progress=not SMOKE)
+         for tier in TIERS}
+print(f"{'tier':14s} {'episodes':>8s} {'mean return':>12s} {'min':>8s} {'max':>8s} "
+      f"{'normalized':>10s}")
 for tier, d in tiers.items():
-    print(f"{tier:14s} {len(d):8d} {d.returns.mean():12.1f} {d.returns.min():8.1f} {d.returns.max():8.1f} "
+    print(f"{tier:14s} {len(d):8d} {d.returns.mean():12.1f} {d.returns.min():8.1f} "
+          f"{d.returns.max():8.1f} "
           f"{normalized_score(ENV, d.returns.mean()):10.1f}")
 
-# medium-expert is exactly medium's episodes then expert's: each episode is seeded by (seed, tier, index) alone
+# medium-expert is exactly medium's episodes then expert's: each episode is seeded by
+# (seed, tier, index) alone
 me = tiers["medium-expert"].returns
-assert np.array_equal(me, np.concatenate([tiers["medium"].returns, tiers["expert"].returns]))
+assert np.array_equal(me, np.concatenate([tiers["medium"].returns,
+                                          tiers["expert"].returns]))
 if not SMOKE:  # with 200 episodes each, the tiers are ordered as their names say
     means = {t: d.returns.mean() for t, d in tiers.items()}
     assert means["random"] < means["medium"] < means["expert"], means
@@ -244,7 +271,8 @@ for ax, (tier, d) in zip(axes, tiers.items()):
     ax.set_ylabel(tier, rotation=0, ha="right", va="center")
     ax.set_yticks([])
 axes[-1].set_xlabel("episode return (dashed: mean)")
-axes[0].set_title(f"{ENV}: returns of each dataset tier ({len(tiers['medium'])} episodes each, "
+axes[0].set_title(f"{ENV}: returns of each dataset tier ({len(tiers['medium'])} "
+                  "episodes each, "
                   f"{len(tiers['medium-expert'])} in medium-expert)")
 show(fig, FIGURES / "08_return_histograms.png")
 
@@ -270,18 +298,22 @@ show(fig, FIGURES / "08_return_histograms.png")
 # Each solution is one cell, collapsed in the book; in the script, everything below this line is the solutions.
 
 # %% tags=["hide-cell"]
-# Solution 1: sum over starts s of (K - min(K, 200 - s)) / (200 K) = (K - 1) / (2 * 200) for K <= 200: 0.1225.
+# Solution 1: sum over starts s of (K - min(K, 200 - s)) / (200 K) = (K - 1) / (2 * 200)
+# for K <= 200: 0.1225.
 K50 = 50
 predicted50 = sum(K50 - min(K50, T_ep - s) for s in range(T_ep)) / (T_ep * K50)
-share50 = 1 - SegmentSampler(data, K=K50, max_ep_len=200, seed=1).sample(4096)["attention_mask"].mean()
-print(f"K = 50: predicted {predicted50:.4f} = (K - 1) / 400 = {(K50 - 1) / 400:.4f}; sampled {share50:.4f}")
+sampler50 = SegmentSampler(data, K=K50, max_ep_len=200, seed=1)
+share50 = 1 - sampler50.sample(4096)["attention_mask"].mean()
+print(f"K = 50: predicted {predicted50:.4f} = (K - 1) / 400 = {(K50 - 1) / 400:.4f}; "
+      f"sampled {share50:.4f}")
 assert abs(share50 - predicted50) < 0.01
 
 # %% tags=["hide-cell"]
-# Solution 2: the forward sum is the return *so far*: R[0] = r_0, not the episode's return, so the check against
-# the loop (and R_0 == episode return) fails.
+# Solution 2: the forward sum is the return *so far*: R[0] = r_0, not the episode's
+# return, so the check against the loop (and R_0 == episode return) fails.
 R_bug = np.cumsum(rewards)
-print(f"forward cumsum: R[0] = {R_bug[0]:.2f}, the episode's return is {ep.ret:.2f}; matches the loop: "
+print(f"forward cumsum: R[0] = {R_bug[0]:.2f}, the episode's return is {ep.ret:.2f}; "
+      "matches the loop: "
       f"{np.allclose(R_bug, R_loop[:-1], atol=1e-9)}")
 assert not np.allclose(R_bug, R_loop[:-1], atol=1e-9)
 

@@ -27,7 +27,7 @@
 # `minidt train --env Pendulum-v1 --dataset full-replay` runs this same loop with checkpoints, resuming and
 # evaluation; here it is in the open.
 
-# %%
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the set-up"}
 import atexit
 import inspect
 import json
@@ -44,9 +44,12 @@ import numpy as np
 from minidt.plots import figure_dir, show
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
-HERE = Path(globals().get("__file__", "notebook")).resolve().parent  # this tutorial's folder (a notebook runs there)
-FIGURES = figure_dir(globals().get("__file__"))  # figures/ beside this file, or $MINIDT_FIGURES
-if SMOKE:  # tiny throwaway datasets: keep them out of the user's cache (~/.cache/minidt)
+# this tutorial's folder (a notebook runs there)
+HERE = Path(globals().get("__file__", "notebook")).resolve().parent
+# figures/ beside this file, or $MINIDT_FIGURES
+FIGURES = figure_dir(globals().get("__file__"))
+# tiny throwaway datasets: keep them out of the user's cache (~/.cache/minidt)
+if SMOKE:
     os.environ["MINIDT_CACHE"] = tempfile.mkdtemp(prefix="minidt-cache-")
     atexit.register(shutil.rmtree, os.environ["MINIDT_CACHE"], ignore_errors=True)
 
@@ -77,16 +80,20 @@ K = 20  # the paper's context length for its gym tasks
 #   sampler's $-10$.
 
 # %%
-data = load_dataset("full-replay", env=ENV, episodes=10 if SMOKE else None, progress=not SMOKE)
+data = load_dataset("full-replay", env=ENV, episodes=10 if SMOKE else None,
+                    progress=not SMOKE)
 print(data)
 space = gym.make(ENV).action_space
-pre = Preprocess(data.state_mean, data.state_std, data.scale, space.low.astype(np.float64),
+pre = Preprocess(data.state_mean, data.state_std, data.scale,
+                 space.low.astype(np.float64),
                  space.high.astype(np.float64))
 a = np.array([[-2.0], [0.0], [1.0], [2.0]])
 print("torques", a.ravel(), "-> model actions", pre.normalize_actions(a).ravel())
-assert np.allclose(pre.env_actions(pre.normalize_actions(a)), a)  # the two maps are inverses on the box
+# the two maps are inverses on the box
+assert np.allclose(pre.env_actions(pre.normalize_actions(a)), a)
 
-max_ep_len = gym.make(ENV).spec.max_episode_steps  # 200: the timestep embedding needs one row per step
+# 200: the timestep embedding needs one row per step
+max_ep_len = gym.make(ENV).spec.max_episode_steps
 sampler = SegmentSampler(data, K=K, max_ep_len=max_ep_len, seed=0)
 
 
@@ -94,7 +101,8 @@ def training_batch(sampler: SegmentSampler, batch_size: int) -> dict[str, np.nda
     """A sampler batch with actions in the model's [-1, 1] (padding stays -10)."""
     batch = sampler.sample(batch_size)
     real = batch["attention_mask"][..., None] > 0  # B,K,1
-    batch["actions"] = np.where(real, pre.normalize_actions(batch["actions"]), -10.0).astype(np.float32)
+    actions = np.where(real, pre.normalize_actions(batch["actions"]), -10.0)
+    batch["actions"] = actions.astype(np.float32)
     return batch
 
 
@@ -106,8 +114,9 @@ def training_batch(sampler: SegmentSampler, batch_size: int) -> dict[str, np.nda
 
 # %%
 config = DecisionTransformerConfig(
-    state_dim=data.state_dim, act_dim=data.act_dim, hidden_size=16 if SMOKE else 64, n_layer=1 if SMOKE else 2,
-    n_head=1, n_inner=None, activation_function="relu", max_ep_len=max_ep_len, action_tanh=True,
+    state_dim=data.state_dim, act_dim=data.act_dim, hidden_size=16 if SMOKE else 64,
+    n_layer=1 if SMOKE else 2, n_head=1, n_inner=None, activation_function="relu",
+    max_ep_len=max_ep_len, action_tanh=True,
     resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
 model = DecisionTransformerModel(config, dtype="float32", seed=0)
 print(sum(int(np.prod(p.shape)) for p in model.parameters()), "parameters")
@@ -123,11 +132,9 @@ print(sum(int(np.prod(p.shape)) for p in model.parameters()), "parameters")
 #
 # The gradient is zero at padded slots, which is what keeps the meaningless padded rows out of training. minidt
 # writes it with `where` rather than a multiplication by the mask: a padded prediction times 0 is NaN if the
-# prediction is NaN.
+# prediction is NaN. (`masked_mse` is assignment 6's: minidt's code is after the exercises.)
 
 # %%
-print(inspect.getsource(masked_mse))
-
 rng = np.random.default_rng(0)
 pred, target = rng.normal(size=(3, 5, 2)), rng.normal(size=(3, 5, 2))
 mask = (rng.random((3, 5)) > 0.4).astype(np.float64)
@@ -137,7 +144,8 @@ num = np.zeros_like(pred)
 for i in np.ndindex(pred.shape):  # central differences in float64
     h = np.zeros_like(pred)
     h[i] = 1e-6
-    num[i] = (masked_mse(pred + h, target, mask)[0] - masked_mse(pred - h, target, mask)[0]) / 2e-6
+    num[i] = (masked_mse(pred + h, target, mask)[0]
+              - masked_mse(pred - h, target, mask)[0]) / 2e-6
 err = np.max(np.abs(num - dpred)) / np.max(np.abs(dpred))
 print(f"masked_mse gradient against finite differences: relative error {err:.1e}")
 assert err < 1e-6, err
@@ -167,7 +175,8 @@ assert err < 1e-6, err
 LR, WARMUP, CLIP = 1e-3, 10 if SMOKE else 100, 0.25
 opt = AdamW(param_groups_no_decay(model.named_parameters(), weight_decay=1e-4), lr=LR)
 sched = LinearWarmup(opt, WARMUP)
-print([(len(g["params"]), g["weight_decay"]) for g in opt.param_groups], "(parameters, weight decay) per group")
+print([(len(g["params"]), g["weight_decay"]) for g in opt.param_groups],
+      "(parameters, weight decay) per group")
 
 # %% [markdown]
 # ## The loop
@@ -184,8 +193,9 @@ t0 = time.perf_counter()
 for step in range(STEPS):
     batch = training_batch(sampler, BATCH)
     out = model(**batch)
-    loss, daction = masked_mse(out.action_preds, model.backend.asarray(batch["actions"], "float32"),
-                               model.backend.asarray(batch["attention_mask"], "float32"))
+    actions, mask = (model.backend.asarray(batch[k], "float32")
+                     for k in ("actions", "attention_mask"))
+    loss, daction = masked_mse(out.action_preds, actions, mask)
     model.zero_grad()
     model.backward(action_preds=daction)
     grad_norm = clip_grad_norm_(model.parameters(), CLIP)
@@ -195,7 +205,8 @@ for step in range(STEPS):
     losses.append(float(to_numpy(loss)))
     grad_norms.append(float(to_numpy(grad_norm)))
     if (step + 1) % max(1, STEPS // 10) == 0:
-        print(f"step {step + 1:5d}  loss {losses[-1]:.4f}  grad norm {grad_norms[-1]:.3f}  lr {lrs[-1]:.1e}")
+        print(f"step {step + 1:5d}  loss {losses[-1]:.4f}  grad norm "
+              f"{grad_norms[-1]:.3f}  lr {lrs[-1]:.1e}")
 elapsed = time.perf_counter() - t0
 print(f"{STEPS} steps in {elapsed:.1f} s ({STEPS / elapsed:.1f} steps/s)")
 assert all(np.isfinite(losses)), "the loss diverged"
@@ -213,16 +224,19 @@ all_actions = pre.normalize_actions(np.concatenate([e.actions for e in data]))
 baseline = float(np.var(all_actions))
 w = max(1, STEPS // 20)
 smooth = np.convolve(losses, np.ones(w) / w, mode="valid")
-print(f"first {w} steps: mean loss {np.mean(losses[:w]):.4f}; last {w} steps: {np.mean(losses[-w:]):.4f}; "
+print(f"first {w} steps: mean loss {np.mean(losses[:w]):.4f}; last {w} steps: "
+      f"{np.mean(losses[-w:]):.4f}; "
       f"constant-action baseline {baseline:.4f}")
 
-fig, (ax0, ax1) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+fig, (ax0, ax1) = plt.subplots(2, 1, figsize=(7, 6), sharex=True,
+                               gridspec_kw={"height_ratios": [3, 1]})
 ax0.plot(np.arange(1, STEPS + 1), losses, lw=0.8, alpha=0.4, label="loss (one batch)")
 ax0.plot(np.arange(w, STEPS + 1), smooth, lw=2, label=f"moving average over {w} steps")
 ax0.axhline(baseline, color="k", ls="--", lw=1, label="predict the mean action")
 ax0.set_yscale("log")
 ax0.set_ylabel("action MSE (normalized actions)")
-ax0.set_title(f"{ENV} / full-replay: hidden {config.hidden_size}, {config.n_layer} layers, batch {BATCH}")
+ax0.set_title(f"{ENV} / full-replay: hidden {config.hidden_size}, {config.n_layer} "
+              f"layers, batch {BATCH}")
 ax0.legend()
 ax1.plot(np.arange(1, STEPS + 1), lrs)
 ax1.set_ylabel("learning rate")
@@ -231,7 +245,8 @@ show(fig, FIGURES / "09_loss.png")
 
 if not SMOKE:  # at full size the model must have learned something from its inputs
     assert np.mean(losses[-w:]) < 0.85 * baseline, (np.mean(losses[-w:]), baseline)
-    assert np.mean(losses[-w:]) < 0.85 * np.mean(losses[:w]), (np.mean(losses[:w]), np.mean(losses[-w:]))
+    first, last = np.mean(losses[:w]), np.mean(losses[-w:])
+    assert last < 0.85 * first, (first, last)
 
 # %% [markdown]
 # A lower loss says the model imitates the data; it does not yet say that asking for a high return *gets* one.
@@ -240,10 +255,12 @@ if not SMOKE:  # at full size the model must have learned something from its inp
 # with the preprocessing beside it, and tutorial 10 loads it from there instead of training again.
 
 # %%
-SAVED = HERE / "runs" / ("09_training-smoke" if SMOKE else "09_training")  # a smoke model never passes for a real one
+# a smoke model never passes for a real one
+SAVED = HERE / "runs" / ("09_training-smoke" if SMOKE else "09_training")
 model.save_pretrained(SAVED)
-atomic_write_text(SAVED / "tutorial09.json", json.dumps({"preprocess": pre.to_dict(), "steps": STEPS, "K": K,
-                                                         "final_loss": float(np.mean(losses[-w:]))}))
+summary = {"preprocess": pre.to_dict(), "steps": STEPS, "K": K,
+           "final_loss": float(np.mean(losses[-w:]))}
+atomic_write_text(SAVED / "tutorial09.json", json.dumps(summary))
 print("saved to", SAVED, sorted(p.name for p in SAVED.iterdir()))
 
 # %% [markdown]
@@ -268,8 +285,9 @@ def fresh() -> tuple:
 batch = training_batch(sampler, BATCH)
 (m1, o1, s1), (m2, o2, s2) = fresh(), fresh()
 out = m1(**batch)  # the loop body, once
-loss1, daction = masked_mse(out.action_preds, m1.backend.asarray(batch["actions"], "float32"),
-                            m1.backend.asarray(batch["attention_mask"], "float32"))
+actions, mask = (m1.backend.asarray(batch[k], "float32")
+                 for k in ("actions", "attention_mask"))
+loss1, daction = masked_mse(out.action_preds, actions, mask)
 m1.zero_grad()
 m1.backward(action_preds=daction)
 clip_grad_norm_(m1.parameters(), CLIP)
@@ -277,8 +295,10 @@ o1.step()
 s1.step()
 loss2, _ = train_step(m2, o2, s2, batch, CLIP)  # the library's step
 assert float(to_numpy(loss1)) == float(to_numpy(loss2))
-assert all(np.array_equal(to_numpy(p.data), to_numpy(q.data)) for p, q in zip(m1.parameters(), m2.parameters()))
-print("train_step leaves the same weights as the loop body, bit for bit; loss", float(to_numpy(loss2)))
+assert all(np.array_equal(to_numpy(p.data), to_numpy(q.data))
+           for p, q in zip(m1.parameters(), m2.parameters()))
+print("train_step leaves the same weights as the loop body, bit for bit; loss",
+      float(to_numpy(loss2)))
 
 # %% [markdown]
 # ## Exercises
@@ -303,7 +323,8 @@ print("train_step leaves the same weights as the loop body, bit for bit; loss", 
 # Each solution is one cell, collapsed in the book; in the script, everything below this line is the solutions.
 
 # %% tags=["hide-cell"]
-# Solution 1: a short run without warm-up, against the same run with it (same seed, same batches).
+# Solution 1: a short run without warm-up, against the same run with it (same seed, same
+# batches).
 def short_run(warmup: int, steps: int) -> tuple[list[float], list[float]]:
     m = DecisionTransformerModel(config, dtype="float32", seed=0).train()
     o = AdamW(param_groups_no_decay(m.named_parameters(), weight_decay=1e-4), lr=LR)
@@ -312,8 +333,9 @@ def short_run(warmup: int, steps: int) -> tuple[list[float], list[float]]:
     ls, gs = [], []
     for _ in range(steps):
         b = training_batch(smp, BATCH)
-        l, d = masked_mse(m(**b).action_preds, m.backend.asarray(b["actions"], "float32"),
-                          m.backend.asarray(b["attention_mask"], "float32"))
+        actions, mask = (m.backend.asarray(b[k], "float32")
+                         for k in ("actions", "attention_mask"))
+        l, d = masked_mse(m(**b).action_preds, actions, mask)
         m.zero_grad()
         m.backward(action_preds=d)
         gs.append(float(to_numpy(clip_grad_norm_(m.parameters(), CLIP))))
@@ -326,15 +348,18 @@ def short_run(warmup: int, steps: int) -> tuple[list[float], list[float]]:
 n = 20 if SMOKE else 100
 for warmup in (WARMUP, 1):
     ls, gs = short_run(warmup, n)
-    print(f"warm-up {warmup:3d}: mean loss over the last {n // 4} of {n} steps {np.mean(ls[-n // 4:]):.4f}; "
+    print(f"warm-up {warmup:3d}: mean loss over the last {n // 4} of {n} steps "
+          f"{np.mean(ls[-n // 4:]):.4f}; "
           f"gradient norm over the first 5 steps {np.round(gs[:5], 2)}")
-# On this small model both settle to about the same loss: warm-up matters most for deep models and large learning
-# rates, where the first, badly scaled Adam steps can push the network somewhere it does not recover from.
+# On this small model both settle to about the same loss: warm-up matters most for deep
+# models and large learning rates, where the first, badly scaled Adam steps can push the
+# network somewhere it does not recover from.
 
 # %% tags=["hide-cell"]
-# Solution 2: no. clip_grad_norm_ rescales p.grad in place, so what is left in p.grad after a step has norm at
-# most 0.25, and the next backward adds one batch's gradient g to it: the norm stays below 0.25 + |g|. Training
-# goes on, quietly wrong: each step follows the current gradient plus a clipped echo of all the earlier ones.
+# Solution 2: no. clip_grad_norm_ rescales p.grad in place, so what is left in p.grad
+# after a step has norm at most 0.25, and the next backward adds one batch's gradient g
+# to it: the norm stays below 0.25 + |g|. Training goes on, quietly wrong: each step
+# follows the current gradient plus a clipped echo of all the earlier ones.
 m = DecisionTransformerModel(config, dtype="float32", seed=0).train()
 o = AdamW(param_groups_no_decay(m.named_parameters(), weight_decay=1e-4), lr=LR)
 norms = []
@@ -345,17 +370,20 @@ for _ in range(10):
     m.backward(action_preds=d)  # the bug: no m.zero_grad() first
     norms.append(float(to_numpy(clip_grad_norm_(m.parameters(), CLIP))))
     o.step()
-print("gradient norm before clipping, steps 1-10, without zero_grad:", np.round(norms, 2))
+print("gradient norm before clipping, steps 1-10, without zero_grad:",
+      np.round(norms, 2))
 assert all(np.isfinite(norms))
 
 # %% tags=["hide-cell"]
-# Solution 3: half the gradient, so the relative error is exactly 0.5: the finite-difference check of the loss
-# section prints 5.0e-01 (max |half - full| / max |full|) where the correct gradient gave about 1e-9.
+# Solution 3: half the gradient, so the relative error is exactly 0.5: the
+# finite-difference check of the loss section prints 5.0e-01 (max |half - full| / max
+# |full|) where the correct gradient gave about 1e-9.
 from minidt.gradcheck import rel_error  # max |a - b| / max |b|, tutorial 01
 
 dpred_bug = dpred / 2  # what `diff * (1.0 / n)` would return
 err_bug = rel_error(dpred_bug, num)
-print(f"masked_mse gradient without the factor 2 against finite differences: relative error {err_bug:.1e}")
+print("masked_mse gradient without the factor 2 against finite differences: relative "
+      f"error {err_bug:.1e}")
 assert abs(err_bug - 0.5) < 1e-6, err_bug
 
 # %% [markdown]
@@ -366,3 +394,12 @@ assert abs(err_bug - 0.5) < 1e-6, err_bug
 # unchanged (up to $\epsilon$). Clipping changes later steps only through the *ratio* of the current gradient
 # to the running averages: it caps the weight of one outlier batch in $m$ and $v$.
 # :::
+
+# %% [markdown]
+# #### After you have done assignment 6
+#
+# `masked_mse` as minidt ships them: the reference solution of assignment 6 (`minidt assignment start training
+# DIR`). Collapsed in the book: read it once your own passes `minidt grade`.
+
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the code (after assignment 6)"}
+print(inspect.getsource(masked_mse))

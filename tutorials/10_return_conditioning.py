@@ -24,7 +24,7 @@
 # 3. many targets at once, vectorized over environments, and how to choose a target;
 # 4. achieved against target, with $y = x$ and the dataset's best return; and what happens beyond the data.
 
-# %%
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the set-up"}
 import atexit
 import inspect
 import json
@@ -43,9 +43,12 @@ from scipy.stats import spearmanr
 from minidt.plots import figure_dir, show
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
-HERE = Path(globals().get("__file__", "notebook")).resolve().parent  # this tutorial's folder (a notebook runs there)
-FIGURES = figure_dir(globals().get("__file__"))  # figures/ beside this file, or $MINIDT_FIGURES
-if SMOKE:  # tiny throwaway datasets: keep them out of the user's cache (~/.cache/minidt)
+# this tutorial's folder (a notebook runs there)
+HERE = Path(globals().get("__file__", "notebook")).resolve().parent
+# figures/ beside this file, or $MINIDT_FIGURES
+FIGURES = figure_dir(globals().get("__file__"))
+# tiny throwaway datasets: keep them out of the user's cache (~/.cache/minidt)
+if SMOKE:
     os.environ["MINIDT_CACHE"] = tempfile.mkdtemp(prefix="minidt-cache-")
     atexit.register(shutil.rmtree, os.environ["MINIDT_CACHE"], ignore_errors=True)
 
@@ -69,17 +72,23 @@ SAVED = HERE / "runs" / ("09_training-smoke" if SMOKE else "09_training")
 if not (SAVED / "tutorial09.json").exists():
     print(f"no model from tutorial 9 in {SAVED}: running tutorial 9 first")
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, str(HERE / "09_training.py")], cwd=HERE, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(HERE / "09_training.py")], cwd=HERE,
+                          capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"tutorial 9 failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        raise RuntimeError(f"tutorial 9 failed (exit {done.returncode}):\n"
+                           f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     print(f"tutorial 9 ran in {time.perf_counter() - t0:.0f} s")
 saved = json.loads((SAVED / "tutorial09.json").read_text())
-model = DecisionTransformerModel.from_pretrained(SAVED).eval()  # float32 as trained; eval(): dropout off
+# float32 as trained; eval(): dropout off
+model = DecisionTransformerModel.from_pretrained(SAVED).eval()
 pre = Preprocess.from_dict(saved["preprocess"])
 STEPS, K = saved["steps"], saved["K"]
-print(f"loaded {SAVED.name}: {STEPS} training steps, final loss {saved['final_loss']:.4f}, K = {K}, "
+print(f"loaded {SAVED.name}: {STEPS} training steps, final loss "
+      f"{saved['final_loss']:.4f}, K = {K}, "
       f"hidden {model.config.hidden_size}, {model.config.n_layer} layers")
-data = load_dataset("full-replay", env=ENV, episodes=10 if SMOKE else None, progress=not SMOKE)  # the returns
+# the returns
+data = load_dataset("full-replay", env=ENV, episodes=10 if SMOKE else None,
+                    progress=not SMOKE)
 
 # %% [markdown]
 # ## 2. The evaluation loop
@@ -112,11 +121,15 @@ print(inspect.getsource(context))
 # %%
 source = inspect.getsource(DecisionTransformerGPT2Model.forward_last)
 print(source[source.index("        *blocks"):])
-x = context(np.random.default_rng(0).normal(size=(4, 30, model.config.state_dim)).astype(np.float32),
-            np.zeros((4, 30, model.config.act_dim), np.float32), np.full((4, 30), -3.0, np.float32), t=12, K=K)
-with minidt.no_grad():  # get_action runs under no_grad itself; the full forward is inference here too
+S, A = model.config.state_dim, model.config.act_dim
+x = context(np.random.default_rng(0).normal(size=(4, 30, S)).astype(np.float32),
+            np.zeros((4, 30, A), np.float32), np.full((4, 30), -3.0, np.float32),
+            t=12, K=K)
+# get_action runs under no_grad itself; the full forward is inference here too
+with minidt.no_grad():
     lean, full = model.get_action(**x), model(**x).action_preds[:, -1]
-print(f"get_action vs forward(...).action_preds[:, -1]: max difference {np.max(np.abs(lean - full)):.1e}")
+print("get_action vs forward(...).action_preds[:, -1]: max difference "
+      f"{np.max(np.abs(lean - full)):.1e}")
 assert np.allclose(lean, full, rtol=1e-5, atol=1e-6)
 
 # %% [markdown]
@@ -132,20 +145,23 @@ assert np.allclose(lean, full, rtol=1e-5, atol=1e-6)
 rng = np.random.default_rng(1)
 window = context(rng.normal(size=(1, 30, model.config.state_dim)).astype(np.float32),
                  rng.uniform(-1, 1, (1, 30, model.config.act_dim)).astype(np.float32),
-                 np.full((1, 30), -0.8, np.float32), t=4, K=K)  # t = 4: 5 real steps, K - 5 padded
+                 # t = 4: 5 real steps, K - 5 padded
+                 np.full((1, 30), -0.8, np.float32), t=4, K=K)
 pad = window["attention_mask"][0] == 0
 like_sampler = {k: (v.copy() if v is not None else None) for k, v in window.items()}
-like_sampler["states"][0, pad] = -pre.state_mean / pre.state_std  # the sampler's padded state
+# the sampler's padded state
+like_sampler["states"][0, pad] = -pre.state_mean / pre.state_std
 like_sampler["actions"][0, pad] = -10.0  # the sampler's padded action
 garbage = {k: (v.copy() if v is not None else None) for k, v in window.items()}
 for key in ("states", "actions", "returns_to_go"):
     garbage[key][0, pad] = 1e3 * rng.normal(size=garbage[key][0, pad].shape)
-actions = {name: model.get_action(**w) for name, w in (("zeros (evaluation)", window),
-                                                      ("-mean/std, -10 (sampler)", like_sampler),
-                                                      ("random, 1e3 scale", garbage))}
+windows = (("zeros (evaluation)", window), ("-mean/std, -10 (sampler)", like_sampler),
+           ("random, 1e3 scale", garbage))
+actions = {name: model.get_action(**w) for name, w in windows}
 for name, a in actions.items():
     print(f"padded with {name:26s} action {a.ravel()}")
-worst = max(float(np.max(np.abs(a - actions["zeros (evaluation)"]))) for a in actions.values())
+worst = max(float(np.max(np.abs(a - actions["zeros (evaluation)"])))
+            for a in actions.values())
 print(f"largest difference: {worst:.1e}")
 assert worst < 1e-6, worst
 
@@ -167,16 +183,20 @@ episode = data[0]
 rtg_rollout = np.zeros((1, len(episode)), np.float32)
 rtg_rollout[0, 0] = episode.ret / pre.scale
 for t in range(len(episode) - 1):
-    rtg_rollout[0, t + 1] = rtg_rollout[0, t] - episode.rewards[t] / pre.scale  # the rollout's update
-states = ((episode.observations - pre.state_mean) / pre.state_std)[None].astype(np.float32)
+    # the rollout's update
+    rtg_rollout[0, t + 1] = rtg_rollout[0, t] - episode.rewards[t] / pre.scale
+states = (episode.observations - pre.state_mean) / pre.state_std
+states = states[None].astype(np.float32)
 t = len(episode) // 2
-eval_window = context(states, np.zeros((1, len(episode), data.act_dim), np.float32), rtg_rollout, t=t, K=K)
-train_window = SegmentSampler(data, K=K, max_ep_len=model.config.max_ep_len).gather(np.array([0]),
-                                                                                     np.array([t - K + 1]))
+eval_window = context(states, np.zeros((1, len(episode), data.act_dim), np.float32),
+                      rtg_rollout, t=t, K=K)
+sampler = SegmentSampler(data, K=K, max_ep_len=model.config.max_ep_len)
+train_window = sampler.gather(np.array([0]), np.array([t - K + 1]))
 err_rtg = np.max(np.abs(eval_window["returns_to_go"] - train_window["returns_to_go"]))
 err_states = np.max(np.abs(eval_window["states"] - train_window["states"]))
-print(f"window at t = {t}: returns-to-go rollout vs sampler max difference {err_rtg:.1e}; states {err_states:.1e}; "
-      f"timesteps equal: {np.array_equal(eval_window['timesteps'], train_window['timesteps'])}")
+same_t = np.array_equal(eval_window["timesteps"], train_window["timesteps"])
+print(f"window at t = {t}: returns-to-go rollout vs sampler max difference "
+      f"{err_rtg:.1e}; states {err_states:.1e}; timesteps equal: {same_t}")
 assert err_rtg < 1e-5 and err_states < 1e-5
 assert np.array_equal(eval_window["timesteps"], train_window["timesteps"])
 
@@ -188,12 +208,14 @@ assert np.array_equal(eval_window["timesteps"], train_window["timesteps"])
 # must equal the plain one (`rollout_sequential`) on the same seeds; a quick check on a short horizon:
 
 # %%
-check = dict(env_id=ENV, targets=[-800.0, -200.0], episodes=2, pre=pre, K=K, seed=123, max_steps=25)
+check = dict(env_id=ENV, targets=[-800.0, -200.0], episodes=2, pre=pre, K=K, seed=123,
+             max_steps=25)
 fast, slow = rollout(model, **check), rollout_sequential(model, **check)
 for f, s in zip(fast, slow):
     print(f"target {f['target_return']:7.1f}: vectorized {np.round(f['returns'], 4)}  "
           f"sequential {np.round(s['returns'], 4)}")
-    assert np.allclose(f["returns"], s["returns"], rtol=1e-5, atol=1e-4), (f["returns"], s["returns"])
+    assert np.allclose(f["returns"], s["returns"], rtol=1e-5, atol=1e-4), \
+        (f["returns"], s["returns"])
 
 # %% [markdown]
 # ## 3. Many targets, and how to choose one
@@ -215,7 +237,8 @@ beyond = np.array([hi + 200.0] if SMOKE else [hi + 100.0, hi + 300.0, hi + 600.0
 targets = np.concatenate([inside, beyond])
 t0 = time.perf_counter()
 results = rollout(model, ENV, targets, EPISODES, pre, K, seed=10_000)
-print(f"{len(targets)} targets x {EPISODES} episodes in {time.perf_counter() - t0:.0f} s")
+seconds = time.perf_counter() - t0
+print(f"{len(targets)} targets x {EPISODES} episodes in {seconds:.0f} s")
 achieved = np.array([r["return_mean"] for r in results])
 spread = np.array([r["return_std"] for r in results])
 print(f"{'target':>9s} {'achieved':>17s} {'normalized':>10s}")
@@ -226,7 +249,8 @@ for target, m, s in zip(targets, achieved, spread):
 
 if np.ptp(achieved[: len(inside)]) > 0:
     rho = float(spearmanr(inside, achieved[: len(inside)]).statistic)
-    print(f"rank correlation (Spearman) of achieved with target, inside the data: {rho:.2f}")
+    print("rank correlation (Spearman) of achieved with target, inside the data: "
+          f"{rho:.2f}")
 else:  # the model ignores its target (a smoke-size training): ranks are undefined
     rho = float("nan")
     print("the same return at every target: rank correlation undefined")
@@ -234,12 +258,16 @@ else:  # the model ignores its target (a smoke-size training): ranks are undefin
 # %%
 fig, ax = plt.subplots(figsize=(7, 5.5))
 ax.axvspan(lo, hi, color="0.92", label="returns in the dataset")
-ax.fill_between(targets, achieved - spread, achieved + spread, alpha=0.25, color="tab:blue")
-ax.plot(targets, achieved, "o-", color="tab:blue", label=f"achieved: mean +- std over {EPISODES} episodes")
+ax.fill_between(targets, achieved - spread, achieved + spread, alpha=0.25,
+                color="tab:blue")
+ax.plot(targets, achieved, "o-", color="tab:blue",
+        label=f"achieved: mean +- std over {EPISODES} episodes")
 edge = [min(targets.min(), (achieved - spread).min()), targets.max()]
 ax.plot(edge, edge, "k--", lw=1, label="y = x (perfect conditioning)")
-ax.axhline(hi, color="tab:red", ls="--", lw=2, zorder=3, label=f"best return in the dataset ({hi:.1f})")
-ax.axvline(best_decile, color="tab:green", ls=":", lw=1.5, label=f"target: best decile's mean ({best_decile:.1f})")
+ax.axhline(hi, color="tab:red", ls="--", lw=2, zorder=3,
+           label=f"best return in the dataset ({hi:.1f})")
+ax.axvline(best_decile, color="tab:green", ls=":", lw=1.5,
+           label=f"target: best decile's mean ({best_decile:.1f})")
 ax.set_xlabel("target return $R_0$")
 ax.set_ylabel("achieved return")
 ax.set_title(f"{ENV} / full-replay, {STEPS} training steps: Spearman {rho:.2f}")
@@ -275,8 +303,9 @@ if not SMOKE:  # claims only at full size: a 20-step model conditions on nothing
 
 # %%
 best_inside = int(np.argmax(achieved[: len(inside)]))
-print(f"best achieved inside the data: {achieved[best_inside]:.1f} at target {inside[best_inside]:.1f} "
-      f"(the dataset's best episode {hi:.1f}; the expert tier's mean return {REF_MAX_SCORE['pendulum']:.1f})")
+print(f"best achieved inside the data: {achieved[best_inside]:.1f} at target "
+      f"{inside[best_inside]:.1f} (the dataset's best episode {hi:.1f}; the expert "
+      f"tier's mean return {REF_MAX_SCORE['pendulum']:.1f})")
 for target, m in zip(beyond, achieved[len(inside):]):
     print(f"target {target:7.1f} (beyond the data): achieved {m:7.1f}, "
           f"{m - achieved[best_inside]:+7.1f} against the best inside")
@@ -305,24 +334,29 @@ for target, m in zip(beyond, achieved[len(inside):]):
 probe = [lo + 0.25 * (hi - lo), best_decile, hi]
 for k in (K, 1):
     res = rollout(model, ENV, probe, EPISODES, pre, k, seed=20_000)
-    print(f"K = {k:2d}: achieved", [round(r["return_mean"], 1) for r in res], "at targets", np.round(probe, 1))
-# Pendulum is fully observed (the state holds the angle and the angular velocity), so the current state and the
-# return still wanted carry most of what the action needs: the one-step model still follows the target, but
-# falls short at the high targets (at full size about 100 less than with K = 20): it cannot see how its own
-# recent actions played out, and it was never trained on one-step windows.
+    print(f"K = {k:2d}: achieved", [round(r["return_mean"], 1) for r in res],
+          "at targets", np.round(probe, 1))
+# Pendulum is fully observed (the state holds the angle and the angular velocity), so
+# the current state and the return still wanted carry most of what the action needs: the
+# one-step model still follows the target, but falls short at the high targets (at full
+# size about 100 less than with K = 20): it cannot see how its own recent actions played
+# out, and it was never trained on one-step windows.
 
 # %% tags=["hide-cell"]
 # Solution 2: raw states instead of normalized ones.
-raw = Preprocess(np.zeros_like(pre.state_mean), np.ones_like(pre.state_std), pre.scale, pre.action_low,
+raw = Preprocess(np.zeros_like(pre.state_mean), np.ones_like(pre.state_std), pre.scale,
+                 pre.action_low,
                  pre.action_high)
-good, bad = (rollout(model, ENV, probe, EPISODES, p, K, seed=20_000) for p in (pre, raw))
+good, bad = (rollout(model, ENV, probe, EPISODES, p, K, seed=20_000)
+             for p in (pre, raw))
 print("normalized states: achieved", [round(r["return_mean"], 1) for r in good])
 print("raw states:        achieved", [round(r["return_mean"], 1) for r in bad])
-# The angular velocity reaches +-8 where the model saw values of order 1, so its inputs are off the training
-# distribution and the policy is another one: at full size the achieved return falls to about the random
-# policy's at every target, and no longer follows the target. The curve of achieved against target (its rank
-# correlation, the asserted rho > 0.8) is what exposes it: a test of return conditioning tests the preprocessing
-# too.
+# The angular velocity reaches +-8 where the model saw values of order 1, so its inputs
+# are off the training distribution and the policy is another one: at full size the
+# achieved return falls to about the random policy's at every target, and no longer
+# follows the target. The curve of achieved against target (its rank correlation, the
+# asserted rho > 0.8) is what exposes it: a test of return conditioning tests the
+# preprocessing too.
 
 # %% [markdown]
 # :::{dropdown} Solution 3

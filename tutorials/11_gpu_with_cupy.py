@@ -17,7 +17,7 @@
 # one rule: **model code never imports NumPy**. Each function asks its inputs for their namespace,
 #
 # ```python
-# xp = array_namespace(x)      # numpy for NumPy arrays, array-api-compat's CuPy namespace for CuPy arrays
+# xp = array_namespace(x)  # numpy for NumPy arrays, the CuPy namespace for CuPy arrays
 # ```
 #
 # and uses only what the Python Array API standard defines on it (`xp.exp`, `xp.sum`, `@`, `xp.where`, ...).
@@ -30,7 +30,7 @@
 # (NumPy-only calls, implicit conversion to NumPy, mixing with host arrays). CI has no GPU; the strict backend is
 # how CI knows the CuPy path still works.
 
-# %%
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Show the set-up"}
 import os
 
 import matplotlib.pyplot as plt
@@ -44,7 +44,8 @@ from minidt.optim import AdamW, clip_grad_norm_
 from minidt.plots import figure_dir, show
 
 SMOKE = os.environ.get("MINIDT_SMOKE") == "1"
-FIGURES = figure_dir(globals().get("__file__"))  # figures/ beside this file, or $MINIDT_FIGURES
+# figures/ beside this file, or $MINIDT_FIGURES
+FIGURES = figure_dir(globals().get("__file__"))
 
 # %% [markdown]
 # ## Choosing a backend
@@ -61,12 +62,14 @@ try:
 except RuntimeError as e:
     ON_GPU = False
     print(f"no GPU here ({e}).")
-    print(">>> Running on the STRICT backend instead (array_api_strict on 'device1'): it checks that the code "
-          "would run on a GPU, but it computes with NumPy on the CPU, so nothing below is faster. <<<")
+    print(">>> Running on the STRICT backend instead (array_api_strict on 'device1'): "
+          "it checks that the code would run on a GPU, but it computes with NumPy on "
+          "the CPU, so nothing below is faster. <<<")
     device_backend = get_backend("strict")
 host = get_backend("numpy")
 xp = device_backend.xp
-print("backend:", device_backend.name, " namespace:", xp.__name__, " device:", device_backend.device)
+print("backend:", device_backend.name, " namespace:", xp.__name__, " device:",
+      device_backend.device)
 
 # %% [markdown]
 # ## Transfers are explicit
@@ -76,27 +79,37 @@ print("backend:", device_backend.name, " namespace:", xp.__name__, " device:", d
 # else in minidt converts: the conversions that would happen silently with NumPy are errors here.
 
 # %%
-x = device_backend.asarray(np.arange(6.0).reshape(2, 3), dtype="float64")  # host -> device
+# host -> device
+x = device_backend.asarray(np.arange(6.0).reshape(2, 3), dtype="float64")
 print(type(x).__module__, device(x), array_namespace(x).__name__)
 mistakes = {
     "np.asarray(x): implicit device -> host": lambda: np.asarray(x),
     "x + np.ones(3): mixing with a host array": lambda: x + np.ones(3),
 }
-if ON_GPU:  # CuPy implements NumPy's ufunc protocol: np.exp runs cupy.exp on the GPU and returns a CuPy array
+if ON_GPU:
+    # CuPy implements NumPy's ufunc protocol: np.exp runs cupy.exp on the GPU and
+    # returns a CuPy array
     assert type(np.exp(x)) is type(x)
-    print("np.exp(x) on CuPy: dispatched to CuPy, a", type(np.exp(x)).__name__, "(allowed there, not in minidt)")
-else:  # the strict backend refuses both: a NumPy function, and a device-less array it would have to place
+    print("np.exp(x) on CuPy: dispatched to CuPy, a", type(np.exp(x)).__name__,
+          "(allowed there, not in minidt)")
+else:
+    # the strict backend refuses both: a NumPy function, and a device-less array it
+    # would have to place
     mistakes["np.exp(x): a NumPy function on a device array"] = lambda: np.exp(x)
-    mistakes["x + xp.ones(3): an array created without device="] = lambda: x + xp.ones(3, dtype=xp.float64)
+    mistakes["x + xp.ones(3): an array created without device="] = \
+        lambda: x + xp.ones(3, dtype=xp.float64)
 for what, mistake in mistakes.items():
     try:
         mistake()
     except (TypeError, ValueError, RuntimeError) as e:
         print(f"{what:52s} -> {type(e).__name__}: {str(e)[:70]}")
     else:
-        raise AssertionError(f"{what} should have failed on the {device_backend.name} backend")
-y = xp.exp(x) + xp.ones((2, 3), dtype=xp.float64, device=device(x))  # the right way: the namespace, the device
-assert np.allclose(to_numpy(y), np.exp(np.arange(6.0).reshape(2, 3)) + 1)  # device -> host, explicitly
+        raise AssertionError(f"{what} should have failed on the {device_backend.name} "
+                             "backend")
+# the right way: the namespace, the device
+y = xp.exp(x) + xp.ones((2, 3), dtype=xp.float64, device=device(x))
+# device -> host, explicitly
+assert np.allclose(to_numpy(y), np.exp(np.arange(6.0).reshape(2, 3)) + 1)
 
 # %% [markdown]
 # ## What stays on the device, and what crosses
@@ -130,8 +143,10 @@ assert np.allclose(to_numpy(y), np.exp(np.arange(6.0).reshape(2, 3)) + 1)  # dev
 # are zero). In float32 the bound is float32's precision.
 
 # %%
-config = DecisionTransformerConfig(state_dim=3, act_dim=1, hidden_size=32 if SMOKE else 128,
-                                   n_layer=2 if SMOKE else 3, n_head=2 if SMOKE else 4, max_ep_len=200,
+config = DecisionTransformerConfig(state_dim=3, act_dim=1,
+                                   hidden_size=32 if SMOKE else 128,
+                                   n_layer=2 if SMOKE else 3, n_head=2 if SMOKE else 4,
+                                   max_ep_len=200,
                                    activation_function="gelu", action_tanh=True,
                                    resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
 B, T = (4, 10) if SMOKE else (64, 20)
@@ -139,8 +154,10 @@ rng = np.random.default_rng(0)
 mask = np.ones((B, T), np.float32)
 for b in range(B):
     mask[b, : rng.integers(0, T)] = 0.0  # left padding, as the sampler makes it
-batch = {"states": rng.normal(size=(B, T, 3)), "actions": rng.uniform(-1, 1, size=(B, T, 1)), "rewards": None,
-         "returns_to_go": rng.normal(size=(B, T, 1)), "timesteps": rng.integers(0, 200, size=(B, T)),
+batch = {"states": rng.normal(size=(B, T, 3)),
+         "actions": rng.uniform(-1, 1, size=(B, T, 1)), "rewards": None,
+         "returns_to_go": rng.normal(size=(B, T, 1)),
+         "timesteps": rng.integers(0, 200, size=(B, T)),
          "attention_mask": mask}
 
 
@@ -149,32 +166,40 @@ def train_step(model: DecisionTransformerModel) -> tuple[float, dict, dict]:
     be = model.backend
     model.train()
     out = model(**batch)  # the model moves host inputs to its device (one asarray each)
-    loss, daction = masked_mse(out.action_preds, be.asarray(batch["actions"], model.dtype),
-                               be.asarray(batch["attention_mask"], model.dtype))
+    actions, mask = (be.asarray(batch[k], model.dtype)
+                     for k in ("actions", "attention_mask"))
+    loss, daction = masked_mse(out.action_preds, actions, mask)
     model.zero_grad()
     model.backward(action_preds=daction)
     clip_grad_norm_(model.parameters(), 0.25)
-    grads = {n: to_numpy(p.grad) for n, p in model.named_parameters() if p.grad is not None}
+    grads = {n: to_numpy(p.grad) for n, p in model.named_parameters()
+             if p.grad is not None}
     opt = AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     opt.step()
     for p in model.parameters():  # everything the step touched is still on the device
-        assert device(p.data) == be.device and (p.grad is None or device(p.grad) == be.device)
+        assert device(p.data) == be.device
+        assert p.grad is None or device(p.grad) == be.device
     assert all(device(s["exp_avg"]) == be.device for s in opt.state.values())
-    return float(loss), grads, {n: to_numpy(p.data) for n, p in model.named_parameters()}
+    params = {n: to_numpy(p.data) for n, p in model.named_parameters()}
+    return float(loss), grads, params
 
 
 errors = {}
 for dtype, tol in (("float64", 1e-10), ("float32", 1e-4)):
-    loss_h, grads_h, params_h = train_step(DecisionTransformerModel(config, dtype=dtype, backend=host, seed=0))
-    loss_d, grads_d, params_d = train_step(DecisionTransformerModel(config, dtype=dtype, backend=device_backend,
-                                                                    seed=0))
-    rel = {n: np.max(np.abs(grads_d[n] - g)) / max(np.max(np.abs(g)), 1e-30) for n, g in grads_h.items()}
+    on_host = DecisionTransformerModel(config, dtype=dtype, backend=host, seed=0)
+    on_device = DecisionTransformerModel(config, dtype=dtype, backend=device_backend,
+                                         seed=0)
+    loss_h, grads_h, params_h = train_step(on_host)
+    loss_d, grads_d, params_d = train_step(on_device)
+    rel = {n: np.max(np.abs(grads_d[n] - g)) / max(np.max(np.abs(g)), 1e-30)
+           for n, g in grads_h.items()}
     errors[dtype] = rel
     param_err = max(np.max(np.abs(params_d[n] - p)) for n, p in params_h.items())
     worst = max(rel, key=rel.get)
-    print(f"{dtype}: loss numpy {loss_h:.8f}, {device_backend.name} {loss_d:.8f}; worst gradient rel err "
-          f"{rel[worst]:.1e}{f' ({worst})' if rel[worst] > 0 else ''}; worst updated-parameter difference "
-          f"{param_err:.1e}")
+    which = f" ({worst})" if rel[worst] > 0 else ""
+    print(f"{dtype}: loss numpy {loss_h:.8f}, {device_backend.name} {loss_d:.8f}; "
+          f"worst gradient rel err {rel[worst]:.1e}{which}; worst updated-parameter "
+          f"difference {param_err:.1e}")
     assert abs(loss_d - loss_h) <= tol * abs(loss_h), (loss_h, loss_d)
     assert max(rel.values()) < tol, max(rel.items(), key=lambda kv: kv[1])
     assert param_err < tol, param_err
@@ -190,7 +215,8 @@ names = list(errors["float32"])
 fig, ax = plt.subplots(figsize=(8, 0.22 * len(names) + 1.5))
 floor = 1e-18  # an exact zero on a log axis
 for dtype, color in (("float32", "tab:orange"), ("float64", "tab:blue")):
-    ax.barh(np.arange(len(names)), [max(errors[dtype][n], floor) for n in names], color=color, alpha=0.7,
+    ax.barh(np.arange(len(names)), [max(errors[dtype][n], floor) for n in names],
+            color=color, alpha=0.7,
             label=dtype)
 ax.set_yticks(np.arange(len(names)), names, fontsize=6)
 ax.set_xscale("log")
@@ -208,13 +234,15 @@ show(fig, FIGURES / "11_backend_agreement.png")
 # `DecisionTransformerModel.from_pretrained(path, backend="cupy")`. Checkpoints always hold host arrays.
 
 # %%
-model = DecisionTransformerModel(config, dtype="float64", backend=host, seed=0).eval()  # eval(): dropout off
+# eval(): dropout off
+model = DecisionTransformerModel(config, dtype="float64", backend=host, seed=0).eval()
 with minidt.no_grad():  # inference: keep no caches
     before = to_numpy(model(**batch).action_preds)
     model.to(device_backend)
     assert all(device(p.data) == device_backend.device for p in model.parameters())
     after = to_numpy(model(**batch).action_preds)
-print(f"after .to({device_backend.name!r}): max |difference| {np.max(np.abs(after - before)):.1e}")
+print(f"after .to({device_backend.name!r}): max |difference| "
+      f"{np.max(np.abs(after - before)):.1e}")
 assert np.allclose(after, before, rtol=0, atol=1e-12)
 
 # %% [markdown]
@@ -235,29 +263,36 @@ if ON_GPU:
     import cupy
 
     def device_step(model: DecisionTransformerModel, opt: AdamW, inputs: dict) -> None:
-        """forward, loss, backward, clip, AdamW: no host transfer at all (inputs already on the device)."""
+        """forward, loss, backward, clip, AdamW: no host transfer at all (the inputs are
+        already on the device)."""
         out = model(**inputs)
-        _, daction = masked_mse(out.action_preds, inputs["actions"], inputs["attention_mask"])
+        _, daction = masked_mse(out.action_preds, inputs["actions"],
+                                inputs["attention_mask"])
         model.zero_grad()
         model.backward(action_preds=daction)
         clip_grad_norm_(model.parameters(), 0.25)
         opt.step()
 
     for backend in (host, device_backend):
-        model = DecisionTransformerModel(config, dtype="float32", backend=backend, seed=0).train()
+        model = DecisionTransformerModel(config, dtype="float32", backend=backend,
+                                         seed=0).train()
         opt = AdamW(model.parameters(), lr=1e-3)
-        inputs = {k: None if v is None else backend.asarray(v, None if k == "timesteps" else "float32")
+        inputs = {k: None if v is None
+                  else backend.asarray(v, None if k == "timesteps" else "float32")
                   for k, v in batch.items()}  # moved once, outside the timing
-        device_step(model, opt, inputs)  # warm-up: CuPy compiles its kernels on first use
+        # warm-up: CuPy compiles its kernels on first use
+        device_step(model, opt, inputs)
         cupy.cuda.Device().synchronize()
         t = time.perf_counter()
         for _ in range(10):
             device_step(model, opt, inputs)
         cupy.cuda.Device().synchronize()
-        print(f"{backend.name}: {(time.perf_counter() - t) / 10 * 1000:.1f} ms per training step "
+        print(f"{backend.name}: {(time.perf_counter() - t) / 10 * 1000:.1f} ms per "
+              "training step "
               f"(hidden {config.hidden_size}, batch {B}, K {T})")
 else:
-    print(f"no GPU: timing skipped (the strict backend is NumPy plus checks; its speed means nothing). Backend used "
+    print("no GPU: timing skipped (the strict backend is NumPy plus checks; its speed "
+          "means nothing). Backend used "
           f"throughout: {device_backend.name}.")
 
 # %% [markdown]
@@ -278,14 +313,15 @@ else:
 # Each solution is one cell, collapsed in the book; in the script, everything below this line is the solutions.
 
 # %% tags=["hide-cell"]
-# Solution 1: slower. array_api_strict wraps every NumPy array in its own Array object and checks every call
-# (dtypes, devices, the standard's rules), so each of the few hundred operations of a forward pays a
-# fixed overhead on top of NumPy's own work.
+# Solution 1: slower. array_api_strict wraps every NumPy array in its own Array object
+# and checks every call (dtypes, devices, the standard's rules), so each of the few
+# hundred operations of a forward pays a fixed overhead on top of NumPy's own work.
 import time
 
 timings = {}
 for backend in (host, get_backend("strict")):
-    m = DecisionTransformerModel(config, dtype="float32", backend=backend, seed=0).eval()
+    m = DecisionTransformerModel(config, dtype="float32", backend=backend,
+                                 seed=0).eval()
     with minidt.no_grad():
         m(**batch)  # warm-up
         t0 = time.perf_counter()
@@ -297,9 +333,10 @@ print({k: f"{v * 1000:.1f} ms" for k, v in timings.items()},
 
 
 # %% tags=["hide-cell"]
-# Solution 2: strict refuses the NumPy call on its array (RuntimeError: no conversion to NumPy on device1). CuPy
-# raises a TypeError for an implicit conversion too, but it *accepts* np.exp on a CuPy array (it dispatches NumPy
-# functions to itself): a bug strict catches and a GPU run would let through.
+# Solution 2: strict refuses the NumPy call on its array (RuntimeError: no conversion to
+# NumPy on device1). CuPy raises a TypeError for an implicit conversion too, but it
+# *accepts* np.exp on a CuPy array (it dispatches NumPy functions to itself): a bug
+# strict catches and a GPU run would let through.
 def softmax_with_a_numpy_call(x):
     xp = array_namespace(x)
     m = xp.max(x, axis=-1, keepdims=True)

@@ -8,7 +8,8 @@
 
 Each assignment is a module here holding the reference functions (minidt's own layer functions where they have
 the assignment's signature) and its `ASSIGNMENT` (spec.Assignment): the functions, the units of checks
-(checks.Pair and the training units), the text of the skeleton. `grader.py` plans the checks and judges them;
+(pair.Pair, checks.Question, the training units), the text of the skeleton. `checks.py` and `pair.py` plan the
+checks and judge them, `grader.py` runs them;
 `sandbox.py` is the child process the student's file runs in and `runner.py` supervises it (time limits,
 crashes); `gradescope.py` makes the kit and runs it; `cli.py` holds the commands.
 """

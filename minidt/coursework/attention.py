@@ -15,10 +15,12 @@ import numpy as np
 
 from ..backend import array_namespace, device
 from ..layers.attention import softmax_backward, softmax_forward
-from .checks import Case, Causal, Draw, Pair, left_padding_mask
+from .checks import Case, Draw, Question, left_padding_mask
+from .pair import Causal, Pair
 from .spec import Assignment, Function
 
-__all__ = ["softmax_forward", "softmax_backward", "attention_forward", "attention_backward", "ASSIGNMENT"]
+__all__ = ["softmax_forward", "softmax_backward", "attention_forward", "attention_backward", "softmax_jacobian",
+           "ASSIGNMENT"]
 
 
 def attention_forward(q: Any, k: Any, v: Any, attention_mask: Any, scale: float) -> tuple[Any, tuple]:
@@ -49,6 +51,14 @@ def attention_backward(dout: Any, cache: tuple) -> tuple[Any, Any, Any]:
     dq = dscores @ k  # B,H,T,D
     dk = xp.matrix_transpose(dscores) @ q  # B,H,T,D
     return dq, dk, dv
+
+
+def softmax_jacobian(x: Any) -> Any:
+    """x (..., N) -> J (..., N, N), J[..., j, i] = d y_j / d x_i with y = softmax(x) over the last axis."""
+    xp = array_namespace(x)
+    y = softmax_forward(x)
+    eye = xp.eye(x.shape[-1], dtype=x.dtype, device=device(x))
+    return y[..., :, None] * eye - y[..., :, None] * y[..., None, :]  # diag(y) - y y^T
 
 
 INTRO = """
@@ -103,6 +113,7 @@ FUNCTIONS = (
         scores = q @ k^T * scale + bias; bias (B, 1, T, T): 0 where key j <= query i, -inf where j > i, plus
         xp.finfo(q.dtype).min where attention_mask[b, j] == 0. out = softmax(scores) @ v.
         Build the positions with xp.arange(T, device=device(q)); use softmax_forward above.
+        cache = (q, k, v, probs, scale), probs = softmax(scores) (B, H, T, T).
         """),
     Function("attention_backward", """
         dout (B, H, T, D), cache from attention_forward -> (dq, dk, dv), each (B, H, T, D).
@@ -110,15 +121,27 @@ FUNCTIONS = (
         In reverse order: dv and dprobs from out = probs @ v; dscores from dprobs with softmax_backward above;
         dq and dk from scores = q @ k^T * scale (mind the scale). xp.matrix_transpose transposes the last two axes.
         """),
+    Function("softmax_jacobian", """
+        Question (graded: your answer as a function). x (..., N) -> J (..., N, N).
+
+        With y = softmax(x) over the last axis, J[..., j, i] = d y_j / d x_i (the first prompt above: the cases
+        i = j and i != j). Your softmax_backward applies this matrix without building it; here, build it.
+        """),
 )
 
 
 def _draw_softmax(d: Draw) -> Case:
     lead = tuple(d.int(1, 3, f"leading dim {i}") for i in range(d.int(1, 2, "number of leading dims")))
     N = d.int(1, 6, "N")
-    scale, shift = d.float(0.1, 5.0, "scale"), d.choice((0.0, -30.0, 800.0), "shift")
+    scale, shift = d.float(0.1, 5.0, "scale"), d.choice((800.0, -800.0, 0.0), "shift")  # exp over- and underflows
     rng = d.rng()
     return Case({"x": rng.standard_normal((*lead, N)) * scale + shift}, seed=int(rng.integers(2**31)))
+
+
+def _draw_jacobian(d: Draw) -> Case:
+    lead = tuple(d.int(1, 3, f"leading dim {i}") for i in range(d.int(0, 2, "number of leading dims")))
+    x = d.rng().standard_normal((*lead, d.int(1, 6, "N"))) * d.float(0.1, 5.0, "scale")
+    return Case({"x": x})
 
 
 def _args_softmax(a: dict, c: dict) -> tuple:
@@ -130,9 +153,9 @@ def _grads_softmax(returned: Any) -> dict[str, Any]:
 
 
 def _draw_attention(d: Draw) -> Case:
-    B, H, T, D = d.int(1, 2, "B"), d.int(1, 3, "H"), d.int(2, 5, "T"), d.int(1, 4, "D")
-    mask = left_padding_mask(d, B, T)
-    scale = d.choice((D ** -0.5, 1.0, 0.3), "scale")
+    B, H, T, D = d.int(1, 2, "B"), d.int(1, 3, "H"), d.int(3, 5, "T"), d.int(1, 4, "D")
+    mask = left_padding_mask(d, B, T, min_real=2)  # padding in row 0, and a query that sees two real keys
+    scale = d.choice((D ** -0.5, 0.3, 2.0) if D > 1 else (0.3, 2.0), "scale")  # never 1: a forgotten scale shows
     rng = d.rng()
     return Case({name: rng.standard_normal((B, H, T, D)) for name in ("q", "k", "v")},
                 {"attention_mask": mask, "scale": scale}, seed=int(rng.integers(2**31)))
@@ -159,6 +182,7 @@ UNITS = (
     Pair("attention_forward", "attention_backward", _draw_attention, _args_attention, _grads_attention,
          (("dq", ("q",)), ("dk", ("k",)), ("dv", ("v",))), where=_real_queries,
          probe=Causal(inputs=("k", "v"), axis=2, out_axis=2, what="key")),
+    Question("softmax_jacobian", _draw_jacobian, _args_softmax, "d softmax / dx"),
 )
 
 ASSIGNMENT = Assignment(name="attention", number=3, title="Softmax and causal self-attention", intro=INTRO,

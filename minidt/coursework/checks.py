@@ -1,18 +1,10 @@
 """The checks the grader runs: the calls each asks the sandbox to make, and how their results are judged.
 
-A unit grades one function or one forward/backward pair. For each drawn input (a Case) it plans the calls the
-sandbox makes with the student's functions (`Call`, `Train`) and computes the reference's answers here, in the
-grader's process; once the results are back, `judge` decides each check on that input. A check's score is the
-fraction of its inputs that pass.
-
-A forward/backward pair (`Pair`) gets, on each backend:
-    output vs reference          the forward's output against the reference's, relative error <= 1e-9
-    dX vs finite differences     for each group of inputs X: central differences of L = sum(forward(...) * dout)
-                                 along a random direction u of the whole group (the student's own forward),
-                                 against <dX, u>
-    dX vs reference              the backward's gradients against the reference's, relative error <= 1e-8
-and, where the pair is causal, a probe: a change at position j must leave earlier positions, and a change at a
-padded position every real position, exactly as they were. The tolerances are the parity spec's float64 ones.
+A unit grades one function or one forward/backward pair (pair.py). For each drawn input (a Case) it plans the
+calls the sandbox makes with the student's functions (`Call`, `Train`) and computes the reference's answers here,
+in the grader's process; once the results are back, `judge` decides each check on that input. A check's score is
+the fraction of its inputs that pass. Here: drawing inputs, the calls, judging a returned value (`compare`, with
+the parity spec's float64 tolerances), and the simplest unit, a `Question` (a derivation's answer as a function).
 Inputs are drawn by hypothesis (`derandomize=True`: a file gets the same score on every run; an instructor's seed
 for the hidden checks): shapes and hyperparameters from hypothesis, array entries from a NumPy generator seeded by
 a drawn seed (well-scaled numbers, so the finite differences measure the gradient and not round-off).
@@ -25,7 +17,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .sandbox import Arr, Opaque, Ref, decode, encode
+from .hints import precision_hint
+from .sandbox import Arr, Opaque, decode, encode
 
 FORWARD_TOL = 1e-9  # float64 outputs: max |got - expected| / max |expected|
 GRAD_TOL = 1e-8  # float64 gradients, the same measure
@@ -117,20 +110,17 @@ def draw_cases(draw: Callable[[Draw], Case], n: int, seed: "int | None" = None) 
 @dataclass
 class Call:
     """Call the student's `fn` with `args` (NumPy arrays become fresh arrays of the backend; a Ref is an earlier
-    call's result). `take`: send back only that element of the result; `keep`: later calls may Ref it; `watch`:
-    earlier calls whose arguments this one must not change either (a backward reads its forward's through the
-    cache)."""
+    call's result). `take`: send back only that element of the result; `keep`: later calls may Ref it."""
 
     fn: str
     args: tuple
     keep: bool = False
     take: "int | None" = None
-    watch: tuple[int, ...] = ()
-    inplace: bool = True  # look for writes into the arguments (not for the finite-difference and probe calls)
+    inplace: bool = True  # look for writes into the arguments (not for the probe calls)
 
     def wire(self) -> dict:
         return {"fn": self.fn, "args": encode(self.args), "keep": self.keep, "take": self.take,
-                "watch": list(self.watch), "inplace": self.inplace}
+                "inplace": self.inplace}
 
 
 @dataclass
@@ -210,14 +200,15 @@ def describe(v: Any) -> str:
 
 
 def host(v: Any, backend: str, what: str) -> np.ndarray:
-    """A returned array as float64 NumPy, after checking it is an array of the backend it was given."""
+    """A returned array as NumPy, after checking it is an array of the backend it was given: a floating array
+    keeps its dtype (compare says when it is not the inputs' float64), the others become float64."""
     ok = isinstance(v, Arr) and (v.backend == backend or (v.scalar and backend == "numpy"))
     if not ok:
         raise Failure(f"{what}: expected an array of the {backend!r} backend (the namespace of the inputs), got "
                       f"{describe(v)}")
     if v.array.dtype.kind not in "biuf":
         raise Failure(f"{what}: expected a real (float64) array, got dtype {v.array.dtype}")
-    return np.asarray(v.array, dtype=np.float64)
+    return np.asarray(v.array) if v.array.dtype.kind == "f" else np.asarray(v.array, dtype=np.float64)
 
 
 def compare(what: str, got: np.ndarray, want: np.ndarray, tol: float, where: "np.ndarray | None" = None) -> None:
@@ -236,14 +227,14 @@ def compare(what: str, got: np.ndarray, want: np.ndarray, tol: float, where: "np
                       "not count, but it must be finite (NaN * 0 = NaN poisons the backward pass)")
     if not counts.any():
         return
-    diff = np.where(counts, np.abs(got - want), 0.0)
+    diff = np.where(counts, np.abs(got.astype(np.float64) - want), 0.0)
     scale = max(float(np.max(np.abs(want[counts]))), 1e-300)
     err = float(np.max(diff)) / scale
     if err > tol:
         idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), got.shape))
         g, w = _digits(float(got[idx]), float(want[idx]))
         raise Failure(f"{what}: max |got - expected| / max |expected| = {err:.2e} > {tol:.0e}; at index {idx}: "
-                      f"got {g}, expected {w}")
+                      f"got {g}, expected {w}{precision_hint(got, err)}")
 
 
 def _digits(got: float, want: float) -> tuple[str, str]:
@@ -255,178 +246,54 @@ def _digits(got: float, want: float) -> tuple[str, str]:
     return f"{got:.17g}", f"{want:.17g}"
 
 
-def left_padding_mask(d: Draw, B: int, T: int) -> np.ndarray:
-    """(B, T) of 1 (real) and 0 (padding): each row left-padded by a drawn amount, at least one real step."""
+def left_padding_mask(d: Draw, B: int, T: int, min_real: int = 1) -> np.ndarray:
+    """(B, T) of 1 (real) and 0 (padding): each row left-padded by a drawn amount, at least min_real real steps.
+    Row 0 is padded whenever it can be (T > min_real): every such input then has a padded position, so a mask
+    that ignores padding (-inf for a padded key, a loss over every timestep) fails on it, not only on the few
+    inputs hypothesis happens to pad."""
     mask = np.ones((B, T))
     for b in range(B):
-        mask[b, :d.int(0, T - 1, f"left padding of row {b}")] = 0.0
+        least = 1 if b == 0 and T > min_real else 0
+        mask[b, :d.int(least, max(T - min_real, 0), f"left padding of row {b}")] = 0.0
     return mask
 
 
-# --- a forward/backward pair --------------------------------------------------------------------------------------
+# --- a question: a derivation's answer, as a function -------------------------------------------------------------
 
 
 @dataclass
-class Causal:
-    """The probe of a causal, padding-masked function: `inputs` (their time axis `axis`) are changed at one
-    position j at a time; the output (time axis `out_axis`) must stay exactly as it was at every real position
-    i < j, and everywhere real when j is padded. attention_mask (B, T) is the case's const."""
+class Question:
+    """A written question whose answer is a function of the drawn inputs (a number, an array, a tuple of them):
+    its value against the reference's, relative error <= 1e-9, one point."""
 
-    inputs: tuple[str, ...]
-    axis: int
-    out_axis: int
-    what: str  # "key", "position"
-
-    def perturbed(self, case: Case, rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
-        T = case.arrays[self.inputs[0]].shape[self.axis]
-        out = []
-        for j in range(T):
-            arrays = dict(case.arrays)
-            for name in self.inputs:
-                x = arrays[name].copy()
-                at = [slice(None)] * x.ndim
-                at[self.axis] = j
-                x[tuple(at)] += rng.standard_normal(x[tuple(at)].shape)
-                arrays[name] = x
-            out.append(arrays)
-        return out
-
-    def judge(self, fn: str, base: np.ndarray, outs: list[np.ndarray], mask: np.ndarray) -> None:
-        real = mask > 0  # B,T
-        base_bt = np.moveaxis(base, self.out_axis, 1).reshape(base.shape[0], base.shape[self.out_axis], -1)
-        finite = np.isfinite(base_bt).all(axis=-1)  # B,T
-        if (real & ~finite).any():
-            b, i = (int(v) for v in np.argwhere(real & ~finite)[0])
-            raise Failure(f"{fn}: the output at position {i} (batch row {b}) is not finite: does every position see "
-                          f"at least itself ({self.what} j <= i)?")
-        scale = max(float(np.max(np.abs(base_bt[real]))), 1e-300)
-        for j, out in enumerate(outs):
-            out_bt = np.moveaxis(out, self.out_axis, 1).reshape(base_bt.shape)
-            moved = np.max(np.abs(out_bt - base_bt), axis=-1) > PROBE_TOL * scale  # B,T
-            for b, i in np.argwhere(real & moved):
-                if not real[b, j]:
-                    raise Failure(f"{fn}: the output at real position {i} changed when padded {self.what} {j} changed "
-                                  f"(batch row {b}): a padded {self.what} must get no attention")
-                if j > i:
-                    raise Failure(f"{fn}: the output at position {i} changed when {self.what} {j} changed (batch row "
-                                  f"{b}): position i may depend on {self.what}s 0..i only (causal)")
-
-
-@dataclass
-class PairPlan:
-    ref_out: np.ndarray
-    ref_grads: dict[str, np.ndarray]
-    dout: np.ndarray
-    fd: dict[str, tuple[dict[str, np.ndarray], int]]  # group -> (directions, the call at x + h u; x - h u next)
-    probe_at: int  # index of the first probe call
-
-
-@dataclass
-class Pair:
-    """A forward/backward function pair. args(arrays, consts) -> the forward's positional arguments;
-    grads(what the backward returned) -> {array name: gradient}; groups: (label, array names) graded together;
-    where(case) -> bool array broadcastable to out: the entries that count (None: all of them); returns_cache:
-    the forward returns (out, cache) (else out, which is its own cache)."""
-
-    forward: str
-    backward: str
+    function: str
     draw: Callable[[Draw], Case]
     args: Callable[[dict, dict], tuple]
-    grads: Callable[[Any], dict[str, Any]]
-    groups: tuple[tuple[str, tuple[str, ...]], ...]
-    where: "Callable[[Case], np.ndarray] | None" = None
-    returns_cache: bool = True
-    probe: "Causal | None" = None
+    label: str  # what is asked, in a few words
 
     @property
     def functions(self) -> tuple[str, ...]:
-        return (self.forward, self.backward)
+        return (self.function,)
 
     def kinds(self) -> list[Kind]:
-        out = [Kind("out", f"{self.forward}: output vs reference", 1, self.forward)]
-        for label, _ in self.groups:
-            out += [Kind(f"fd {label}", f"{self.backward}: {label} vs finite differences", 1, self.backward),
-                    Kind(f"ref {label}", f"{self.backward}: {label} vs reference", 1, self.backward)]
-        if self.probe is not None:
-            out.append(Kind("probe", f"{self.forward}: causality and padding probe", 1, self.forward))
-        return out
+        return [Kind("answer", f"{self.function}: {self.label} vs reference", 1, self.function)]
 
-    def _forward_call(self, arrays: dict, consts: dict, keep: bool = False) -> Call:
-        return Call(self.forward, self.args(arrays, consts), keep=keep, take=0 if self.returns_cache else None,
-                    inplace=keep)
+    def plan(self, case: Case, ref: Any) -> tuple[list, Any]:
+        want = getattr(ref, self.function)(*self.args({k: v.copy() for k, v in case.arrays.items()}, case.consts))
+        return [Call(self.function, self.args(case.arrays, case.consts))], want
 
-    def plan(self, case: Case, ref: Any) -> tuple[list, PairPlan]:
-        args = self.args({k: v.copy() for k, v in case.arrays.items()}, case.consts)
-        result = getattr(ref, self.forward)(*args)
-        ref_out, ref_cache = result if self.returns_cache else (result, result)
-        rng = np.random.default_rng(case.seed)
-        dout = rng.standard_normal(ref_out.shape)
-        if self.where is not None:  # dL/dout zero where the output does not count
-            dout = np.where(np.broadcast_to(self.where(case), dout.shape), dout, 0.0)
-        ref_grads = self.grads(getattr(ref, self.backward)(dout.copy(), ref_cache))
-        calls = [self._forward_call(case.arrays, case.consts, keep=True),
-                 Call(self.backward, (dout, Ref(0, 1 if self.returns_cache else None)), watch=(0,))]
-        fd = {}
-        for label, names in self.groups:
-            u = {name: rng.standard_normal(case.arrays[name].shape) for name in names}
-            fd[label] = (u, len(calls))
-            for sign in (1.0, -1.0):
-                moved = {name: case.arrays[name] + sign * FD_STEP * u[name] for name in names}
-                calls.append(self._forward_call({**case.arrays, **moved}, case.consts))
-        probe_at = len(calls)
-        if self.probe is not None:
-            calls += [self._forward_call(arrays, case.consts) for arrays in self.probe.perturbed(case, rng)]
-        return calls, PairPlan(np.asarray(ref_out), {k: np.asarray(v) for k, v in ref_grads.items()}, dout, fd,
-                               probe_at)
-
-    def judge(self, key: str, case: Case, plan: PairPlan, steps: list[Step], backend: str) -> None:
-        where = None if self.where is None else self.where(case)
-        if key == "out":
-            got = host(returned(steps[0], self.forward), backend, f"{self.forward} output")
-            compare(f"{self.forward} output", got, plan.ref_out, FORWARD_TOL, where)
-            return
-        if key == "probe":
-            base = host(returned(steps[0], self.forward, inplace=False), backend, f"{self.forward} output")
-            outs = [host(returned(s, self.forward, inplace=False), backend, f"{self.forward} output")
-                    for s in steps[plan.probe_at:]]
-            if any(o.shape != base.shape for o in outs):
-                raise Failure(f"{self.forward}: the output's shape changed with the values of its inputs")
-            self.probe.judge(self.forward, base, outs, case.consts["attention_mask"])
-            return
-        test, label = key.split(" ", 1)
-        names = dict(self.groups)[label]
-        got = self._student_grads(steps, backend, names, case)
-        if test == "ref":
-            for name in names:
-                compare(f"{self.backward}: d{name}", got[name], plan.ref_grads[name], GRAD_TOL)
-            return
-        u, i = plan.fd[label]
-        plus, minus = (host(returned(steps[k], self.forward, inplace=False), backend, f"{self.forward} output")
-                       for k in (i, i + 1))
-        if plus.shape != plan.dout.shape or minus.shape != plan.dout.shape:
-            raise Failure(f"{self.forward} output: expected shape {plan.dout.shape}, got {plus.shape}")
-        fd = (float(np.sum(plus * plan.dout)) - float(np.sum(minus * plan.dout))) / (2 * FD_STEP)
-        an = sum(float(np.sum(got[name] * u[name])) for name in names)
-        norms = np.sqrt(sum(float(np.sum(got[n] ** 2)) for n in names) * sum(float(np.sum(u[n] ** 2)) for n in names))
-        if not abs(fd - an) <= FD_TOL * (norms + abs(fd)) + 1e-12:
-            what = ", ".join(f"d{n}" for n in names)
-            raise Failure(f"{self.backward}: {what} disagree{'s' if len(names) == 1 else ''} with central finite "
-                          f"differences of sum({self.forward}(...) * dout): along a random direction u, <{label}, u> "
-                          f"= {an:.8g} but (L(x + h u) - L(x - h u)) / 2h = {fd:.8g} (h = {FD_STEP:g})")
-
-    def _student_grads(self, steps: list[Step], backend: str, names: tuple[str, ...], case: Case) -> dict:
-        raw = returned(steps[1], self.backward)
-        try:
-            grads = self.grads(raw)
-        except Exception as e:  # a wrong structure: not a tuple, too short, not a dict
-            raise Failure(f"{self.backward} returned {describe(raw)}, which does not hold the gradients "
-                          f"({type(e).__name__}: {e})")
-        got = {}
-        for name in names:
-            if not isinstance(grads, dict) or name not in grads:
-                raise Failure(f"{self.backward}: the gradient of {name} is missing from what it returned")
-            got[name] = host(grads[name], backend, f"{self.backward}: d{name}")
-            if got[name].shape != case.arrays[name].shape:
-                raise Failure(f"{self.backward}: d{name} has shape {got[name].shape}, expected "
-                              f"{case.arrays[name].shape} (the shape of {name})")
-        return got
+    def judge(self, key: str, case: Case, want: Any, steps: list[Step], backend: str) -> None:
+        got = returned(steps[0], self.function)
+        wants, gots = (want, got) if isinstance(want, tuple) else ((want,), (got,))
+        if not isinstance(gots, tuple) or len(gots) != len(wants):
+            raise Failure(f"{self.function} returned {describe(got)}, expected a tuple of {len(wants)}")
+        for i, (g, w) in enumerate(zip(gots, wants)):
+            what = self.function if len(wants) == 1 else f"{self.function}, entry {i}"
+            if isinstance(w, (int, float)):  # a number: a Python one or a 0-d array will do
+                number = isinstance(g, (int, float)) and not isinstance(g, bool)
+                if not number and not (isinstance(g, Arr) and g.array.size == 1):
+                    raise Failure(f"{what}: expected a number, got {describe(g)}")
+                g = float(g.array.reshape(())) if isinstance(g, Arr) else float(g)
+                compare(what, np.asarray(g), np.asarray(float(w)), FORWARD_TOL)
+            else:
+                compare(what, host(g, backend, what), np.asarray(w, dtype=np.float64), FORWARD_TOL)

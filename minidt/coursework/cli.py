@@ -23,7 +23,8 @@ from .spec import DEFAULT_BACKENDS
 
 DEFAULT_BACKENDS_TEXT = ",".join(f"{b}={w}" for b, w in DEFAULT_BACKENDS.items())
 BACKENDS_HELP = ("backends and their weights, NAME[=WEIGHT],...: each check's points on a backend are multiplied "
-                 f"by its weight (default {DEFAULT_BACKENDS_TEXT}; numpy alone for a NumPy-only course)")
+                 f"by its weight (default {DEFAULT_BACKENDS_TEXT}: the math; numpy,strict also grades portable Array "
+                 "API code, numpy=3,strict=1 weights it less)")
 
 
 def add_parsers(subparsers: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -134,7 +135,7 @@ def cmd_assignment(args: argparse.Namespace) -> int:
 
 
 def _gradescope(args: argparse.Namespace, name: str) -> int:
-    from .gradescope import build_kit
+    from .gradescope import KitBuildError, build_kit
 
     backends = parse_backends(args.backends)
     _check_numbers(args)
@@ -144,6 +145,10 @@ def _gradescope(args: argparse.Namespace, name: str) -> int:
         raise UsageError(f"{args.out} exists; pass --force to overwrite it")
     try:
         kit = build_kit(name, args.out, backends, args.max_examples, args.timeout, args.seed, args.hidden_visibility)
+    except KitBuildError as e:
+        print("pip wheel's last lines:\n" + "\n".join("    " + line for line in e.output.splitlines()),
+              file=sys.stderr)
+        raise UsageError(str(e))
     except ValueError as e:
         raise UsageError(str(e))
     except OSError as e:
@@ -151,6 +156,8 @@ def _gradescope(args: argparse.Namespace, name: str) -> int:
     print(f"wrote {args.out}: the Gradescope autograder of assignment {name} (backends "
           f"{', '.join(f'{b}={w}' for b, w in backends.items())}, {args.max_examples} inputs per check, hidden checks "
           f"shown {args.hidden_visibility}, minidt {kit['minidt']})")
+    print(f"maximum score {kit['max_score']}: {kit['max_score'] // 2} for the public checks (what `minidt grade` "
+          f"shows) and {kit['max_score'] // 2} for their hidden twins; give the assignment that many points")
     print("upload it as the assignment's autograder (Configure Autograder -> Zip file upload)")
     return 0
 

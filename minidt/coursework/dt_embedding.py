@@ -13,11 +13,12 @@ from typing import Any
 from ..backend import array_namespace
 from ..layers.embedding import embedding_backward, embedding_forward
 from ..layers.linear import linear_backward, linear_forward
-from .checks import Case, Draw, Pair
+from .checks import Case, Draw, Question
+from .pair import Pair
 from .spec import Assignment, Function
 
-__all__ = ["embedding_forward", "embedding_backward", "dt_embed_forward", "dt_embed_backward", "PARAM_NAMES",
-           "ASSIGNMENT"]
+__all__ = ["embedding_forward", "embedding_backward", "dt_embed_forward", "dt_embed_backward", "visible_tokens",
+           "PARAM_NAMES", "ASSIGNMENT"]
 
 PARAM_NAMES = ("embed_timestep.weight", "embed_return.weight", "embed_return.bias", "embed_state.weight",
                "embed_state.bias", "embed_action.weight", "embed_action.bias")
@@ -56,6 +57,11 @@ def dt_embed_backward(dx: Any, cache: tuple) -> dict[str, Any]:
     return grads
 
 
+def visible_tokens(k: Any) -> Any:
+    """k (...) positions in a segment, 0-based -> how many tokens the state token s_k attends to, itself included."""
+    return 3 * k + 2  # R_0 s_0 a_0 ... R_k s_k: positions 0 .. 3k + 1
+
+
 INTRO = """
 The Decision Transformer reads a trajectory as a sequence of tokens, three per timestep t:
 
@@ -89,8 +95,8 @@ FUNCTIONS = (
     Function("embedding_forward", """
         ids (...) integers in [0, V), weight (V, C) -> (out (..., C), cache): out[...] = weight[ids[...]].
 
-        Flatten ids to (N,) and use xp.take(weight, flat, axis=0); cache what the backward needs
-        (the flat ids and the shape of weight).
+        Flatten ids to (N,) and use xp.take(weight, flat, axis=0). cache = (flat, weight.shape): the flat ids
+        and the shape of weight (a tuple).
         """),
     Function("embedding_backward", """
         dout (..., C), cache from embedding_forward -> dweight (V, C).
@@ -105,6 +111,8 @@ FUNCTIONS = (
         params: embed_timestep.weight (V, C); embed_return.weight (C, 1), embed_return.bias (C,);
         embed_state.weight (C, S), embed_state.bias (C,); embed_action.weight (C, A), embed_action.bias (C,).
         x[:, 3t] = R_t, x[:, 3t + 1] = s_t, x[:, 3t + 2] = a_t, each its Linear embedding + embed_timestep[t].
+        cache = (time_cache, r_cache, s_cache, a_cache): the caches of embedding_forward (the timesteps) and of
+        linear_forward for the return, the state and the action.
         """),
     Function("dt_embed_backward", """
         dx (B, 3T, C), cache from dt_embed_forward -> grads {name: gradient} for the seven parameters.
@@ -112,15 +120,23 @@ FUNCTIONS = (
         Split dx back into the (R, s, a) token gradients; each Linear's backward gives its weight and bias
         gradients; the timestep table's comes from all three tokens of its timestep (embedding_backward above).
         """),
+    Function("visible_tokens", """
+        Question (graded: your answer as a function). k (...) integer positions in a segment, 0-based -> (...).
+
+        The Decision Transformer predicts action a_k from the final hidden state of the state token s_k. Under
+        GPT-2's causal mask, how many tokens of x does that state token attend to, itself included? (Which of
+        R_k, s_k, a_k does the prediction of a_k see, and why must it not see the third?)
+        """),
 )
 
 
 def _draw_embedding(d: Draw) -> Case:
-    lead = tuple(d.int(1, 4, f"ids dim {i}") for i in range(d.int(1, 2, "number of ids dims")))
+    lead = (d.int(2, 4, "ids dim 0"), *(d.int(1, 4, "ids dim 1") for _ in range(d.int(0, 1, "more ids dims"))))
     V, C = d.int(1, 6, "V"), d.int(1, 4, "C")
     rng = d.rng()
-    return Case({"weight": rng.standard_normal((V, C))}, {"ids": rng.integers(0, V, size=lead)},
-                seed=int(rng.integers(2**31)))
+    ids = rng.integers(0, V, size=lead)
+    ids.flat[-1] = ids.flat[0]  # a repeated id in every input: its rows of dout must add up
+    return Case({"weight": rng.standard_normal((V, C))}, {"ids": ids}, seed=int(rng.integers(2**31)))
 
 
 def _args_embedding(a: dict, c: dict) -> tuple:
@@ -151,12 +167,18 @@ def _grads_dt(returned: Any) -> dict[str, Any]:
     return returned if isinstance(returned, dict) else {}
 
 
+def _draw_positions(d: Draw) -> Case:
+    shape = tuple(d.int(1, 4, f"dim {i}") for i in range(d.int(1, 2, "number of dims")))
+    return Case({}, {"k": d.rng().integers(0, 1000, size=shape)})
+
+
 UNITS = (
     Pair("embedding_forward", "embedding_backward", _draw_embedding, _args_embedding, _grads_embedding,
          (("dweight", ("weight",)),)),
     Pair("dt_embed_forward", "dt_embed_backward", _draw_dt, _args_dt, _grads_dt,
          tuple((f"d{n}", tuple(k for k in PARAM_NAMES if k.startswith(n + ".")))
                for n in ("embed_return", "embed_state", "embed_action", "embed_timestep"))),
+    Question("visible_tokens", _draw_positions, lambda a, c: (c["k"],), "tokens seen"),
 )
 
 ASSIGNMENT = Assignment(name="dt_embedding", number=5, title="The Decision Transformer's token embedding",

@@ -16,10 +16,11 @@ from ..layers.attention import merge_heads, split_heads
 from ..layers.layernorm import layernorm_backward, layernorm_forward
 from ..layers.linear import conv1d_backward, conv1d_forward
 from .attention import attention_backward, attention_forward
-from .checks import Case, Causal, Draw, Pair, left_padding_mask
+from .checks import Case, Draw, Question, left_padding_mask
+from .pair import Causal, Pair
 from .spec import Assignment, Function
 
-__all__ = ["block_forward", "block_backward", "PARAM_NAMES", "ASSIGNMENT"]
+__all__ = ["block_forward", "block_backward", "block_parameter_count", "PARAM_NAMES", "ASSIGNMENT"]
 
 PARAM_NAMES = ("ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight",
                "attn.c_proj.bias", "ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias",
@@ -71,6 +72,14 @@ def block_backward(dout: Any, cache: tuple) -> tuple[Any, dict[str, Any]]:
     return dx, grads
 
 
+def block_parameter_count(C: int, n_inner: int) -> int:
+    """The number of entries of the block's parameters, from their shapes."""
+    ln = 2 * C  # weight and bias, twice
+    attn = C * 3 * C + 3 * C + C * C + C  # c_attn, c_proj
+    mlp = C * n_inner + n_inner + n_inner * C + C  # c_fc, c_proj
+    return 2 * ln + attn + mlp
+
+
 INTRO = """
 GPT-2's block is pre-LN: each sub-layer normalizes its input, and its output is *added* to the residual stream.
 
@@ -111,12 +120,23 @@ FUNCTIONS = (
         mlp.c_fc.weight (C, n_inner), mlp.c_fc.bias (n_inner,); mlp.c_proj.weight (n_inner, C), mlp.c_proj.bias (C,).
         x1 = x + c_proj(merge_heads(attention_forward(q, k, v, attention_mask, (C // n_head) ** -0.5)))
         with q | k | v = conv1d(ln_1(x)) split in three and into heads; out = x1 + mlp(ln_2(x1)).
+        cache = (n_head, activation, ln_1, c_attn, attn, attn_proj, ln_2, c_fc, act, mlp_proj): the two arguments,
+        then the cache of each forward in the order they run (layernorm_forward for ln_1, conv1d_forward for
+        c_attn, attention_forward, conv1d_forward for attn.c_proj, layernorm_forward for ln_2, conv1d_forward for
+        mlp.c_fc, the activation's forward, conv1d_forward for mlp.c_proj).
         """),
     Function("block_backward", """
         dout (B, T, C), cache from block_forward -> (dx (B, T, C), grads {name: gradient, for every key of params}).
 
         Reverse order: the MLP branch, then the residual `+` at x1; the attention branch (dq, dk, dv merged and
         concatenated back to (B, T, 3C) for c_attn's backward), then the residual `+` at x.
+        """),
+    Function("block_parameter_count", """
+        Question (graded: your answer as a function). C (int), n_inner (int) -> an int.
+
+        How many numbers does one block learn: the total size of its twelve parameters (block_forward's docstring
+        gives their shapes)? With n_inner = 4C, which term dominates as C grows, and what does that say about a
+        GPT-2 block's size (C = 768)?
         """),
 )
 
@@ -160,8 +180,14 @@ def _real_rows(case: Case) -> np.ndarray:
 GROUPS = (("dx", ("x",)), ("dln_1", PARAM_NAMES[:2]), ("dattn", PARAM_NAMES[2:6]), ("dln_2", PARAM_NAMES[6:8]),
           ("dmlp", PARAM_NAMES[8:]))
 
+def _draw_count(d: Draw) -> Case:
+    C = d.int(1, 1024, "C")
+    return Case({}, {"C": C, "n_inner": d.choice((4 * C, d.int(1, 4096, "other n_inner")), "n_inner")})
+
+
 UNITS = (Pair("block_forward", "block_backward", _draw, _args, _grads, GROUPS, where=_real_rows,
-              probe=Causal(inputs=("x",), axis=1, out_axis=1, what="position")),)
+              probe=Causal(inputs=("x",), axis=1, out_axis=1, what="position")),
+         Question("block_parameter_count", _draw_count, lambda a, c: (c["C"], c["n_inner"]), "parameters"))
 
 ASSIGNMENT = Assignment(name="gpt2_block", number=4, title="The GPT-2 block", intro=INTRO, preamble=PREAMBLE,
                         functions=FUNCTIONS, module=__name__, units=UNITS)

@@ -20,6 +20,7 @@ from typing import Any
 
 from . import runner
 from .checks import Failure, Step, draw_cases
+from .hints import strict_hint
 from .runner import UngradeableError
 from .spec import DEFAULT_BACKENDS, HEADER, Assignment
 
@@ -28,8 +29,6 @@ DEFAULT_TIMEOUT = 10.0  # seconds a call may take; a unit's calls get this per c
 MAX_OUTPUT = 4000  # characters of a check's output
 MAX_PRINTED_SHOWN = 1000  # characters of what a function printed, in its checks' output
 MINIDT_DIR = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-STRICT_HINT = ("hint: the strict backend rejects NumPy calls on its arrays and arrays made without device=; use "
-               "xp = array_namespace(x) and the Array API standard")
 _MISSING = {"ok": False, "kind": "dead", "error": "not run: the grading process stopped before this call"}
 
 __all__ = ["UngradeableError", "Result", "Report", "Hidden", "grade_file", "find_file", "detect_assignment",
@@ -142,6 +141,9 @@ def grade_file(path: "str | os.PathLike", assignment: Assignment, max_examples: 
             n = len(assignment.checks(backends))
             notes.append(f"hidden checks: a course's autograder (minidt assignment gradescope) runs these {n} checks "
                          f"again on inputs from a seed only it holds ({n} more checks); this grade has none of them.")
+        if "strict" not in backends:
+            notes.append("not graded here: the strict Array API backend (--backends numpy,strict runs every check "
+                         "there too: does the file use only its inputs' namespace and device, as GPU code must?)")
     except UngradeableError as e:
         raise UngradeableError(f"{path}: {e}") from e
     return Report(f"{path}: assignment {assignment.number}, {assignment.title} ({assignment.name})", results,
@@ -253,7 +255,7 @@ def _result(name: str, points: float, verdicts: list, cases: list, step_lists: l
         f = verdicts[shown]
         text = str(f)
         if f.exception and backend == "strict" and on_numpy is not None and on_numpy[shown] is None:
-            text += "\n" + STRICT_HINT
+            text += "\n" + strict_hint(str(f))
         if not f.general:
             text += f"\nfailed on {len(failing)} of {n} inputs; the smallest: {cases[shown].describe()}"
         elif len(failing) < n:

@@ -7,11 +7,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..backend import array_namespace
 from ..layers.layernorm import layernorm_backward, layernorm_forward
-from .checks import Case, Draw, Pair
+from .checks import Case, Draw, Question
+from .pair import Pair
 from .spec import Assignment, Function
 
-__all__ = ["layernorm_forward", "layernorm_backward", "ASSIGNMENT"]
+__all__ = ["layernorm_forward", "layernorm_backward", "rstd_gradient", "ASSIGNMENT"]
+
+
+def rstd_gradient(x: Any, eps: float) -> Any:
+    """x (..., C) -> d rstd / d x_i (..., C), rstd = 1 / sqrt(var + eps) of each row."""
+    xp = array_namespace(x)
+    C = x.shape[-1]
+    mean = xp.mean(x, axis=-1, keepdims=True)
+    rstd = 1.0 / xp.sqrt(xp.mean((x - mean) ** 2, axis=-1, keepdims=True) + eps)
+    return -(rstd ** 3) * (x - mean) / C  # -1/2 (var + eps)^(-3/2) * d var / d x_i, d var / d x_i = 2 (x_i - mean) / C
 
 INTRO = """
 LayerNorm normalizes each row (the last axis, C entries) to zero mean and unit variance, then scales and shifts:
@@ -40,7 +51,7 @@ FUNCTIONS = (
         x (..., C), weight (C,), bias (C,), eps (float) -> (out (..., C), cache).
 
         out = (x - mean) / sqrt(var + eps) * weight + bias, mean and biased var over the last axis.
-        cache: what the backward needs, e.g. (x, weight, mean, rstd) with mean and rstd of shape (..., 1).
+        cache = (x, weight, mean, rstd), mean and rstd of shape (..., 1) (keepdims=True).
         """),
     Function("layernorm_backward", """
         dout (..., C), cache from layernorm_forward -> (dx (..., C), dweight (C,), dbias (C,)).
@@ -48,6 +59,13 @@ FUNCTIONS = (
         dweight, dbias: sums over every leading dimension (reshape to (N, C) and sum over axis 0) of what each row
         contributes. dx (..., C): derive it (the module docstring's prompts); it is rstd times g minus two row means
         of g-based terms, with g = dout * weight.
+        """),
+    Function("rstd_gradient", """
+        Question (graded: your answer as a function). x (..., C), eps -> (..., C).
+
+        rstd = 1 / sqrt(var + eps) is one number per row. Entry i of a row: d rstd / d x_i, the derivative of
+        that row's rstd with respect to x_i (the second prompt above). Derive it, then write it in terms of rstd,
+        x_i - mean and C.
         """),
 )
 
@@ -72,7 +90,8 @@ def _grads(returned: Any) -> dict[str, Any]:
 
 
 UNITS = (Pair("layernorm_forward", "layernorm_backward", _draw, _args, _grads,
-              (("dx", ("x",)), ("dweight", ("weight",)), ("dbias", ("bias",)))),)
+              (("dx", ("x",)), ("dweight", ("weight",)), ("dbias", ("bias",)))),
+         Question("rstd_gradient", _draw, lambda a, c: (a["x"], c["eps"]), "d rstd / dx"))
 
 ASSIGNMENT = Assignment(name="layernorm", number=2, title="LayerNorm", intro=INTRO, preamble=PREAMBLE,
                         functions=FUNCTIONS, module=__name__, units=UNITS)

@@ -17,12 +17,13 @@ from ..layers.activations import (gelu_backward, gelu_forward, gelu_new_backward
                                   relu_forward, silu_backward, silu_forward, tanh_backward, tanh_forward)
 from ..layers.dropout import dropout_backward
 from ..layers.linear import conv1d_backward, conv1d_forward, linear_backward, linear_forward
-from .checks import Case, Draw, Pair
+from .checks import Case, Draw, Question
+from .pair import Pair
 from .spec import Assignment, Function
 
 __all__ = ["conv1d_forward", "conv1d_backward", "linear_forward", "linear_backward", "relu_forward", "relu_backward",
            "gelu_forward", "gelu_backward", "gelu_new_forward", "gelu_new_backward", "silu_forward", "silu_backward",
-           "tanh_forward", "tanh_backward", "dropout_forward", "dropout_backward", "ASSIGNMENT"]
+           "tanh_forward", "tanh_backward", "dropout_forward", "dropout_backward", "dropout_variance", "ASSIGNMENT"]
 
 
 def dropout_forward(x: Any, p: float, u: Any) -> tuple[Any, Any]:
@@ -31,6 +32,12 @@ def dropout_forward(x: Any, p: float, u: Any) -> tuple[Any, Any]:
     mask = xp.astype(u >= p, x.dtype)  # keep where u >= p: probability 1 - p
     mask *= 1.0 / (1.0 - p)  # in place: the cast is already a new array
     return x * mask, mask
+
+
+def dropout_variance(x: Any, p: float) -> Any:
+    """Var[out] of inverted dropout at a fixed x: out_i is x_i / (1 - p) with probability 1 - p, else 0."""
+    return x * x * (p / (1.0 - p))
+
 
 INTRO = """
 An affine map is the workhorse of the transformer: GPT-2 stores its weights as Conv1D, (in, out), and computes
@@ -94,7 +101,7 @@ FUNCTIONS = (
         GPT-2's Conv1D. x (..., I), weight (I, O), bias (O,) -> (out (..., O), cache).
 
         out = x @ weight + bias, computed on x reshaped to (N, I) with N the product of the leading dimensions.
-        cache: what conv1d_backward needs (the flattened x, the weight, the shape of x).
+        cache = (x2, weight, x.shape): x reshaped to (N, I), the weight, and x's shape (a tuple).
         """),
     Function("conv1d_backward", """
         dout (..., O), cache from conv1d_forward -> (dx (..., I), dweight (I, O), dbias (O,)).
@@ -106,6 +113,7 @@ FUNCTIONS = (
         torch.nn.Linear. x (..., I), weight (O, I), bias (O,) -> (out (..., O), cache).
 
         out = x @ weight.T + bias (note the layout: weight is (out_features, in_features)).
+        cache = (x2, weight, x.shape), as conv1d_forward's.
         """),
     Function("linear_backward", """
         dout (..., O), cache from linear_forward -> (dx (..., I), dweight (O, I), dbias (O,)).
@@ -123,6 +131,12 @@ FUNCTIONS = (
         dout (...), mask from dropout_forward -> dx (...).
 
         out is linear in x, entry by entry: what does each entry of dx get?
+        """),
+    Function("dropout_variance", """
+        Question (graded: your answer as a function). x (...), p (float in [0, 1)) -> Var[out] (x's shape).
+
+        For a fixed x, out = dropout_forward(x, p, u) with u uniform: each out_i is x_i / (1 - p) with probability
+        1 - p and 0 otherwise, so E[out_i] = x_i (what the 1/(1 - p) is for). What is the variance of out_i?
         """),
 )
 
@@ -182,6 +196,12 @@ def _args_dropout(a: dict, c: dict) -> tuple:
     return a["x"], c["p"], c["u"]
 
 
+def _draw_variance(d: Draw) -> Case:
+    shape = _leading(d) + (d.int(1, 5, "last dim"),)
+    p = d.choice((0.1, 0.5, 0.9), "p")
+    return Case({"x": d.rng().standard_normal(shape)}, {"p": p})
+
+
 AFFINE_GROUPS = (("dx", ("x",)), ("dweight", ("weight",)), ("dbias", ("bias",)))
 
 UNITS = (
@@ -190,6 +210,7 @@ UNITS = (
     *(Pair(f"{name}_forward", f"{name}_backward", _draw_activation, _args_activation, _grads_x, (("dx", ("x",)),))
       for name in ACTIVATION_MATH),
     Pair("dropout_forward", "dropout_backward", _draw_dropout, _args_dropout, _grads_x, (("dx", ("x",)),)),
+    Question("dropout_variance", _draw_variance, lambda a, c: (a["x"], c["p"]), "Var[out]"),
 )
 
 ASSIGNMENT = Assignment(name="linear_activations", number=1, title="Linear layers, activations and dropout",

@@ -408,7 +408,7 @@ class Sandbox:
                 current = u
                 self.swap_in(self.units[u])
             steps = self.units[u]["cases"][c]
-            kept: dict[int, tuple[Any, list, str]] = {}
+            kept: dict[int, Any] = {}
             results: dict[int, dict] = {}
             for i, step in enumerate(steps):
                 t0 = time.perf_counter()
@@ -443,7 +443,7 @@ class Sandbox:
         if isinstance(x, Ref):
             if not results[x.step]["ok"]:
                 raise Dependency(results[x.step])
-            value = kept[x.step][0]
+            value = kept[x.step]
             return value if x.index is None else value[x.index]
         if isinstance(x, np.ndarray):
             return self.to_backend(x, backend)
@@ -469,13 +469,7 @@ class Sandbox:
             args = self.resolve(step["args"], backend, kept, results)
         except Dependency as d:
             return {"ok": False, "kind": d.result["kind"], "error": d.result["error"]}
-        own = arrays_in(args, self.labels(fn, len(args)))
-        watched = []
-        for w in step["watch"]:  # the arguments of an earlier call whose cache this call reads
-            _, arrays, earlier = kept[w]
-            watched += [(f"{earlier}'s argument {label} (which its cache holds)", a) for label, a in arrays]
-        seen = {id(a) for _, a in watched}
-        watched += [(f"its argument {label}", a) for label, a in own if id(a) not in seen]
+        watched = [(f"its argument {label}", a) for label, a in arrays_in(args, self.labels(fn, len(args)))]
         before = [(label, a, np.array(self.host(a))) for label, a in watched] if step["inplace"] else []
         printed = Printed()
         try:
@@ -492,7 +486,7 @@ class Sandbox:
             return {**out, "ok": False, "kind": "exception",
                     "error": f"{fn_name} returned {kind_of(result)}, expected a tuple (its docstring says of what)"}
         if step["keep"]:
-            kept[i] = (result, own, fn_name)
+            kept[i] = result
         return {**out, **self.encoded(value, fn_name)}
 
     def encoded(self, value: Any, fn_name: str) -> dict:

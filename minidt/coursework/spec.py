@@ -29,7 +29,10 @@ class Function:
     doc: str
 
 
-DEFAULT_BACKENDS = {"numpy": 1, "strict": 1}  # backend -> weight: each check's points on it are multiplied by it
+# backend -> weight: each check's points on it are multiplied by it. NumPy alone by default: the points are for the
+# math. A course that teaches the Array API (tutorial 01 does) adds the strict backend, which grades portable code.
+DEFAULT_BACKENDS = {"numpy": 1}
+PORTABLE = {"numpy": 1, "strict": 1}  # --backends numpy,strict
 
 
 @dataclass
@@ -90,15 +93,21 @@ class Assignment:
         parts = [
             f"{HEADER}{self.name}\n"
             f'"""minidt assignment {self.number}: {self.title} ({kind}).\n\n{intro}\n\n'
+            + textwrap.fill("The prompts above are for your own derivation, on paper; nobody collects them. The "
+                            "function whose docstring starts with 'Question' is the written part that is graded: "
+                            "its answer, as a function the grader evaluates.", 114) + "\n\n"
             "Each docstring gives the shapes and the math. Grade your file with\n\n"
             f"    minidt grade {self.name}.py\n\n"
             + textwrap.fill(
                 "which runs each function on inputs drawn by hypothesis: outputs against the reference solution, "
-                "gradients against central finite differences (float64) and against the reference, on NumPy and on "
-                "the strict Array API backend. For the strict backend, use only the namespace of your inputs "
-                "(xp = array_namespace(x)) and the Array API standard on it: no NumPy calls on the arrays. Never "
-                "write into an argument (x -= mean changes the caller's x): the grader checks. Your file runs in a "
-                f"separate process that may import, of minidt, only {allowed} (the rest of minidt is the reference "
+                "gradients against central finite differences (float64) and against the reference, on NumPy; with "
+                "--backends numpy,strict (a course that grades portable code) also on the strict Array API backend, "
+                "which refuses what a GPU would: use only the namespace of your inputs (xp = array_namespace(x)) and "
+                "the Array API standard on it, no NumPy calls on the arrays, device=device(x) for every array you "
+                "make. Never write into an argument (x -= mean changes the caller's x): the grader checks. A "
+                "backward is graded on the reference forward's cache, so a mistake in a forward costs that "
+                "forward's points only: return the cache exactly as the forward's docstring lays it out. Your "
+                f"file runs in a separate process that may import, of minidt, only {allowed} (the rest of minidt is the reference "
                 "solution); a function that calls another of this file's functions is graded with the reference's "
                 "version of that one, so each mistake costs its own points only.", 114) + "\n"
             '"""\n\n'
@@ -124,7 +133,13 @@ def function_source(fn: Callable, name: str, doc: str, solution: bool) -> str:
     while header_end > node.lineno and (not lines[header_end - 1].strip()
                                         or lines[header_end - 1].strip().startswith("#")):
         header_end -= 1
-    body = lines[first.end_lineno:] if has_doc else lines[header_end:]
+    start = first.end_lineno if has_doc else header_end
+    gpu = set()  # 0-based lines of the kernel dispatch, and the blank line after each
+    for stmt in filter(_is_kernel_dispatch, node.body):
+        gpu |= set(range(stmt.lineno - 1, stmt.end_lineno))
+        if stmt.end_lineno < len(lines) and not lines[stmt.end_lineno].strip():
+            gpu.add(stmt.end_lineno)
+    body = [line for i, line in enumerate(lines[start:], start) if i not in gpu]
     while body and not body[0].strip():
         body = body[1:]
     out = lines[node.lineno - 1:header_end] + [_docstring(doc)]
@@ -135,6 +150,12 @@ def function_source(fn: Callable, name: str, doc: str, solution: bool) -> str:
         out += [f"    # your code here (the reference solution takes {n} line{'s' if n != 1 else ''})",
                 "    raise NotImplementedError"]
     return "\n".join(out) + "\n"
+
+
+def _is_kernel_dispatch(stmt: ast.stmt) -> bool:
+    """`if kernel_path(x) ...: return <the kernel's result>`: the GPU path's branch at the top of a layer function
+    (minidt/kernels), left out of the files students get, which hold the textbook, the twin."""
+    return isinstance(stmt, ast.If) and "kernel_path(" in ast.unparse(stmt.test)
 
 
 def _docstring(doc: str) -> str:

@@ -35,7 +35,7 @@ import gymnasium as gym
 import minari
 import numpy as np
 from minari.data_collector import EpisodeBuffer
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: in a notebook without ipywidgets it warns (IProgress not found)
 
 from .envs import GYM_IDS, env_name
 from .experts import EXPERTS, MEDIUM_EPS

@@ -10,6 +10,9 @@
 
 c = sqrt(2/pi), Phi and phi are the standard normal CDF and density. Each backward takes the cache its forward
 returned: the input x, or the output where the derivative is cheapest in terms of it (tanh).
+
+`bias_act_forward` / `bias_act_backward` fuse the bias add before an activation (the MLP's c_fc) into it: one
+kernel each way on the kernel path (minidt/kernels/bias_act.cu); here, the twin, the two steps one after the other.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import math
 from typing import Any, Callable
 
 from ..backend import array_namespace, erf
+from ..kernels.switch import kernel_path
 from ..validate import check_shape
 from .module import Module
 
@@ -97,6 +101,29 @@ def get_activation(name: str) -> tuple[Callable, Callable]:
     if name not in ACTIVATIONS:
         raise ValueError(f"activation_function: expected one of {', '.join(ACTIVATIONS)}, got {name!r}")
     return ACTIVATIONS[name]
+
+
+def bias_act_forward(h: Any, bias: Any, name: str) -> tuple[Any, tuple]:
+    """h (..., C) (a matrix product's output, overwritten), bias (C,) -> out = f(h + bias) (..., C), cache."""
+    if kernel_path(h):
+        from ..kernels import bias_act
+
+        return bias_act.forward(h, bias, name)
+    h += bias  # in place, as Conv1D adds its bias
+    out, cache = get_activation(name)[0](h)
+    return out, (cache, name)
+
+
+def bias_act_backward(dout: Any, cache: tuple) -> tuple[Any, Any]:
+    """dout (..., C) -> dh (..., C) (the gradient of h, and of h + bias), dbias (C,)."""
+    if kernel_path(dout):
+        from ..kernels import bias_act
+
+        return bias_act.backward(dout, cache)
+    xp = array_namespace(dout)
+    saved, name = cache
+    dh = get_activation(name)[1](dout, saved)
+    return dh, xp.sum(xp.reshape(dh, (-1, dh.shape[-1])), axis=0)
 
 
 class Activation(Module):

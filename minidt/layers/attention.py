@@ -18,6 +18,7 @@ import math
 from typing import Any
 
 from ..backend import Backend, Generator, array_namespace, device
+from ..kernels.switch import kernel_path
 from ..validate import check_last_dim, check_shape
 from .dropout import Dropout
 from .linear import Conv1D, conv1d_forward
@@ -64,6 +65,11 @@ def attention_forward(q: Any, k: Any, v: Any, bias: Any, scale: float, p: float,
     sdtype = xp.float32 if upcast else q.dtype
     qs, ks = xp.astype(q, sdtype, copy=False), xp.astype(k, sdtype, copy=False)
     scores = qs @ xp.matrix_transpose(ks)  # B,H,Tq,Tk
+    if kernel_path(q) and not upcast:  # scale, mask, softmax and dropout in one launch (kernels/softmax.cu)
+        from ..kernels import softmax
+
+        probs, probs_dropped, mask = softmax.forward(scores, bias, scale, p, gen)
+        return probs_dropped @ v, probs_dropped, (qs, ks, v, probs, (mask, probs_dropped), scale)
     scores *= scale  # in place: one (B,H,Tq,Tk) array instead of three
     scores += xp.astype(bias, sdtype, copy=False)
     probs = xp.astype(softmax_forward(scores), v.dtype, copy=False)  # B,H,Tq,Tk
@@ -82,6 +88,10 @@ def attention_backward(dout: Any, cache: tuple) -> tuple[Any, Any, Any]:
     """dout (B,H,Tq,D) -> dq (B,H,Tq,D), dk, dv (B,H,Tk,D)."""
     xp = array_namespace(dout)
     qs, ks, v, probs, mask, scale = cache
+    if kernel_path(dout) and isinstance(mask, tuple):  # the kernel path's cache: (HashMask or None, dropped probs)
+        from ..kernels import softmax
+
+        return softmax.attention_backward(dout, cache)
     probs_dropped = probs if mask is None else probs * mask
     dv = xp.matrix_transpose(probs_dropped) @ dout  # B,H,Tk,D
     dprobs = dout @ xp.matrix_transpose(v)  # B,H,Tq,Tk
@@ -135,10 +145,12 @@ class CausalSelfAttention(Module):
         self.resid_dropout = Dropout(resid_pdrop, gen)
 
     def forward(self, x: Any, attention_mask: Any = None, bias: Any = None, past_kv: tuple | None = None,
-                use_cache: bool = False) -> tuple[Any, Any, tuple | None]:
+                use_cache: bool = False, residual: Any = None) -> tuple[Any, Any, tuple | None]:
         """x (B, T, C); attention_mask (B, T_past + T) of 1/0, or a ready additive `bias` (see attention_bias);
         past_kv (k, v) each (B, H, T_past, D) from earlier calls. Returns y (B, T, C), the attention weights
-        (B, H, T, T_past + T), and the (k, v) to pass next time (None unless use_cache)."""
+        (B, H, T, T_past + T), and the (k, v) to pass next time (None unless use_cache). With a `residual`
+        (B, T, C), y is residual + the attention's output: the block's residual add, fused with the dropout
+        before it (Dropout.forward); backward still returns the gradient of x alone."""
         xp = array_namespace(x)
         check_last_dim("x", x, self.c_attn.weight.shape[0], self.dtype)
         if len(x.shape) != 3:
@@ -159,7 +171,7 @@ class CausalSelfAttention(Module):
             bias = attention_bias(attention_mask, T, T_past + T, self.dtype if not self.upcast else xp.float32, x)
         p = self.attn_pdrop if self.training else 0.0
         out, probs, cache = attention_forward(q, k, v, bias, self.scale, p, self.gen, self.upcast)
-        y = self.resid_dropout(self.c_proj(merge_heads(out)))  # B,T,C
+        y = self.resid_dropout(self.c_proj(merge_heads(out)), residual)  # B,T,C
         self.keep((cache, T_past))
         return y, probs, ((k, v) if use_cache else None)
 

@@ -1,7 +1,8 @@
 """The pre-LN GPT-2 block:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x)).
 
 Backward runs the two residual steps in reverse: the gradient reaches x both straight down the residual path
-and through the branch, and the two add."""
+and through the branch, and the two add. Each branch does its residual add itself, in its last dropout
+(`residual=x`): on the kernel path that is one launch, the dropout and the add fused."""
 
 from __future__ import annotations
 
@@ -35,9 +36,8 @@ class Block(Module):
     def forward(self, x: Any, attention_mask: Any = None, bias: Any = None, past_kv: tuple | None = None,
                 use_cache: bool = False) -> tuple[Any, Any, tuple | None]:
         """x (B, T, C) -> out (B, T, C), attention weights, present (k, v) or None. Masks as in attention."""
-        a, probs, present = self.attn(self.ln_1(x), attention_mask, bias, past_kv, use_cache)
-        x = x + a
-        x = x + self.mlp(self.ln_2(x))
+        x, probs, present = self.attn(self.ln_1(x), attention_mask, bias, past_kv, use_cache, residual=x)  # x + a
+        x = self.mlp(self.ln_2(x), residual=x)  # x + mlp(ln_2(x))
         return x, probs, present
 
     def backward(self, dout: Any) -> Any:

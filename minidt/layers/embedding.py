@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import Backend, Generator, array_namespace, device, is_backend_array, scatter_add, to_numpy
+from ..kernels.switch import kernel_path
 from ..validate import check_last_dim
 from .module import Module, Parameter
 
@@ -25,6 +26,10 @@ def embedding_backward(dout: Any, cache: tuple) -> Any:
     """dout (..., C) -> dweight (V, C). Rows never looked up get zero."""
     xp = array_namespace(dout)
     ids, (V, C) = cache
+    if not isinstance(ids, int) and kernel_path(dout):  # one launch, no one-hot matrix, the twin's order of sums
+        from ..kernels import embedding
+
+        return embedding.backward(xp.reshape(dout, (-1, C)), ids, V)
     dweight = xp.zeros((V, C), dtype=dout.dtype, device=device(dout))  # V,C
     if isinstance(ids, int):  # one row looked up by every token: its gradient is the plain sum over them
         dweight[ids, :] = xp.sum(xp.reshape(dout, (-1, C)), axis=0)

@@ -10,12 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import Backend, array_namespace
+from ..kernels.switch import kernel_path
 from ..validate import check_last_dim, check_shape
 from .module import Module, Parameter
 
 
 def layernorm_forward(x: Any, weight: Any, bias: Any, eps: float) -> tuple[Any, tuple]:
     """x (..., C), weight (C,), bias (C,) -> out (..., C)."""
+    if kernel_path(x):  # the kernel path (MINIDT_KERNELS=1 on CuPy): one launch, the same cache
+        from ..kernels import layernorm
+
+        return layernorm.forward(x, weight, bias, eps)
     xp = array_namespace(x)
     C = x.shape[-1]
     mean = xp.mean(x, axis=-1, keepdims=True)  # ...,1
@@ -30,6 +35,10 @@ def layernorm_forward(x: Any, weight: Any, bias: Any, eps: float) -> tuple[Any, 
 
 def layernorm_backward(dout: Any, cache: tuple) -> tuple[Any, Any, Any]:
     """dout (..., C) -> dx (..., C), dweight (C,), dbias (C,)."""
+    if kernel_path(dout):
+        from ..kernels import layernorm
+
+        return layernorm.backward(dout, cache)
     xp = array_namespace(dout)
     x, weight, mean, rstd = cache
     C = x.shape[-1]

@@ -16,12 +16,13 @@ from .module import Module, Parameter
 
 
 def conv1d_forward(x: Any, weight: Any, bias: Any) -> tuple[Any, tuple]:
-    """x (..., I), weight (I, O), bias (O,) -> out (..., O)."""
+    """x (..., I), weight (I, O), bias (O,) or None (the caller adds it: MLP's fused activation) -> out (..., O)."""
     xp = array_namespace(x)
     I, O = weight.shape
     x2 = xp.reshape(x, (-1, I))  # N,I
     out = x2 @ weight  # N,O
-    out += bias  # in place: the product is a new array, no need for another
+    if bias is not None:
+        out += bias  # in place: the product is a new array, no need for another
     return xp.reshape(out, (*x.shape[:-1], O)), (x2, weight, x.shape)
 
 
