@@ -132,7 +132,7 @@ def test_key_to_door_defaults_targets_and_success_rate():
     assert TrainSettings.from_preset("quick", env="CartPole-v1") == TrainSettings(env="CartPole-v1")
     assert evaluation_targets([0.0, 1.0, 0.0], env="minidt/KeyToDoor-v0") == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert TrainSettings(algo="bc", top_percent=10).label == "%BC" and TrainSettings().label == "DT"
-    with pytest.raises(ValueError, match="^algo: expected one of dt, bc, got 'cql'"):
+    with pytest.raises(ValueError, match="^algo: expected one of dt, bc, td3bc, got 'cql'"):
         TrainSettings(algo="cql")
     with pytest.raises(ValueError, match=r"^top_percent: expected a percentage in \(0, 100\], got 0"):
         TrainSettings(top_percent=0)
