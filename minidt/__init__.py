@@ -15,8 +15,8 @@ from .model import DecisionTransformerModel, DecisionTransformerOutput
 # gymnasium, h5py and minari, which would more than double the time `import minidt` takes; `parallel` brings in
 # concurrent.futures and logging.
 SUBPACKAGES = ("backend", "checkpoint", "cli", "config", "coursework", "data", "evaluate", "files", "gradcheck",
-               "layers", "losses", "model", "optim", "parallel", "parity", "plots", "policy", "report", "runs",
-               "settings", "td3bc", "train")
+               "keytodoor", "layers", "losses", "model", "optim", "parallel", "parity", "plots", "policy", "report",
+               "runs", "settings", "td3bc", "train")
 LAZY_NAMES = {"load_policy": "policy", "Policy": "policy",  # minidt.load_policy(run_dir, target_return)
               "DataParallel": "parallel"}
 

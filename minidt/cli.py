@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .arguments import ArgumentParser, UsageError, finite_float, nonnegative_int, positive_int
+from .arguments import (ArgumentParser, UsageError, finite_float, nonnegative_float, nonnegative_int, percentage,
+                        positive_int)
 
 
 # --- commands ----------------------------------------------------------------------------------------------------
@@ -69,6 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError("--resume and --force: --resume continues a run, --force replaces one; pick one")
         settings = resumed_settings(args.resume, env=args.env, dataset=args.dataset, preset=args.preset,
                                     backend=args.backend, seed=args.seed, out=args.out, algo=args.algo,
+                                    top_percent=args.top_percent, dataset_episodes=args.dataset_episodes,
                                     delayed_rewards=args.delayed_rewards, steps=args.steps,
                                     final_eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
                                     workers=args.workers)
@@ -79,7 +81,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         settings = TrainSettings.from_preset(
             args.preset or "quick", env=args.env, dataset=args.dataset, steps=args.steps, seed=args.seed,
             backend=args.backend, final_eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
-            workers=args.workers, algo=args.algo, delayed_rewards=args.delayed_rewards)
+            workers=args.workers, algo=args.algo, top_percent=args.top_percent,
+            dataset_episodes=args.dataset_episodes, delayed_rewards=args.delayed_rewards)
         out = args.out or default_run_dir(settings)
     run = train_td3bc if settings.algo == "td3bc" else train
     try:
@@ -129,12 +132,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"{', '.join(given)}: a Decision Transformer run's video and DataParallel threads; "
                          f"{args.run_dir} is a TD3+BC run (evaluated by plain rollouts on one thread)")
     evaluations = evaluate_run(args.run_dir, env=args.env, targets=args.targets, episodes=args.episodes,
-                               seed=args.seed, progress=not (args.quiet or args.json), workers=args.workers)
+                               seed=args.seed, progress=not (args.quiet or args.json), workers=args.workers,
+                               temperature=args.temperature)
     print(json.dumps({"evaluations": evaluations}, indent=1) if args.json else format_evaluations(evaluations))
     if args.video:
         from .video import record_run
 
-        clips = record_run(args.run_dir, args.video, [e["target_return"] for e in evaluations], args.env, args.seed)
+        clips = record_run(args.run_dir, args.video, [e["target_return"] for e in evaluations], args.env, args.seed,
+                           args.temperature)
         print("clips:", *clips, file=sys.stderr)
     return 0
 
@@ -149,7 +154,10 @@ def cmd_reference_returns(args: argparse.Namespace) -> int:
         raise UsageError(f"--env: {e}")
     lo, hi = measure_reference_returns(name, args.episodes, args.seed, progress=not args.quiet)
     print(f"{GYM_IDS[name]} over {args.episodes} episodes (seed {args.seed}): random {lo:.6f}, expert {hi:.6f}")
-    print(f"minidt.data.scores uses: random {REF_MIN_SCORE[name]:.6f}, expert {REF_MAX_SCORE[name]:.6f}")
+    if name in REF_MIN_SCORE:
+        print(f"minidt.data.scores uses: random {REF_MIN_SCORE[name]:.6f}, expert {REF_MAX_SCORE[name]:.6f}")
+    else:
+        print(f"minidt.data.scores has no reference returns for {name} yet")
     return 0
 
 
@@ -176,13 +184,27 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     from .settings import ALGOS, PRESETS, TD3BC_DEFAULTS, TrainSettings  # not minidt.data (slow: minari)
 
     d = TrainSettings()
-    t = sub.add_parser("train", help="train a Decision Transformer (or TD3+BC) offline, then evaluate it at several "
-                       "targets (TD3+BC: plain rollouts)")
-    t.add_argument("--env", metavar="ENV", help=f"{d.env} (default), MountainCarContinuous-v0, InvertedPendulum-v5, "
-                   "or the environment of a D4RL/Minari dataset (continuous actions)")
+    t = sub.add_parser("train", help="train a Decision Transformer (or BC, or TD3+BC) offline, then evaluate it at "
+                       "several targets (BC, TD3+BC: once, with no target)")
+    t.add_argument("--env", metavar="ENV", help=f"{d.env} (default), MountainCarContinuous-v0, InvertedPendulum-v5; "
+                   "with discrete actions CartPole-v1, Acrobot-v1, MountainCar-v0, minidt/KeyToDoor-v0 (the paper's "
+                   "credit-assignment task); or the environment of a D4RL/Minari dataset")
     t.add_argument("--dataset", metavar="TIER|PATH|MINARI_ID",
                    help="a generated tier (random, medium, expert, medium-replay, full-replay, medium-expert; "
-                        f"default {d.dataset}), a D4RL .hdf5 file, a Minari dataset directory, or a local Minari id")
+                        f"default {d.dataset}, Key-to-Door random), a D4RL .hdf5 file, a Minari dataset directory, "
+                        "or a local Minari id")
+    t.add_argument("--dataset-episodes", type=positive_int, metavar="N",
+                   help="episodes of a generated tier (default 200, Key-to-Door 10,000; the paper's smaller "
+                        "Key-to-Door dataset: 1000)")
+    t.add_argument("--algo", choices=ALGOS, help="dt, the Decision Transformer (default); bc, behaviour cloning: "
+                   "the same model with its return input zeroed, evaluated once with no target; td3bc, TD3+BC "
+                   "(Fujimoto & Gu 2021), the TD-learning baseline, continuous actions only, the paper's "
+                   f"hyperparameters (hidden {TD3BC_DEFAULTS['hidden_size']}, lr {TD3BC_DEFAULTS['lr']:g}, batch "
+                   f"{TD3BC_DEFAULTS['batch_size']}) for {TD3BC_DEFAULTS['steps']:,} steps by default; not with "
+                   "--preset or --workers")
+    t.add_argument("--top-percent", type=percentage, metavar="X",
+                   help="train on the best X %% of the episodes by return (default 100; with --algo bc, the "
+                        "paper's %%BC; equal returns are never split: Key-to-Door's X < 100 keeps its successes)")
     t.add_argument("--preset", choices=tuple(PRESETS),
                    help="quick (minutes on a CPU; default) or paper (the paper's model and schedule)")
     t.add_argument("--steps", type=positive_int, metavar="N",
@@ -205,11 +227,6 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest checkpoint, with its "
                    "settings (--steps, --eval-episodes and --checkpoint-every may change)")
     t.add_argument("--workers", type=positive_int, metavar="N", help=WORKERS_HELP)
-    t.add_argument("--algo", choices=ALGOS, help="dt: the Decision Transformer (default); td3bc: TD3+BC (Fujimoto & "
-                   f"Gu 2021), the TD-learning baseline, continuous actions only, the paper's hyperparameters "
-                   f"(hidden {TD3BC_DEFAULTS['hidden_size']}, lr {TD3BC_DEFAULTS['lr']:g}, batch "
-                   f"{TD3BC_DEFAULTS['batch_size']}) for {TD3BC_DEFAULTS['steps']:,} steps by default; not with "
-                   "--preset or --workers")
     t.add_argument("--delayed-rewards", action="store_true", default=None,
                    help="move every episode's rewards to its last step (the return is unchanged), as the paper's "
                         "delayed-reward experiment (Table 7)")
@@ -218,11 +235,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 def add_generate(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("generate", help="generate (or find in the cache) an offline dataset, in Minari's format")
-    g.add_argument("--env", required=True, help="pendulum (Pendulum-v1), mountaincar (MountainCarContinuous-v0) or "
-                   "invertedpendulum (InvertedPendulum-v5, needs the mujoco extra)")
+    g.add_argument("--env", required=True, help="pendulum (Pendulum-v1), mountaincar (MountainCarContinuous-v0), "
+                   "invertedpendulum (InvertedPendulum-v5, needs the mujoco extra); with discrete actions: cartpole "
+                   "(CartPole-v1), acrobot (Acrobot-v1), mountaincar-discrete (MountainCar-v0), keytodoor "
+                   "(minidt/KeyToDoor-v0)")
     g.add_argument("--tier", required=True, help="random, medium, expert, medium-replay, full-replay, medium-expert")
     g.add_argument("--episodes", type=positive_int, metavar="N",
-                   help="episodes (default 200; medium-expert holds twice as many)")
+                   help="episodes (default 200, Key-to-Door 10,000; medium-expert holds twice as many)")
     g.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
                    help="episode i is seeded by (seed, tier, i) (default 0)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -237,7 +256,12 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--env", help="the environment (default: the run's)")
     e.add_argument("--targets", type=finite_float, nargs="+", metavar="R",
                    help="target returns (default: 7 from the run's dataset: 5 spanning its returns, the mean of its "
-                        "best 10%% of episodes, and one a quarter of the range beyond its best)")
+                        "best 10%% of episodes, and one a quarter of the range beyond its best; Key-to-Door: 0, "
+                        "0.25, 0.5, 0.75, 1; a BC run takes none)")
+    e.add_argument("--temperature", type=nonnegative_float, default=0.0, metavar="T",
+                   help="a discrete model's actions: 0 takes the argmax of its logits (default); T > 0 samples from "
+                        "softmax(logits / T), episode j's draws seeded like its environment (the same seed, the same "
+                        "episode)")
     e.add_argument("--episodes", type=positive_int, default=20, metavar="N", help="episodes per target (default 20)")
     e.add_argument("--seed", type=nonnegative_int, default=EVAL_SEED, metavar="S",
                    help=f"episode j of every target is seeded seed + j (default {EVAL_SEED})")
@@ -251,7 +275,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 def add_reference_returns(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("reference-returns", help="re-measure the random and expert returns that normalized "
                        "scores use, for a generated environment")
-    r.add_argument("--env", required=True, help="pendulum, mountaincar or invertedpendulum")
+    r.add_argument("--env", required=True, help="pendulum, mountaincar, invertedpendulum, cartpole, acrobot, "
+                   "mountaincar-discrete or keytodoor (or their gymnasium ids)")
     r.add_argument("--episodes", type=positive_int, default=1000, metavar="N",
                    help="episodes per policy (default 1000, as in scores.py)")
     r.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",

@@ -5,6 +5,12 @@ is "relu" (the docstring says "gelu") and vocab_size is 1 (the docstring says 50
 that is what `DecisionTransformerConfig()` gives a user of the reference. Keys we do not know (for example
 transformers' "architectures" or "transformers_version") are kept as attributes and written back, as transformers
 does, so a config.json survives a round trip through minidt unchanged.
+
+One field is minidt's own: `discrete_actions` (default False). True marks a discrete action space: act_dim is then
+the number of actions, actions enter as one-hot vectors and action_preds are logits (action_tanh False, its
+default then). transformers keeps the key as an unknown one, so its DecisionTransformerModel loads such a
+checkpoint and computes the same logits. The key is written only when set, so a continuous config.json is
+exactly transformers' own.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     "reorder_and_upcast_attn": False,
 }
 
+# minidt's own fields, beyond the reference's: absent from a config.json unless set (see the module docstring)
+MINIDT_DEFAULTS: dict[str, Any] = {"discrete_actions": False}
+
 ALIASES = {"max_position_embeddings": "n_positions", "num_attention_heads": "n_head", "num_hidden_layers": "n_layer"}
 
 MODEL_TYPE = "decision_transformer"
@@ -50,7 +59,7 @@ POSITIVE_INTS = ("state_dim", "act_dim", "hidden_size", "max_ep_len", "vocab_siz
                  "n_head")
 PROBABILITIES = ("resid_pdrop", "embd_pdrop", "attn_pdrop")
 FLAGS = ("action_tanh", "scale_attn_weights", "use_cache", "scale_attn_by_inverse_layer_idx",
-         "reorder_and_upcast_attn")
+         "reorder_and_upcast_attn", "discrete_actions")
 
 
 def check_field(key: str, value: Any) -> Any:
@@ -92,6 +101,8 @@ class DecisionTransformerConfig:
     def __init__(self, **kwargs: Any):
         for key, value in DEFAULTS.items():
             object.__setattr__(self, key, value)
+        if kwargs.get("discrete_actions") is True and "action_tanh" not in kwargs:
+            object.__setattr__(self, "action_tanh", False)  # a discrete model's default: logits, not tanh
         for key, value in kwargs.items():
             setattr(self, key, value)
         self.validate()
@@ -109,12 +120,17 @@ class DecisionTransformerConfig:
     def __getattr__(self, key: str) -> Any:  # only called when normal lookup fails
         if key in ALIASES:
             return getattr(self, ALIASES[key])
+        if key in MINIDT_DEFAULTS:
+            return MINIDT_DEFAULTS[key]
         raise AttributeError(f"DecisionTransformerConfig has no field {key!r}")
 
     def validate(self) -> None:
-        """What no single field can check: n_head divides hidden_size."""
+        """What no single field can check: n_head divides hidden_size; a discrete model has no tanh."""
         if self.hidden_size % self.n_head != 0:
             raise ValueError(f"n_head: expected a divisor of hidden_size {self.hidden_size}, got {self.n_head}")
+        if self.discrete_actions and self.action_tanh:
+            raise ValueError("action_tanh: expected false with discrete_actions true (action_preds are logits), "
+                             "got true")
 
     @property
     def inner_dim(self) -> int:

@@ -10,6 +10,11 @@ All episodes of all targets run at once in one gymnasium vector env (autoreset N
 until its first termination or truncation. `EpisodeWindow` is that bookkeeping, shared with `minidt.load_policy`.
 `rollout_sequential` is the same loop one environment at a time with the full forward, as the reference's example
 does: the tests hold the two equal on the same seeds.
+
+A discrete model's action is picked from its logits: by argmax (the default), or sampled from softmax(logits / T)
+at a temperature T > 0, each episode with its own random stream seeded by its environment's seed (the same seed
+gives the same episode). A behaviour-cloning model (Preprocess.zero_returns) sees a return input of 0 throughout:
+the target plays no part.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import math
+
 import gymnasium as gym
 import numpy as np
 
+from . import keytodoor  # noqa: F401  (registers minidt/KeyToDoor-v0 with gymnasium)
 from .backend import to_numpy
 from .layers.module import no_grad
 from .model import DecisionTransformerModel
@@ -32,17 +40,21 @@ class Preprocess:
     state_mean: np.ndarray  # state_dim
     state_std: np.ndarray  # state_dim (std + 1e-6)
     scale: float  # returns-to-go are divided by it
-    action_low: np.ndarray  # act_dim: the env's bounds; the model acts in [-1, 1]
+    action_low: np.ndarray  # act_dim: the env's bounds; the model acts in [-1, 1] (unused for discrete actions)
     action_high: np.ndarray
+    zero_returns: bool = False  # behaviour cloning: the return input is 0 in training and in evaluation
 
     def to_dict(self) -> dict:
         return {k: np.asarray(v).tolist() for k, v in vars(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocess":
+        zero_returns = d.get("zero_returns", False)  # absent from run.json files older than BC
+        if not isinstance(zero_returns, bool):
+            raise ValueError(f"zero_returns: expected true or false, got {zero_returns!r}")
         return cls(np.asarray(d["state_mean"], np.float64), np.asarray(d["state_std"], np.float64),
                    float(d["scale"]), np.asarray(d["action_low"], np.float64),
-                   np.asarray(d["action_high"], np.float64))
+                   np.asarray(d["action_high"], np.float64), zero_returns)
 
     def normalize_actions(self, a: np.ndarray) -> np.ndarray:
         """env action -> [-1, 1] (what tanh can reach)."""
@@ -76,44 +88,83 @@ def context(states: np.ndarray, actions: np.ndarray, rtg: np.ndarray, t: int, K:
     }
 
 
+def check_temperature(temperature: float, discrete: bool, name: str = "temperature") -> None:
+    """A temperature is a finite number >= 0, and > 0 only for a discrete model (a continuous one has no
+    distribution to sample from)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature < math.inf:
+        raise ValueError(f"{name}: expected a finite number >= 0 (0: argmax), got {temperature!r}")
+    if temperature and not discrete:
+        raise ValueError(f"{name}: the model predicts continuous actions, which it takes as they are; a "
+                         f"temperature samples a discrete model's actions, got {temperature}")
+
+
+def choose(logits: np.ndarray, temperature: float, rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """A discrete action per row of logits (N, A): argmax at temperature 0, else sampled from
+    softmax(logits / temperature), row i with one uniform draw of rngs[i]. -> ids (N,) int64."""
+    if temperature == 0:
+        return np.argmax(logits, axis=1)
+    z = logits.astype(np.float64) / temperature
+    p = np.exp(z - z.max(axis=1, keepdims=True))  # N,A
+    cdf = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)  # N,A
+    u = np.array([rng.random() for rng in rngs])  # N
+    return np.minimum((u[:, None] >= cdf).sum(axis=1), logits.shape[1] - 1)  # the cdf may end a hair below 1
+
+
 class EpisodeWindow:
     """What a return-conditioned agent keeps of N episodes it is playing: normalized states (N, L, state_dim), the
-    actions it took (N, L, act_dim, in [-1, 1]) and the returns-to-go still wanted (N, L), L the longest episode.
-    `rollout` keeps one for all its environments, `minidt.policy.Policy` one for a single episode: the same arrays
-    and the same arithmetic, so the two act alike to the bit.
+    actions it took (N, L, act_dim, in [-1, 1]; one-hot rows for discrete actions) and the returns-to-go still
+    wanted (N, L), L the longest episode. `rollout` keeps one for all its environments, `minidt.policy.Policy` one
+    for a single episode: the same arrays and the same arithmetic, so the two act alike to the bit.
 
-        a = window.act(model, t, obs)    # s_t in, a_t (env units) out; the model sees context(..., t, K)
-        window.earn(t, reward)           # R_{t+1} = R_t - r_t / scale
-    """
+        a = window.act(model, t, obs)    # s_t in, a_t (env units; discrete: action ids) out; the model sees
+                                         # context(..., t, K)
+        window.earn(t, reward)           # R_{t+1} = R_t - r_t / scale (always 0 if pre.zero_returns)
 
-    def __init__(self, targets: Sequence[float], pre: Preprocess, K: int, L: int, state_dim: int, act_dim: int):
+    discrete: pick actions from logits (`choose`) at `temperature`, episode i drawing from its own stream seeded
+    seeds[i] (needed when temperature > 0)."""
+
+    def __init__(self, targets: Sequence[float], pre: Preprocess, K: int, L: int, state_dim: int, act_dim: int,
+                 discrete: bool = False, temperature: float = 0.0, seeds: Sequence[int] | None = None):
         N = len(targets)
         self.pre, self.K, self.L = pre, K, L
+        self.discrete, self.temperature = discrete, temperature
+        check_temperature(temperature, discrete)
+        if temperature and (seeds is None or len(seeds) != N):
+            raise ValueError(f"seeds: sampling at a temperature needs one seed per episode ({N}), got {seeds}")
+        self.rngs = [np.random.default_rng(s) for s in seeds] if temperature else []
         self.states = np.zeros((N, L, state_dim), np.float32)
         self.actions = np.zeros((N, L, act_dim), np.float32)
         self.rtg = np.zeros((N, L), np.float32)
-        self.rtg[:, 0] = np.asarray(targets, np.float64) / pre.scale
+        if not pre.zero_returns:
+            self.rtg[:, 0] = np.asarray(targets, np.float64) / pre.scale
 
     def act(self, model: DecisionTransformerModel, t: int, obs: np.ndarray) -> np.ndarray:
         """Record the raw observation obs (N, state_dim) as s_t, predict a_t at the token s_t and record it;
-        returns a_t in the environment's units (N, act_dim) float32. Call under no_grad."""
+        returns a_t in the environment's units (N, act_dim) float32, or action ids (N,) int64 when discrete.
+        Call under no_grad."""
         self.states[:, t] = (obs - self.pre.state_mean) / self.pre.state_std
-        a = to_numpy(model.get_action(**context(self.states, self.actions, self.rtg, t, self.K))).astype(np.float32)
+        out = to_numpy(model.get_action(**context(self.states, self.actions, self.rtg, t, self.K)))  # N,act_dim
+        if self.discrete:
+            ids = choose(out, self.temperature, self.rngs)
+            self.actions[:, t] = np.eye(out.shape[1], dtype=np.float32)[ids]
+            return ids
+        a = out.astype(np.float32)
         self.actions[:, t] = a
         return self.pre.env_actions(a).astype(np.float32)
 
     def earn(self, t: int, reward: Any) -> None:
         """reward (N,) or a scalar: r_t, received after a_t; the return still wanted at t + 1 is R_t - r_t."""
-        if t + 1 < self.L:
+        if t + 1 < self.L and not self.pre.zero_returns:
             self.rtg[:, t + 1] = self.rtg[:, t].astype(np.float64) - reward / self.pre.scale
 
 
 @no_grad()
 def rollout(model: DecisionTransformerModel, env_id: str, targets: Sequence[float], episodes: int,
             pre: Preprocess, K: int, seed: int = 0, max_steps: int | None = None,
-            env_kwargs: dict | None = None, progress: bool = False) -> list[dict]:
+            env_kwargs: dict | None = None, progress: bool = False, temperature: float = 0.0) -> list[dict]:
     """Run `episodes` episodes for each target return, all at once. Episode j of every target uses seed
-    seed + j, so targets are compared on the same initial states. Returns one dict per target."""
+    seed + j, so targets are compared on the same initial states (and, sampling a discrete model's actions at a
+    temperature > 0, on the same random stream). Returns one dict per target."""
     model.eval()
     targets = [float(x) for x in targets]
     n_targets = len(targets)
@@ -123,9 +174,10 @@ def rollout(model: DecisionTransformerModel, env_id: str, targets: Sequence[floa
     try:
         L = max_steps or envs.envs[0].spec.max_episode_steps or model.config.max_ep_len
         L = min(L, model.config.max_ep_len)
-        obs, _ = envs.reset(seed=[seed + j for _ in targets for j in range(episodes)])
+        seeds = [seed + j for _ in targets for j in range(episodes)]
+        obs, _ = envs.reset(seed=seeds)
         window = EpisodeWindow(np.repeat(targets, episodes), pre, K, L, model.config.state_dim,
-                               model.config.act_dim)
+                               model.config.act_dim, model.config.discrete_actions, temperature, seeds)
         returns = np.zeros(N)
         lengths = np.zeros(N, np.int64)
         alive = np.ones(N, bool)
@@ -150,7 +202,7 @@ def rollout(model: DecisionTransformerModel, env_id: str, targets: Sequence[floa
 @no_grad()
 def rollout_sequential(model: DecisionTransformerModel, env_id: str, targets: Sequence[float], episodes: int,
                        pre: Preprocess, K: int, seed: int = 0, max_steps: int | None = None,
-                       env_kwargs: dict | None = None) -> list[dict]:
+                       env_kwargs: dict | None = None, temperature: float = 0.0) -> list[dict]:
     """The same evaluation one environment and one episode at a time, batch 1 per forward: the plain loop the
     vectorized version must equal."""
     model.eval()
@@ -161,18 +213,24 @@ def rollout_sequential(model: DecisionTransformerModel, env_id: str, targets: Se
             env = gym.make(env_id, **(env_kwargs or {}))
             L = min(max_steps or env.spec.max_episode_steps or model.config.max_ep_len, model.config.max_ep_len)
             obs, _ = env.reset(seed=seed + j)
+            rng = np.random.default_rng(seed + j)
             states = np.zeros((1, L, model.config.state_dim), np.float32)
             actions = np.zeros((1, L, model.config.act_dim), np.float32)
             rtg = np.zeros((1, L), np.float32)
-            rtg[0, 0] = target / pre.scale
+            rtg[0, 0] = 0.0 if pre.zero_returns else target / pre.scale
             for t in range(L):
                 states[0, t] = (obs - pre.state_mean) / pre.state_std
-                a = to_numpy(model(**context(states, actions, rtg, t, K)).action_preds)[0, -1].astype(np.float32)
-                actions[0, t] = a
-                obs, reward, terminated, truncated, _ = env.step(pre.env_actions(a).astype(np.float32))
+                a = to_numpy(model(**context(states, actions, rtg, t, K)).action_preds)[:, -1]  # 1,act_dim
+                if model.config.discrete_actions:
+                    action = choose(a, temperature, [rng])[0]
+                    actions[0, t] = np.eye(a.shape[1])[action]
+                else:
+                    actions[0, t] = a[0]
+                    action = pre.env_actions(a[0].astype(np.float32)).astype(np.float32)
+                obs, reward, terminated, truncated, _ = env.step(action)
                 returns[i, j] += reward
                 lengths[i, j] += 1
-                if t + 1 < L:
+                if t + 1 < L and not pre.zero_returns:
                     rtg[0, t + 1] = float(rtg[0, t]) - float(reward) / pre.scale
                 if terminated or truncated:
                     break

@@ -1,4 +1,5 @@
-"""The training loss: mean squared error over the real (unpadded) timesteps, its value and its gradient.
+"""The training losses: mean squared error (continuous actions) and cross-entropy (discrete actions) over the real
+(unpadded) timesteps, their values and their gradients.
 
 The original Decision Transformer trainer keeps the unmasked rows and averages over them:
 
@@ -8,7 +9,7 @@ The original Decision Transformer trainer keeps the unmasked rows and averages o
 
 Boolean indexing gives data-dependent shapes (awkward on a GPU and outside the Array API), so we keep every row,
 zero the padded ones, and divide by the number of real entries instead: the same number, and the gradient comes out
-the full (B, K, d) shape that `model.backward` expects, zero at padding.
+the full (B, K, d) shape that `model.backward` expects, zero at padding. Cross-entropy is kept the same way.
 """
 
 from __future__ import annotations
@@ -40,9 +41,39 @@ def masked_mse(pred: Any, target: Any, mask: Any) -> tuple[Any, Any]:
     return loss, dpred
 
 
+def cross_entropy_forward(logits: Any, target: Any, mask: Any) -> tuple[Any, tuple]:
+    """loss = - sum over real (b, k) of log softmax(logits[b, k]) . target[b, k] / (number of real (b, k)).
+
+    logits (B, K, A); target (B, K, A) one-hot (the action taken; a probability vector works the same); mask
+    (B, K), nonzero (or True) at real timesteps. Returns (loss, cache): loss a 0-d array of logits' dtype and
+    device (no host sync). What padded rows of logits or target hold never matters, NaN included. This is
+    torch.nn.functional.cross_entropy(logits[real], ids[real]), the mean over the real steps."""
+    xp = array_namespace(logits, target, mask)
+    real = (mask if mask.dtype == xp.bool else mask > 0)[..., None]  # B,K,1
+    z = xp.where(real, logits, 0.0)  # B,K,A  padded rows are garbage: zeros there keep exp() finite
+    z = z - xp.max(z, axis=-1, keepdims=True)  # the row max subtracted: every exp <= 1, no overflow
+    logp = z - xp.log(xp.sum(xp.exp(z), axis=-1, keepdims=True))  # B,K,A  log softmax; the sum is >= 1
+    y = xp.where(real, target, 0.0)  # B,K,A
+    n = xp.sum(xp.astype(real, logits.dtype))  # number of real steps
+    loss = -xp.sum(y * logp) / n
+    return loss, (logp, y, real, n)
+
+
+def cross_entropy_backward(cache: tuple) -> Any:
+    """d loss / d logits (B, K, A) = (softmax(logits) - target) / N at the real steps, 0 at padding.
+
+    Why: loss_bk = -sum_a y_a (z_a - log sum_j exp z_j), so d loss_bk / d z_a = -y_a + softmax(z)_a sum_j y_j,
+    and sum_j y_j = 1 for a one-hot target. Shifting z by the row max changes neither term."""
+    xp = array_namespace(cache[0])
+    logp, y, real, n = cache
+    return xp.where(real, xp.exp(logp) - y, 0.0) / n  # B,K,A
+
+
 def dt_loss(outputs: Any, states: Any, actions: Any, returns_to_go: Any, attention_mask: Any,
-            state_weight: float = 0.0, return_weight: float = 0.0) -> tuple[Any, tuple[Any, Any, Any]]:
-    """The Decision Transformer loss: action MSE, plus optional weighted next-state and next-return MSEs.
+            state_weight: float = 0.0, return_weight: float = 0.0, discrete: bool = False
+            ) -> tuple[Any, tuple[Any, Any, Any]]:
+    """The Decision Transformer loss: action MSE (cross-entropy when `discrete`: action_preds are logits and
+    actions one-hot), plus optional weighted next-state and next-return MSEs.
 
     outputs: the model's (state_preds, action_preds, return_preds) (a DecisionTransformerOutput or a tuple),
     shapes (B, K, state_dim), (B, K, act_dim), (B, K, 1). states, actions, returns_to_go: the model's inputs, the
@@ -57,7 +88,11 @@ def dt_loss(outputs: Any, states: Any, actions: Any, returns_to_go: Any, attenti
     prediction, None for a term with weight 0, so that `model.backward(*grads)` runs only the heads that are used.
     """
     state_preds, action_preds, return_preds = outputs[0], outputs[1], outputs[2]
-    loss, daction = masked_mse(action_preds, actions, attention_mask)
+    if discrete:
+        loss, cache = cross_entropy_forward(action_preds, actions, attention_mask)
+        daction = cross_entropy_backward(cache)
+    else:
+        loss, daction = masked_mse(action_preds, actions, attention_mask)
     dstate = dreturn = None
     if state_weight:
         loss_s, dstate = _next_step_mse(state_preds, states, attention_mask, "state_weight")

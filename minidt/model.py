@@ -6,6 +6,11 @@
     action_preds[t]  read at the token s_t   (the action is predicted from the state, before a_t is seen)
     state_preds[t], return_preds[t]  read at the token a_t
 
+Discrete actions (config.discrete_actions): an action enters as a one-hot vector of act_dim entries, so
+embed_action, a Linear on it, picks one column of its weight plus the bias: an embedding table (the original
+Atari code's nn.Embedding). Integer ids become one-hots on the host (the sampler, the rollout), never on the
+device. action_preds are then logits (no tanh); the loss is cross-entropy (losses.py).
+
 Same names, shapes and semantics as transformers' DecisionTransformerModel, plus `backward`: there is no autograd,
 so the gradient of whichever predictions the loss used is handed back explicitly.
 """
@@ -82,7 +87,8 @@ class DecisionTransformerModel(Module):
                 timesteps: Any = None, attention_mask: Any = None, output_hidden_states: bool | None = None,
                 output_attentions: bool | None = None, return_dict: bool | None = None
                 ) -> "DecisionTransformerOutput | tuple":
-        """states (B, T, state_dim), actions (B, T, act_dim), rewards (unused, as in the reference),
+        """states (B, T, state_dim), actions (B, T, act_dim) (one-hot rows for a discrete model), rewards (unused,
+        as in the reference),
         returns_to_go (B, T, 1), timesteps (B, T) integers in [0, max_ep_len), attention_mask (B, T) of 1 (real)
         and 0 (padding), default all ones; B, T >= 1. NumPy arrays, lists, torch tensors or arrays of the model's
         backend; floats are cast to the model's dtype. Bad input raises ValueError naming the argument: a wrong
@@ -111,7 +117,8 @@ class DecisionTransformerModel(Module):
 
     def get_action(self, states: Any = None, actions: Any = None, rewards: Any = None, returns_to_go: Any = None,
                    timesteps: Any = None, attention_mask: Any = None) -> Any:
-        """The action to take now: forward(...).action_preds[:, -1] (B, act_dim), read at the last state token,
+        """The action to take now: forward(...).action_preds[:, -1] (B, act_dim), read at the last state token
+        (a discrete model's: logits; the caller picks, by argmax or by sampling),
         computing only what it needs. Inputs as in forward, batched, already cut to the last K steps and padded
         (unlike the transformers example's `get_action(model, ...)`, which takes one episode's whole history and
         does that itself: `minidt.evaluate.context` does it here). The last action token comes after that state
@@ -138,7 +145,12 @@ class DecisionTransformerModel(Module):
         if B == 0 or T == 0:
             raise ValueError(f"states: expected at least one timestep and one sequence (B, T >= 1), got shape "
                              f"{tuple(states.shape)}")
-        actions = validate.model_input("actions", actions, (B, T, cfg.act_dim), b, dtype, self._finite)
+        if cfg.discrete_actions and getattr(actions, "ndim", None) == 2:
+            raise ValueError(f"actions: expected one-hot rows of shape ({B}, {T}, {cfg.act_dim}) (a discrete model), "
+                             f"got shape {tuple(actions.shape)}; action ids become one-hots as "
+                             f"np.eye({cfg.act_dim})[ids]")
+        actions = validate.model_input("actions", actions, (B, T, cfg.act_dim), b, dtype,
+                                       validate.one_hot if cfg.discrete_actions else self._finite)
         returns_to_go = validate.model_input("returns_to_go", returns_to_go, (B, T, 1), b, dtype, self._finite)
         timesteps = validate.model_input("timesteps", timesteps, (B, T), b, "int64", self._timestep_values)
         if attention_mask is not None:

@@ -63,14 +63,19 @@ def reference_model(config: DecisionTransformerConfig, state: dict[str, np.ndarr
 
 
 def make_inputs(config: DecisionTransformerConfig, batch: int, steps: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random float64 inputs; every row left-padded by a random amount, the last step always real."""
+    """Random float64 inputs; every row left-padded by a random amount, the last step always real. A discrete
+    model's actions are one-hot rows of random actions."""
     rng = np.random.default_rng(seed)
     mask = np.ones((batch, steps))
     for b in range(batch):
         mask[b, : rng.integers(0, steps)] = 0.0  # 0 .. steps-1 padded steps
+    if config.discrete_actions:
+        actions = np.eye(config.act_dim)[rng.integers(0, config.act_dim, size=(batch, steps))]
+    else:
+        actions = rng.uniform(-1, 1, size=(batch, steps, config.act_dim))
     return {
         "states": rng.normal(size=(batch, steps, config.state_dim)),
-        "actions": rng.uniform(-1, 1, size=(batch, steps, config.act_dim)),
+        "actions": actions,
         "rewards": rng.normal(size=(batch, steps, 1)),
         "returns_to_go": rng.normal(size=(batch, steps, 1)),
         "timesteps": rng.integers(0, config.max_ep_len, size=(batch, steps)),

@@ -48,9 +48,10 @@ def show(fig, path: "str | os.PathLike") -> None:
 
 
 def plot_loss(steps: Sequence[int], losses: Sequence[float], path: "str | os.PathLike", title: str = "",
-              baseline: float | None = None) -> None:
+              baseline: float | None = None, discrete: bool = False) -> None:
     """Training loss (the mean over each logging window, from step 1) against step, log scale, with a moving
-    average; baseline: the loss of the best constant action (the dataset's mean action), a dashed line."""
+    average; baseline: the loss of the best constant action (the dataset's mean action; discrete: its action
+    frequencies), a dashed line. discrete: the loss is the actions' cross-entropy, not their MSE."""
     from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     plt = _pyplot()
@@ -62,7 +63,8 @@ def plot_loss(steps: Sequence[int], losses: Sequence[float], path: "str | os.Pat
         smooth = np.convolve(losses, np.ones(w) / w, mode="valid")
         ax.plot(steps[w - 1:], smooth, lw=2, label=f"moving average ({w} points)")
     if baseline is not None:
-        ax.axhline(baseline, color="tab:red", lw=1, ls="--", label=f"constant action (the data's mean): {baseline:.3g}")
+        what = "the data's action frequencies" if discrete else "the data's mean"
+        ax.axhline(baseline, color="tab:red", lw=1, ls="--", label=f"constant action ({what}): {baseline:.3g}")
     ax.set_yscale("log")
     # 1-2-5 ticks in plain numbers (0.02, 0.05, 0.1), not 10^-2 with unlabelled minor ticks
     ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
@@ -72,7 +74,7 @@ def plot_loss(steps: Sequence[int], losses: Sequence[float], path: "str | os.Pat
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))  # 20,000, not 2e4 or an offset
     ax.set_xlim(left=min(1, steps.min()) if len(steps) else 1)
     ax.set_xlabel("step")
-    ax.set_ylabel("action MSE")
+    ax.set_ylabel("action cross-entropy" if discrete else "action MSE")
     ax.set_title(title or "training loss")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend()
@@ -106,20 +108,37 @@ def plot_td3bc_losses(steps: Sequence[int], critic: Sequence[float], actor: Sequ
 
 
 def plot_return_conditioning(evaluations: list[dict], path: "str | os.PathLike", dataset_best: float,
-                             title: str = "") -> None:
-    """Achieved return (mean +- std over episodes) against the target return; y = x is perfect conditioning."""
+                             title: str = "", dataset_worst: float | None = None, success: bool = False,
+                             no_target: str = "BC") -> None:
+    """Achieved return (mean +- std over episodes) against the target return; y = x is perfect conditioning.
+    success: the return is 1 on success and 0 otherwise (Key-to-Door), so its mean is the success rate: that is
+    what the y axis says, without the std band. An evaluation with no target (BC: target_return None) is a level
+    line across the targets, or across the dataset's returns [dataset_worst, dataset_best] when it is alone, named
+    `no_target` ("BC" or "%BC")."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 5))
-    t = np.array([e["target_return"] for e in evaluations])
-    m = np.array([e["return_mean"] for e in evaluations])
-    s = np.array([e["return_std"] for e in evaluations])
-    ax.fill_between(t, m - s, m + s, alpha=0.25, label="achieved: mean +- std")
-    ax.plot(t, m, "o-", label="achieved: mean")
-    lo, hi = min(t.min(), (m - s).min()), max(t.max(), (m + s).max())
+    rows = [e for e in evaluations if e["target_return"] is not None]
+    t = np.array([e["target_return"] for e in rows])
+    m = np.array([e["return_mean"] for e in rows])
+    s = np.zeros(len(rows)) if success else np.array([e["return_std"] for e in rows])
+    span = (t.min(), t.max()) if len(rows) else (min(dataset_worst, 0.0) if success else dataset_worst, dataset_best)
+    if len(rows):
+        if not success:
+            ax.fill_between(t, m - s, m + s, alpha=0.25, label="achieved: mean +- std")
+        ax.plot(t, m, "o-", label="success rate" if success else "achieved: mean")
+    for e in evaluations:
+        if e["target_return"] is None:
+            mean, std = e["return_mean"], 0.0 if success else e["return_std"]
+            ax.axhline(mean, color="tab:green", lw=2, label=f"{no_target}, no target: {mean:.3g}"
+                       + ("" if success else f" +- {std:.3g}"))
+            if std:
+                ax.axhspan(mean - std, mean + std, color="tab:green", alpha=0.15)
+            m, s = np.append(m, mean), np.append(s, std)
+    lo, hi = min(span[0], (m - s).min()), max(span[1], (m + s).max())
     ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
     ax.axhline(dataset_best, color="tab:red", lw=1, ls=":", label="best return in the dataset")
     ax.set_xlabel("target return")
-    ax.set_ylabel("achieved return")
+    ax.set_ylabel("success rate" if success else "achieved return")
     ax.set_title(title or "return conditioning")
     ax.legend()
     _save(fig, path)

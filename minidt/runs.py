@@ -46,10 +46,13 @@ TRAINER_STATE_KEYS = {"dt": ("step", "optimizer", "scheduler", "sampler", "dropo
 # --- a new run, or a resumed one ---------------------------------------------------------------------------------
 
 def default_run_dir(s: TrainSettings) -> str:
-    """runs/ENV-DATASET-TIME (runs/ENV-DATASET-ALGO-TIME for an algorithm other than DT): where `minidt train`
+    """runs/ENV-DATASET-TIME (and -bc, -topX, -nN for BC, the best X %, N generated episodes): where `minidt train`
     writes when --out is not given."""
-    algo = "" if s.algo == "dt" else f"-{s.algo}"
-    return f"runs/{s.env}-{s.dataset.replace('/', '_')}{algo}-{time.strftime('%Y%m%d-%H%M%S')}"
+    what = "".join((f"-{s.algo}" if s.algo != "dt" else "",
+                    f"-top{s.top_percent:g}" if s.top_percent < 100 else "",
+                    f"-n{s.dataset_episodes}" if s.dataset_episodes else ""))
+    name = f"{s.env}-{s.dataset}{what}".replace("/", "_")
+    return f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def run_files(run_dir: Path) -> list[str]:
@@ -119,7 +122,8 @@ def record_settings(run_dir: Path, s: TrainSettings) -> None:
 
 def resumed_settings(run_dir: "str | os.PathLike", env: str | None = None, dataset: str | None = None,
                      preset: str | None = None, backend: str | None = None, seed: int | None = None,
-                     out: str | None = None, algo: str | None = None, delayed_rewards: bool | None = None,
+                     out: str | None = None, algo: str | None = None, top_percent: float | None = None,
+                     dataset_episodes: int | None = None, delayed_rewards: bool | None = None,
                      **changes: Any) -> TrainSettings:
     """The settings `minidt train --resume run_dir` continues with: the run's own. The flags given (None: not
     given) must agree with them (ValueError naming those that do not); `changes` (steps, final_eval_episodes,
@@ -142,6 +146,8 @@ def resumed_settings(run_dir: "str | os.PathLike", env: str | None = None, datas
         ("--seed", seed, s.seed, int.__eq__),
         ("--out", out, run_dir, lambda a, b: Path(a).resolve() == Path(b).resolve()),
         ("--algo", algo, s.algo, str.__eq__),
+        ("--top-percent", top_percent, s.top_percent, float.__eq__),
+        ("--dataset-episodes", dataset_episodes, s.dataset_episodes, lambda a, b: a == b),
         ("--delayed-rewards", delayed_rewards, s.delayed_rewards, bool.__eq__),
     ) if given is not None and not same(given, have)]
     if clashes:

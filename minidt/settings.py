@@ -22,8 +22,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {},
 }
 
-# What each algorithm trains: "dt" the Decision Transformer, "td3bc" TD3+BC (minidt.td3bc), the TD-learning baseline.
-ALGOS = ("dt", "td3bc")
+# Key-to-Door's training budget under the quick preset, fixed before the first full run from the feasibility
+# prototype's calibration (at 1,000 episodes, 16 % success after 1,500 steps and 36 % after 4,500; at 10,000,
+# 5.5 % after 3,000) and the step time measured with K = 40: about 0.17 s of one core (wall 0.39-0.43 s under a
+# load average of 6-7 on 2 cores). 10,000 steps, about half an hour of one core.
+KEY_TO_DOOR_STEPS = 10_000
+
 # TD3+BC's own defaults: the paper's network width, learning rate and batch (Fujimoto & Gu 2021), and a CPU step
 # budget where the paper trains 1M steps: a run of 20,000 steps took 684-1,065 s (wall, with its evaluation) on
 # the shared 2-core machine (load average 6-11), where the quick preset's DT run took 1,442-3,007 s (--workers 1).
@@ -31,6 +35,27 @@ ALGOS = ("dt", "td3bc")
 TD3BC_DEFAULTS: dict[str, Any] = dict(steps=20_000, batch_size=256, lr=3e-4, hidden_size=256)
 
 EVAL_SEED = 10_000  # evaluation episodes are seeded apart from the dataset's (which start at 0)
+
+# What is trained: "dt", the Decision Transformer; "bc", behaviour cloning, the same model with its return input
+# zeroed (in training and in evaluation), so DT against BC changes exactly one thing. With top_percent < 100, BC is
+# the paper's %BC: BC on the best top_percent % of the episodes by return; "td3bc", TD3+BC (minidt.td3bc), the
+# TD-learning baseline.
+ALGOS = ("dt", "bc", "td3bc")
+
+# An environment's own defaults, over TrainSettings' and the preset's (a flag given on the command line wins):
+# what the task is, for every preset (Key-to-Door: its dataset of random-policy episodes, and a context of the
+# whole episode, 40 steps, as in the paper)...
+ENV_DEFAULTS: dict[str, dict[str, Any]] = {
+    "keytodoor": dict(dataset="random", K=40),
+}
+# ...and, for the quick preset, how long to train and how to evaluate. Key-to-Door's successes are rare (4.4 % of
+# random episodes), so DT needs many passes over them: a budget fixed from the measured step time and the
+# feasibility prototype's calibration, never from the success it gets; evaluations on the way show how success
+# grows with steps, 100 episodes per target (a success rate's standard error: 5 points at most).
+QUICK_ENV_DEFAULTS: dict[str, dict[str, Any]] = {
+    "keytodoor": dict(steps=KEY_TO_DOOR_STEPS, eval_every=KEY_TO_DOOR_STEPS // 4, eval_episodes=100,
+                      final_eval_episodes=100),
+}
 
 
 @dataclass
@@ -62,6 +87,8 @@ class TrainSettings:
     backend: str = "numpy"
     workers: int | None = None  # DataParallel replicas (threads); None: the usable cores (numpy), 1: off
     algo: str = "dt"  # one of ALGOS
+    top_percent: float = 100.0  # train on the best top_percent % of the episodes by return (%BC)
+    dataset_episodes: int | None = None  # a generated tier's number of episodes; None: its default
     delayed_rewards: bool = False  # every episode's rewards moved to its last step (minidt.data.delay_rewards)
 
     def __post_init__(self) -> None:
@@ -78,9 +105,13 @@ class TrainSettings:
                 raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
         if not self.lr > 0 or not self.dropout < 1:
             raise ValueError(f"lr and dropout: expected lr > 0 and dropout < 1, got {self.lr} and {self.dropout}")
-        if self.workers is not None and (not isinstance(self.workers, int) or isinstance(self.workers, bool)
-                                         or self.workers < 1):
-            raise ValueError(f"workers: expected None or an integer >= 1, got {self.workers!r}")
+        for name in ("workers", "dataset_episodes"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ValueError(f"{name}: expected None or an integer >= 1, got {v!r}")
+        p = self.top_percent
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100:
+            raise ValueError(f"top_percent: expected a percentage in (0, 100], got {p!r}")
         for name, allowed in (("preset", tuple(PRESETS)), ("dtype", DTYPES), ("backend", BACKENDS),
                               ("algo", ALGOS)):
             if getattr(self, name) not in allowed:
@@ -94,9 +125,26 @@ class TrainSettings:
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> "TrainSettings":
-        """The preset's values, under algo td3bc TD3BC_DEFAULTS instead, then the overrides that are not None."""
+        """The preset's settings (under algo td3bc, TD3BC_DEFAULTS instead), then the environment's own
+        (ENV_DEFAULTS; QUICK_ENV_DEFAULTS with the quick preset), then the overrides that are not None."""
         if preset not in PRESETS:
             raise ValueError(f"preset: expected one of {', '.join(PRESETS)}, got {preset!r}")
-        defaults = TD3BC_DEFAULTS if overrides.get("algo") == "td3bc" else PRESETS[preset]
-        values = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
-        return cls(preset=preset, **values)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        defaults = TD3BC_DEFAULTS if given.get("algo") == "td3bc" else PRESETS[preset]
+        env = env_defaults(given.get("env", cls.env), preset)
+        return cls(preset=preset, **{**defaults, **env, **given})
+
+    @property
+    def label(self) -> str:
+        """"DT", "BC", "%BC" (BC on the best top_percent %) or "TD3+BC": how a table names the policy."""
+        if self.algo == "td3bc":
+            return "TD3+BC"
+        return "DT" if self.algo == "dt" else "BC" if self.top_percent == 100 else "%BC"
+
+
+def env_defaults(env: str, preset: str) -> dict[str, Any]:
+    """An environment's own defaults under a preset (empty for one minidt does not know)."""
+    from .data.envs import env_name  # not at import: minidt.data brings gymnasium
+
+    name = env_name(env)
+    return {**ENV_DEFAULTS.get(name, {}), **(QUICK_ENV_DEFAULTS.get(name, {}) if preset == "quick" else {})}

@@ -48,14 +48,15 @@ class TrainingInterrupted(KeyboardInterrupt):
 def train_step(model: DecisionTransformerModel, opt: AdamW, sched: LinearWarmup, batch: dict[str, Any],
                grad_clip: float) -> tuple[Any, Any]:
     """One optimization step on a batch of K-segments (NumPy arrays, as `training_batch` makes them): forward,
-    the masked MSE of the predictions, zero_grad, backward, clip_grad_norm_, AdamW, the warm-up's next lr.
-    Returns (loss, grad_norm), 0-d arrays on the model's device: reading one on the host stalls a GPU, so the
+    the masked MSE of the predictions (cross-entropy of a discrete model's logits), zero_grad, backward,
+    clip_grad_norm_, AdamW, the warm-up's next lr. Returns (loss, grad_norm), 0-d arrays on the model's device: reading one on the host stalls a GPU, so the
     trainer reads them once per logging window. This is what "a step" means everywhere: the trainer,
     DataParallel, tutorial 09 and the coursework's train_step."""
     b = model.backend
     x = {k: None if v is None else b.asarray(v, None if k == "timesteps" else model.dtype) for k, v in batch.items()}
     out = model(**x)
-    loss, grads = dt_loss(out, x["states"], x["actions"], x["returns_to_go"], x["attention_mask"])
+    loss, grads = dt_loss(out, x["states"], x["actions"], x["returns_to_go"], x["attention_mask"],
+                          discrete=model.config.discrete_actions)  # discrete: cross-entropy on the logits
     model.zero_grad()
     model.backward(*grads)
     grad_norm = clip_grad_norm_(model.parameters(), grad_clip)
@@ -64,19 +65,26 @@ def train_step(model: DecisionTransformerModel, opt: AdamW, sched: LinearWarmup,
     return loss, grad_norm
 
 
-def build_model(s: TrainSettings, state_dim: int, act_dim: int, max_ep_len: int) -> DecisionTransformerModel:
+def build_model(s: TrainSettings, state_dim: int, act_dim: int, max_ep_len: int,
+                discrete: bool = False) -> DecisionTransformerModel:
+    """The run's model: continuous actions through a tanh head, or discrete ones (act_dim of them) as logits."""
     config = DecisionTransformerConfig(
         state_dim=state_dim, act_dim=act_dim, hidden_size=s.hidden_size, n_layer=s.n_layer, n_head=s.n_head,
         n_inner=4 * s.hidden_size, activation_function=s.activation_function, max_ep_len=max_ep_len,
-        n_positions=1024, resid_pdrop=s.dropout, embd_pdrop=s.dropout, attn_pdrop=s.dropout, action_tanh=True)
+        n_positions=1024, resid_pdrop=s.dropout, embd_pdrop=s.dropout, attn_pdrop=s.dropout,
+        action_tanh=not discrete, **({"discrete_actions": True} if discrete else {}))
     return DecisionTransformerModel(config, dtype=s.dtype, backend=s.backend, seed=s.seed)
 
 
-def training_batch(sampler: Any, pre: Preprocess, batch_size: int) -> dict[str, np.ndarray]:
-    """A batch of K-segments with actions mapped to [-1, 1], the range of the tanh head (padding stays -10)."""
+def training_batch(sampler: Any, pre: Preprocess, batch_size: int, discrete: bool = False) -> dict[str, np.ndarray]:
+    """A batch of K-segments with actions mapped to [-1, 1], the range of the tanh head (padding stays -10);
+    discrete actions stay one-hot rows. Behaviour cloning (pre.zero_returns): the return input is all zeros."""
     batch = sampler.sample(batch_size)
-    real = batch["attention_mask"][..., None] > 0
-    batch["actions"] = np.where(real, pre.normalize_actions(batch["actions"]), -10.0).astype(np.float32)
+    if not discrete:
+        real = batch["attention_mask"][..., None] > 0
+        batch["actions"] = np.where(real, pre.normalize_actions(batch["actions"]), -10.0).astype(np.float32)
+    if pre.zero_returns:
+        batch["returns_to_go"] = np.zeros_like(batch["returns_to_go"])
     return batch
 
 
@@ -97,7 +105,7 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
     check_run_dir(run_dir, s, resume, force)
     data, pre, max_ep_len = load_data(s, progress)
     sampler = SegmentSampler(data, K=s.K, max_ep_len=max_ep_len, seed=s.seed)
-    model = build_model(s, data.state_dim, data.act_dim, max_ep_len)
+    model = build_model(s, data.state_dim, data.act_dim, max_ep_len, data.discrete_actions)
     opt = AdamW(param_groups_no_decay(model.named_parameters(), s.weight_decay), lr=s.lr, weight_decay=s.weight_decay)
     sched = LinearWarmup(opt, s.warmup_steps)
     start = 0
@@ -120,8 +128,8 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
     try:
         with deferred_signals() as caught:
             for step in bar:
-                loss, grad_norm = train_step(net, opt, sched, training_batch(sampler, pre, s.batch_size),
-                                             s.grad_clip)
+                batch = training_batch(sampler, pre, s.batch_size, data.discrete_actions)
+                loss, grad_norm = train_step(net, opt, sched, batch, s.grad_clip)
                 pair = model.backend.xp.stack((loss, grad_norm))
                 window = pair if window is None else window + pair
                 done = step + 1
@@ -166,25 +174,42 @@ def train(s: TrainSettings, run_dir: "str | os.PathLike", resume: bool = False, 
 
 
 def load_data(s: TrainSettings, progress: bool) -> tuple[Any, Preprocess, int]:
-    """The run's dataset (its rewards delayed to each episode's last step with s.delayed_rewards), its
-    preprocessing and the environment's episode length. The backend and the environment are checked first: a
-    missing CuPy or an unknown environment fails before any data is generated."""
-    from .data import delay_rewards, gym_spec, load_dataset
+    """The run's dataset (its best s.top_percent % of episodes; its rewards delayed to each episode's last step
+    with s.delayed_rewards), its preprocessing and the environment's episode length. The backend and the
+    environment are checked first: a missing CuPy or an unknown environment fails before any data is generated; a
+    dataset whose states or actions do not fit the environment is one error."""
+    from .data import TIERS, delay_rewards, gym_spec, load_dataset
 
     try:
         Backend(s.backend)
     except RuntimeError as e:
         raise ValueError(f"--backend {s.backend}: {e}") from None
     env_spec = gym_spec(s.env, "--env")
-    data = load_dataset(s.dataset, env=s.env, progress=progress)
-    if (data.state_dim, data.act_dim) != (env_spec["state_dim"], env_spec["act_dim"]):
-        raise ValueError(f"--dataset: {data.name} has states of size {data.state_dim} and actions of size "
-                         f"{data.act_dim}, but {s.env} has {env_spec['state_dim']} and {env_spec['act_dim']}; "
-                         "pass the --env the dataset was recorded in")
+    if s.dataset_episodes is not None and s.dataset not in TIERS:
+        raise ValueError(f"--dataset-episodes: the size of a generated tier ({', '.join(TIERS)}), got it with "
+                         f"--dataset {s.dataset}")
+    data = load_dataset(s.dataset, env=s.env, episodes=s.dataset_episodes, progress=progress,
+                        n_actions=env_spec["act_dim"] if env_spec["discrete"] else None)
+    check_fits(data, env_spec, s.env)
     if s.delayed_rewards:
         data = delay_rewards(data)
-    pre = Preprocess(data.state_mean, data.state_std, data.scale, env_spec["action_low"], env_spec["action_high"])
+    if s.top_percent < 100:
+        data = data.top_percent(s.top_percent)
+    pre = Preprocess(data.state_mean, data.state_std, data.scale, env_spec["action_low"], env_spec["action_high"],
+                     zero_returns=s.algo == "bc")
     return data, pre, env_spec["max_episode_steps"]
+
+
+def check_fits(data: Any, env_spec: dict, env: str) -> None:
+    """The dataset's states and actions are the environment's: sizes, and discrete or continuous actions."""
+    def actions(discrete: bool, n: int) -> str:
+        return f"{n} discrete actions" if discrete else f"continuous actions of size {n}"
+
+    have, want = actions(data.discrete_actions, data.act_dim), actions(env_spec["discrete"], env_spec["act_dim"])
+    if data.state_dim != env_spec["state_dim"] or have != want:
+        raise ValueError(f"--dataset: {data.name} has states of size {data.state_dim} and {have}, but {env} has "
+                         f"states of size {env_spec['state_dim']} and {want}; pass the --env the dataset was "
+                         "recorded in")
 
 
 @contextlib.contextmanager
@@ -231,7 +256,8 @@ def terminate_as_interrupt() -> Iterator[None]:
 def describe(s: TrainSettings, data: Any, model: DecisionTransformerModel, run_dir: Path, start: int) -> str:
     """What a run trains, in three lines: printed as it starts."""
     what = f"resuming at step {start:,} of {s.steps:,}" if start else f"{s.steps:,} steps"
-    return (f"training {s.env} on {data.name}: {len(data):,} episodes, {data.num_steps:,} steps; preset {s.preset}\n"
+    return (f"training {s.label} in {s.env} on {data.name}: {len(data):,} episodes, {data.num_steps:,} "
+            f"steps; preset {s.preset}\n"
             f"model: {model.num_parameters():,} parameters (hidden {s.hidden_size}, layers {s.n_layer}, heads "
             f"{s.n_head}, context K {s.K}); {what} of batch {s.batch_size} on {s.backend} ({s.dtype})\n"
             f"run directory: {run_dir}")

@@ -92,6 +92,17 @@ def indices(name: str, a: np.ndarray, n: int, what: str) -> np.ndarray:
     return a
 
 
+def one_hot(name: str, a: np.ndarray) -> np.ndarray:
+    """a (..., n) must hold one-hot rows: each all 0 but one 1, or all 0 (padding, or the placeholder action a
+    rollout feeds at the step it is predicting). A discrete model's actions come in this way."""
+    bad = ((a != 0) & (a != 1)).any(axis=-1) | (a.sum(axis=-1) > 1)
+    if bad.any():
+        i = tuple(int(j) for j in np.argwhere(bad)[0])
+        raise ValueError(f"{name}: expected one-hot rows (a discrete model: one 1 and zeros, or all zeros at "
+                         f"padding), got {a[i].tolist()} at index {i}")
+    return a
+
+
 # --- shapes, dtypes, backends: no values are read --------------------------------------------------------------
 
 def shape_text(shape: tuple) -> str:
@@ -177,3 +188,4 @@ def model_input(name: str, x: Any, shape: tuple, backend: Backend, dtype: Any,
     if values is not None:
         host = values(name, host)
     return backend.asarray(host, dtype)
+

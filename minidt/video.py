@@ -26,13 +26,17 @@ FPS = 25
 
 @no_grad()
 def record(model: DecisionTransformerModel, env_id: str, targets: Sequence[float], pre: Preprocess, K: int,
-           seed: int = 0, max_steps: int | None = None) -> list[dict]:
-    """One episode per target, all started from seed `seed` (the same initial state). Returns per target
-    {"target_return", "return", "frames": (n_frames, SIZE, SIZE, 3) uint8}."""
+           seed: int = 0, max_steps: int | None = None, temperature: float = 0.0) -> list[dict]:
+    """One episode per target, all started from seed `seed` (the same initial state; a discrete model sampling
+    at a temperature > 0 draws from a stream seeded `seed` too, as `rollout` does). Returns per target
+    {"target_return", "return", "frames": (n_frames, SIZE, SIZE, 3) uint8}. A behaviour-cloning model
+    (pre.zero_returns) plays one episode with no target (target_return None), whatever `targets` holds."""
     import gymnasium as gym
 
+    from . import keytodoor  # noqa: F401  (registers minidt/KeyToDoor-v0, which renders too)
+
     model.eval()
-    targets = [float(x) for x in targets]
+    targets = [None] if pre.zero_returns else [float(x) for x in targets]
     N = len(targets)
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # off-screen: SDL would look for a display and complain
     try:
@@ -43,7 +47,8 @@ def record(model: DecisionTransformerModel, env_id: str, targets: Sequence[float
     try:
         L = min(max_steps or envs.envs[0].spec.max_episode_steps or model.config.max_ep_len, model.config.max_ep_len)
         obs, _ = envs.reset(seed=[seed] * N)
-        window = EpisodeWindow(targets, pre, K, L, model.config.state_dim, model.config.act_dim)
+        window = EpisodeWindow([t or 0.0 for t in targets], pre, K, L, model.config.state_dim, model.config.act_dim,
+                               model.config.discrete_actions, temperature, [seed] * N)
         returns = np.zeros(N)
         alive = np.ones(N, bool)
         frames = [[] for _ in range(N)]
@@ -51,7 +56,8 @@ def record(model: DecisionTransformerModel, env_id: str, targets: Sequence[float
             if t % EVERY == 0:
                 for i, frame in enumerate(envs.render()):
                     if alive[i]:
-                        frames[i].append(_label(frame, f"target {targets[i]:.1f}", f"return {returns[i]:.1f}"))
+                        top = "BC, no target" if targets[i] is None else f"target {targets[i]:.1f}"
+                        frames[i].append(_label(frame, top, f"return {returns[i]:.1f}"))
             obs, reward, terminated, truncated, _ = envs.step(window.act(model, t, obs))
             returns += np.where(alive, reward, 0.0)
             window.earn(t, reward)
@@ -97,12 +103,13 @@ def write_gif(frames: np.ndarray, path: "str | os.PathLike") -> Path:
 def write_clips(clips: list[dict], directory: "str | os.PathLike") -> list[Path]:
     """One GIF per target (target_R.gif) and all of them side by side (targets.gif) in `directory`."""
     directory = Path(directory)
-    paths = [write_gif(c["frames"], directory / f"target_{c['target_return']:.1f}.gif") for c in clips]
+    paths = [write_gif(c["frames"], directory / ("bc.gif" if c["target_return"] is None else
+                                                 f"target_{c['target_return']:.1f}.gif")) for c in clips]
     return paths + [write_gif(side_by_side(clips), directory / "targets.gif")]
 
 
 def record_run(path: "str | os.PathLike", directory: "str | os.PathLike", targets: Sequence[float],
-               env: str | None = None, seed: int = 0) -> list[Path]:
+               env: str | None = None, seed: int = 0, temperature: float = 0.0) -> list[Path]:
     """`minidt evaluate PATH --video DIR`: the run's model (its latest, or the checkpoints/step-N that `path`
     names) at each target, one clip each, plus all side by side; -> the GIF paths."""
     from .data import gym_spec
@@ -112,4 +119,5 @@ def record_run(path: "str | os.PathLike", directory: "str | os.PathLike", target
     spec = gym_spec(env or info.env, "--env")
     pre = info.pre
     pre.action_low, pre.action_high = spec["action_low"], spec["action_high"]
-    return write_clips(record(model, spec["id"], targets, pre, info.settings.K, seed), directory)
+    return write_clips(record(model, spec["id"], targets, pre, info.settings.K, seed, temperature=temperature),
+                       directory)

@@ -17,7 +17,7 @@ import pytest
 import minidt
 from minidt.cli import build_parser, main
 from minidt.td3bc.train import train_td3bc
-from tiny_runs import pendulum_hdf5, tiny_run, tiny_settings
+from tiny_runs import cartpole_hdf5, pendulum_hdf5, tiny_run, tiny_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +36,9 @@ def paths(tmp_path_factory) -> dict[str, str]:
     tmp = tmp_path_factory.mktemp("cli")
     data = pendulum_hdf5(tmp / "pendulum-random.hdf5", episodes=2)
     run = tiny_run(tmp / "run", data)  # steps 1 and 2 checkpointed
+    bcrun = tiny_run(tmp / "bcrun", data, algo="bc")
+    cartpole = cartpole_hdf5(tmp / "cartpole-random.hdf5")
+    cartpolerun = tiny_run(tmp / "cartpolerun", cartpole, env="CartPole-v1")
     td3bc_run = tmp / "td3bc-run"
     train_td3bc(tiny_settings(data, algo="td3bc", batch_size=8), td3bc_run, progress=False)
 
@@ -69,7 +72,8 @@ def paths(tmp_path_factory) -> dict[str, str]:
     shutil.copytree(run / "checkpoints" / "step-0000002", ckpt)
     (ckpt / "model.safetensors").write_bytes((ckpt / "model.safetensors").read_bytes()[:100])
     return {
-        "tmp": str(tmp), "data": str(data), "run": str(run), "td3bc": str(td3bc_run), "file": str(tmp / "a-file"),
+        "tmp": str(tmp), "data": str(data), "run": str(run), "file": str(tmp / "a-file"), "bcrun": str(bcrun),
+        "cartpole": str(cartpole), "cartpolerun": str(cartpolerun), "td3bc": str(td3bc_run),
         "emptydir": str(tmp / "empty-dir"), "texthdf5": str(tmp / "text.hdf5"), "badjson": str(tmp / "bad.json"),
         "nokeys": str(tmp / "no-keys.hdf5"), "corruptckpt": str(ckpt),
         "ckpt1": str(run / "checkpoints" / "step-0000001"),
@@ -97,10 +101,17 @@ def paths(tmp_path_factory) -> dict[str, str]:
 # (argv, a piece of the message: the flag or the file it names). {name} is a path from the fixture above.
 CASES = [
     # minidt train: flags
-    ("train --env CartPole-v1", "predicts continuous actions"),
-    ("train --env CartPole-v1", "Discrete(2)"),
-    ("train --env MountainCar-v0", "--env MountainCar-v0"),
+    ("train --env FrozenLake-v1", "observation space is Discrete(16)"),
+    ("train --env FrozenLake-v1", "--env FrozenLake-v1"),
     ("train --env NoSuchEnv-v0", "--env NoSuchEnv-v0"),
+    ("train --algo cql", "--algo"),
+    ("train --algo", "--algo"),
+    ("train --top-percent 0", "--top-percent"),
+    ("train --top-percent 101", "--top-percent"),
+    ("train --top-percent nan", "--top-percent"),
+    ("train --top-percent ten", "--top-percent"),
+    ("train --dataset-episodes 0", "--dataset-episodes"),
+    ("train --dataset {data} --dataset-episodes 5", "--dataset-episodes"),
     ("train --steps 0", "--steps"),
     ("train --steps -5", "--steps"),
     ("train --steps many", "--steps"),
@@ -126,6 +137,9 @@ CASES = [
     ("train --dataset medium --env Hopper-v5", "Hopper-v5"),
     ("train --dataset nobody/nothing-v0", "nobody/nothing-v0"),
     ("train --dataset {data} --env MountainCarContinuous-v0", "--dataset"),
+    ("train --dataset {data} --env CartPole-v1", "continuous actions of size 1, but CartPole-v1 has"),
+    ("train --dataset {cartpole} --env Pendulum-v1", "2 discrete actions, but Pendulum-v1 has"),
+    ("train --dataset {cartpole} --env MountainCar-v0", "--dataset"),
     # minidt train: --out
     ("train --out {file}", "{file}"),
     ("train --out {file}/run", "{file}"),
@@ -152,6 +166,9 @@ CASES = [
     ("train --resume {run} --preset paper", "--preset paper"),
     ("train --resume {run} --backend strict", "--backend strict"),
     ("train --resume {run} --seed 99", "--seed 99"),
+    ("train --resume {run} --algo bc", "--algo bc"),
+    ("train --resume {run} --top-percent 10", "--top-percent 10"),
+    ("train --resume {run} --dataset-episodes 9", "--dataset-episodes 9"),
     ("train --resume {run} --out {tmp}/elsewhere", "--out"),
     ("train --resume {run} --force", "--force"),
     ("train --resume {run} --steps 1", "--steps"),
@@ -184,7 +201,15 @@ CASES = [
     ("evaluate {run} --targets high", "--targets"),
     ("evaluate {run} --targets", "--targets"),
     ("evaluate {run} --seed -1", "--seed"),
-    ("evaluate {run} --env CartPole-v1", "Discrete(2)"),
+    ("evaluate {run} --env CartPole-v1", "--env: CartPole-v1 has observations of size 4 and discrete actions 2"),
+    ("evaluate {cartpolerun} --env Pendulum-v1", "--env: Pendulum-v1"),
+    ("evaluate {run} --temperature -1", "--temperature"),
+    ("evaluate {run} --temperature nan", "--temperature"),
+    ("evaluate {run} --temperature inf", "--temperature"),
+    ("evaluate {run} --temperature hot", "--temperature"),
+    ("evaluate {run} --temperature 0.5", "--temperature: the model predicts continuous actions"),
+    ("evaluate {cartpolerun} --temperature -0.1", "--temperature"),
+    ("evaluate {bcrun} --targets 1", "--targets: {bcrun} is a behaviour-cloning run (BC)"),
     ("evaluate {run} --env NoSuchEnv-v0", "--env NoSuchEnv-v0"),
     ("evaluate {run} --env MountainCarContinuous-v0", "--env"),
     ("evaluate {runjson_nokeys}", "{runjson_nokeys}/run.json"),
@@ -212,7 +237,7 @@ CASES = [
     ("parity --config {badjson} --checkpoint {run}", "--checkpoint"),
     # minidt generate, reference-returns
     ("generate --env pendulum --tier legendary", "legendary"),
-    ("generate --env cartpole --tier expert", "cartpole"),
+    ("generate --env lunarlander --tier expert", "lunarlander"),
     ("generate --env pendulum --tier expert --episodes 0", "--episodes"),
     ("generate --env pendulum --tier expert --seed -1", "--seed"),
     ("generate --env pendulum", "--tier"),
@@ -282,9 +307,9 @@ def test_the_installed_command_and_python_m(paths):
     p = subprocess.run([sys.executable, "-m", "minidt", "evaluate", paths["run"], "--targets", "nan"],
                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and "--targets" in p.stderr, p.stderr
-    p = subprocess.run([sys.executable, "-m", "minidt", "train", "--env", "CartPole-v1"], capture_output=True,
-                       text=True, cwd=ROOT, env=env, timeout=120)
-    assert p.returncode == 2 and "Traceback" not in p.stderr and "continuous" in p.stderr, p.stderr
+    p = subprocess.run([sys.executable, "-m", "minidt", "train", "--env", "CartPole-v1", "--dataset", paths["data"]],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "discrete actions" in p.stderr, p.stderr
 
 
 def walk(parser: argparse.ArgumentParser, prog: str = "minidt"):

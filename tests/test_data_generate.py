@@ -10,6 +10,7 @@ import pytest
 
 from conftest import require
 
+import minidt.data.experts as experts
 import minidt.data.generate as generate
 from minidt.data import (TIERS, collect_episodes, generate_dataset, generated_dataset_id, load_dataset,
                          make_env, normalized_score)
@@ -64,21 +65,60 @@ def test_experts_reach_their_goals():
     env = make_env("pendulum")
     obs, _ = env.reset(seed=0)
     for _ in range(200):
-        obs, *_ = env.step(generate.pendulum_expert(obs).astype(np.float32))
+        obs, *_ = env.step(experts.pendulum_expert(obs).astype(np.float32))
     assert obs[0] > 0.99  # cos th: upright
     env = make_env("mountaincar")
     obs, _ = env.reset(seed=0)
     for t in range(999):
-        obs, r, terminated, truncated, _ = env.step(generate.mountaincar_expert(obs).astype(np.float32))
+        obs, r, terminated, truncated, _ = env.step(experts.mountaincar_expert(obs).astype(np.float32))
         if terminated:
             break
     assert terminated and t < 200
 
 
+@pytest.mark.parametrize("env, episodes", [("cartpole", 30), ("acrobot", 20), ("mountaincar-discrete", 30),
+                                           ("keytodoor", 200)])
+def test_tiers_are_ordered_discrete(env, episodes):
+    s = tier_scores(env, episodes)
+    assert s["random"] < s["medium"] < s["expert"]
+    assert abs(s["random"]) < 15 and s["expert"] > 90 and 20 < s["medium"] < 80, s
+
+
+def test_discrete_experts_reach_their_goals():
+    """CartPole held 500 steps, Acrobot's tip above the bar and MountainCar at the flag within 200 steps, Key-to-Door
+    always opened with the key."""
+    for env_name, seeds, check in (("cartpole", 3, lambda t, R: t == 499 and R == 500),
+                                   ("acrobot", 3, lambda t, R: t < 200),
+                                   ("mountaincar-discrete", 3, lambda t, R: t < 199),
+                                   ("keytodoor", 20, lambda t, R: R == 1.0)):
+        env, expert = make_env(env_name), experts.EXPERTS[env_name]
+        for seed in range(seeds):
+            obs, _ = env.reset(seed=seed)
+            R = 0.0
+            for t in range(1000):
+                obs, r, terminated, truncated, _ = env.step(expert(obs))
+                R += r
+                if terminated or truncated:
+                    break
+            assert check(t, R), (env_name, seed, t, R)
+
+
+def test_discrete_episode_layout():
+    """Minari stores action ids (T,); the dataset holds them as one-hot rows (T, n)."""
+    (b,) = collect_episodes("cartpole", "random", 1, progress=False)
+    T = len(b.rewards)
+    assert b.actions.shape == (T,) and b.actions.dtype.kind == "i" and set(b.actions) <= {0, 1}
+    data = load_dataset("random", env="CartPole-v1", episodes=3, progress=False)
+    assert data.discrete_actions and data.act_dim == 2 and data.scale == 100.0
+    assert (data[0].actions.sum(axis=1) == 1).all() and data[0].actions.dtype == np.float32
+    np.testing.assert_array_equal(np.argmax(data[0].actions, axis=1), collect_episodes(
+        "cartpole", "random", 1, progress=False)[0].actions)
+
+
 def test_schedules():
     plan = generate.episode_plan("pendulum", "medium-replay", 5)
     eps = [e for _, _, e in plan]
-    assert eps[0] == 1.0 and eps[-1] == pytest.approx(generate.MEDIUM_EPS["pendulum"]) and eps == sorted(eps)[::-1]
+    assert eps[0] == 1.0 and eps[-1] == pytest.approx(experts.MEDIUM_EPS["pendulum"]) and eps == sorted(eps)[::-1]
     full = [e for _, _, e in generate.episode_plan("pendulum", "full-replay", 3)]
     assert full == [1.0, 0.5, 0.0]
     me = generate.episode_plan("pendulum", "medium-expert", 3)
@@ -122,9 +162,12 @@ def test_generated_ids():
         minari.dataset.minari_dataset.parse_dataset_id(generated_dataset_id("pendulum", tier, 3))
     with pytest.raises(ValueError, match="tier 'good': expected one of random, medium"):
         generated_dataset_id("pendulum", "good")
-    with pytest.raises(ValueError, match="env 'CartPole-v1': no generated datasets for it; expected one of "
+    with pytest.raises(ValueError, match="env 'LunarLander-v3': no generated datasets for it; expected one of "
                                          "pendulum"):
-        generated_dataset_id("CartPole-v1", "expert")
+        generated_dataset_id("LunarLander-v3", "expert")
+    assert generated_dataset_id("MountainCar-v0", "expert") == "minidt/mountaincar-discrete/expert-v0"
+    assert generated_dataset_id("minidt/KeyToDoor-v0", "random", 1000) == "minidt/keytodoor/random-seed0-n1000-v0"
+    assert generated_dataset_id("keytodoor", "random") == "minidt/keytodoor/random-v0"  # 10,000 episodes
 
 
 def test_minari_round_trip(cache, monkeypatch):

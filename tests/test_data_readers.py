@@ -107,6 +107,62 @@ def test_minari_by_id_and_by_path(tmp_path):
     assert by_data_dir.env_id == "pendulum" and by_data_dir.scale == 1000.0
 
 
+def discrete_minari_dataset(dataset_id: str, n: int = 3, observation_space=None) -> list[EpisodeBuffer]:
+    """A user's dataset with Discrete(n) actions: integer ids, shape (T,)."""
+    rng = np.random.default_rng(1)
+    buffers = [EpisodeBuffer(observations=rng.normal(size=(T + 1, 2)).astype(np.float32),
+                             actions=rng.integers(0, n, size=T), rewards=rng.normal(size=T),
+                             terminations=np.arange(T) == T - 1, truncations=np.zeros(T, bool)) for T in (4, 2)]
+    minari.create_dataset_from_buffers(
+        dataset_id, buffers, observation_space=observation_space or gym.spaces.Box(-np.inf, np.inf, (2,), np.float32),
+        action_space=gym.spaces.Discrete(n), algorithm_name="test", author="test", author_email="test",
+        code_permalink="test", description="test")
+    return buffers
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_minari_discrete_actions_become_one_hot_rows():
+    buffers = discrete_minari_dataset("tests/grid/discrete-v0", n=3)
+    d = load_dataset("tests/grid/discrete-v0")
+    assert d.discrete_actions and d.act_dim == 3
+    for e, b in zip(d, buffers, strict=True):
+        np.testing.assert_array_equal(e.actions, np.eye(3)[b.actions])
+    with pytest.raises(ValueError, match="observation space Discrete; minidt reads Box .* observations only"):
+        read_minari_with_observations(gym.spaces.Discrete(4))
+
+
+def read_minari_with_observations(space):
+    """A Minari dataset whose observations are not a Box."""
+    rng = np.random.default_rng(2)
+    minari.create_dataset_from_buffers(
+        "tests/grid/obs-v0", [EpisodeBuffer(observations=rng.integers(0, 4, size=3), actions=rng.integers(0, 2, size=2),
+                                            rewards=np.ones(2), terminations=np.array([False, True]),
+                                            truncations=np.zeros(2, bool))],
+        observation_space=space, action_space=gym.spaces.Discrete(2), algorithm_name="test", author="test",
+        author_email="test", code_permalink="test", description="test")
+    return load_dataset("tests/grid/obs-v0")
+
+
+def test_d4rl_integer_actions_are_discrete(tmp_path):
+    path = write_d4rl(tmp_path / "grid.hdf5")
+    with h5py.File(path, "a") as f:
+        del f["actions"]
+        f.create_dataset("actions", data=np.array([0, 2, 1, 0, 0, 2, 1, 1, 0]))
+    d = read_d4rl(path)
+    assert d.discrete_actions and d.act_dim == 3  # the largest id + 1
+    np.testing.assert_array_equal(d[0].actions, np.eye(3)[[0, 2, 1]])
+    assert load_dataset(path, n_actions=5).act_dim == 5  # the environment's number of actions: ids 3, 4 unused
+    with pytest.raises(ValueError, match=r"^D4RL file '.*grid.hdf5': actions: expected action ids in \[0, 1\] "
+                                         r"\(2 actions\), got ids in \[0, 2\]"):
+        load_dataset(path, n_actions=2)
+    with h5py.File(path, "a") as f:
+        del f["actions"]
+        f.create_dataset("actions", data=np.zeros((9, 2), np.int64))
+    with pytest.raises(ValueError, match=r"actions: expected integer action ids of shape \(T,\) or \(T, 1\), got "
+                                         r"int64 \(9, 2\)"):
+        read_d4rl(path)
+
+
 def test_load_generated_tier():
     d = load_dataset("random", env="Pendulum-v1", episodes=2, progress=False)
     assert len(d) == 2 and d.state_dim == 3 and d.act_dim == 1 and d.env_id == "Pendulum-v1"
@@ -116,7 +172,7 @@ def test_load_generated_tier():
 
 @pytest.mark.parametrize("spec,env,message", [
     ("expert", None, "dataset 'expert' is a generated tier: pass env= one of pendulum, mountaincar"),
-    ("expert", "cartpole", "env 'cartpole': no generated datasets for it; expected one of pendulum"),
+    ("expert", "lunarlander", "env 'lunarlander': no generated datasets for it; expected one of pendulum"),
     ("meduim", "pendulum", "dataset 'meduim': expected a tier (random, medium, expert, medium-replay"),
     ("nothing/here-v0", None, "Minari dataset 'nothing/here-v0': not found locally (looked in"),
     ("missing.hdf5", None, "D4RL file 'missing.hdf5': no such file"),

@@ -164,3 +164,15 @@ def test_get_state_set_state_resumes_exactly(tiny):
 def test_bad_arguments(tiny):
     with pytest.raises(ValueError, match="K >= 1"):
         SegmentSampler(tiny, K=0)
+
+
+def test_discrete_actions_are_one_hot_rows_padded_with_zeros():
+    eye = np.eye(3)
+    ep0 = episode([[0.0], [1.0]], eye[[2, 0]], [0, 1])
+    ep1 = episode([[2.0], [3.0], [4.0]], eye[[1, 1, 2]], [0, 0, 0])
+    data = TrajectoryDataset([ep0, ep1], discrete_actions=True)
+    batch = SegmentSampler(data, K=3, max_ep_len=4).gather(np.array([0, 1]), np.array([0, 1]))
+    np.testing.assert_array_equal(batch["actions"], [[[0, 0, 0], [0, 0, 1], [1, 0, 0]],
+                                                     [[0, 0, 0], [0, 1, 0], [0, 0, 1]]])
+    with pytest.raises(ValueError, match="episode 1: expected one-hot actions"):
+        TrajectoryDataset([ep0, episode([[0.0]], [[0.5, 0.5, 0.0]], [1])], discrete_actions=True)

@@ -59,7 +59,9 @@ def test_env_names():
     assert env_name("MountainCarContinuous-v0") == "mountaincar"
     assert env_name("Hopper-v2") == env_name("hopper-medium-replay-v2") == "hopper"
     assert env_name("Walker2d-v5") == "walker2d" and env_name("HalfCheetah-v4") == "halfcheetah"
-    assert env_name("MountainCar-v0") is None and env_name("CartPole-v1") is None and env_name(None) is None
+    assert env_name("MountainCar-v0") == "mountaincar-discrete" and env_name("CartPole-v1") == "cartpole"
+    assert env_name("minidt/KeyToDoor-v0") == env_name("keytodoor") == "keytodoor"
+    assert env_name("LunarLander-v3") is None and env_name(None) is None
 
 
 def test_episode_validation():
@@ -89,3 +91,32 @@ def test_episodes_refuse_nan_and_inf_by_field(field, value, says):
         Episode(**fields)
     with pytest.raises(ValueError, match="^terminations: expected real numbers"):
         Episode(**{**fields, field: np.zeros_like(fields[field]), "terminations": np.array(["yes"] * 3)})
+
+
+def test_top_percent_keeps_the_best_episodes_and_the_whole_datasets_statistics():
+    data = TrajectoryDataset([ep(2, reward=float(r)) for r in (3, 9, 1, 7, 5, 0, 8, 2, 6, 4)], scale=10.0)
+    assert data.top_percent(30).returns.tolist() == [18.0, 14.0, 16.0]  # the best 3 of 10, in the dataset's order
+    top = data.top_percent(25)  # 2.5 episodes: the best 2
+    assert top.returns.tolist() == [18.0, 16.0] and top.lengths.tolist() == [2, 2]
+    np.testing.assert_array_equal(top.state_mean, data.state_mean)  # normalized as the whole dataset
+    assert top.scale == data.scale and top.name == "unnamed, top 25 %" and len(data) == 10
+    assert data.top_percent(1).returns.tolist() == [18.0]  # at least the best episode
+    assert data.top_percent(100).returns.tolist() == data.returns.tolist()
+
+
+@given(st.lists(st.integers(0, 1), min_size=1, max_size=40), st.floats(0.01, 100))
+def test_top_percent_of_successes_and_failures_is_the_successes(outcomes, percent):
+    """Returns 0 or 1 (Key-to-Door): below 100 % it keeps exactly the successful episodes (even when they are more
+    than percent %: equal returns are never split); all episodes at 100 % or when all returns are equal."""
+    data = TrajectoryDataset([ep(1, reward=float(o)) for o in outcomes])
+    top = data.top_percent(percent)
+    everything = len(set(outcomes)) == 1 or len(data) <= percent / 100 * len(data) + 1e-9
+    assert len(top) == (len(data) if everything else sum(outcomes))
+    assert (top.returns == (top.returns.max())).all() or everything
+
+
+@pytest.mark.parametrize("bad", [0, -5, 101, float("nan"), True, "10"])
+def test_top_percent_refuses_what_is_not_a_percentage(bad):
+    data = TrajectoryDataset([ep(2), ep(3)])
+    with pytest.raises(ValueError, match=r"^top_percent: expected a percentage in \(0, 100\], got"):
+        data.top_percent(bad)

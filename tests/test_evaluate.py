@@ -131,3 +131,71 @@ def test_rollout_on_a_device_backend(device_backend):
     host = rollout(small_model(3, backend="numpy"), "Pendulum-v1", [-300.0], 2, pre, K=3, seed=1, max_steps=6)
     dev = rollout(small_model(3, backend=device_backend), "Pendulum-v1", [-300.0], 2, pre, K=3, seed=1, max_steps=6)
     np.testing.assert_allclose(dev[0]["returns"], host[0]["returns"], rtol=1e-12)
+
+
+# --- discrete actions, temperature, behaviour cloning ------------------------------------------------------------
+
+def cartpole_model() -> DecisionTransformerModel:
+    return DecisionTransformerModel(state_dim=4, act_dim=2, hidden_size=16, n_layer=1, n_head=2, max_ep_len=500,
+                                    discrete_actions=True, initializer_range=0.5, dtype="float64", seed=0)
+
+
+def cartpole_pre(zero_returns: bool = False) -> Preprocess:
+    return Preprocess(np.zeros(4), np.full(4, 0.5), 100.0, np.zeros(0), np.zeros(0), zero_returns)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_vectorized_equals_sequential_discrete(temperature):
+    """Argmax, and sampling: episode j draws from a stream seeded seed + j in both loops."""
+    model = cartpole_model()
+    kw = dict(targets=[20.0, 200.0], episodes=3, pre=cartpole_pre(), K=4, seed=3, max_steps=40,
+              temperature=temperature)
+    fast = rollout(model, "CartPole-v1", **kw)
+    slow = rollout_sequential(model, "CartPole-v1", **kw)
+    for f, s in zip(fast, slow):
+        assert f["returns"] == s["returns"] and f["length_mean"] == s["length_mean"]
+    again = rollout(model, "CartPole-v1", **kw)
+    assert again == fast  # the same seed, the same episodes
+
+
+def test_choose_argmax_and_sampling_frequencies():
+    from minidt.evaluate import choose
+
+    logits = np.log(np.array([[0.2, 0.5, 0.3], [1.0, 1e-12, 1e-12]]))
+    assert choose(logits, 0.0, []).tolist() == [1, 0]
+    rngs = [np.random.default_rng(0), np.random.default_rng(1)]
+    draws = np.array([choose(logits, 1.0, rngs) for _ in range(4000)])
+    np.testing.assert_allclose(np.bincount(draws[:, 0], minlength=3) / 4000, [0.2, 0.5, 0.3], atol=0.03)
+    assert (draws[:, 1] == 0).all()
+    hot = np.array([choose(logits, 100.0, rngs)[0] for _ in range(3000)])  # a high temperature: nearly uniform
+    np.testing.assert_allclose(np.bincount(hot, minlength=3) / 3000, [1 / 3] * 3, atol=0.04)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), True, "1"])
+def test_bad_temperatures_are_refused(bad):
+    with pytest.raises(ValueError, match=r"^temperature: expected a finite number >= 0 \(0: argmax\), got"):
+        rollout(cartpole_model(), "CartPole-v1", [1.0], 1, cartpole_pre(), K=2, temperature=bad)
+    with pytest.raises(ValueError, match="^temperature: the model predicts continuous actions"):
+        rollout(small_model(3), "Pendulum-v1", [1.0], 1, pendulum_pre(), K=2, temperature=0.5)
+
+
+def test_behaviour_cloning_sees_a_zero_return_input_and_ignores_the_target(monkeypatch):
+    model = cartpole_model()
+    seen = []
+    get_action = model.get_action
+
+    def spy(**batch):
+        seen.append(np.array(batch["returns_to_go"]))
+        return get_action(**batch)
+
+    monkeypatch.setattr(model, "get_action", spy)
+    kw = dict(episodes=2, pre=cartpole_pre(zero_returns=True), K=3, seed=0, max_steps=30)
+    a = rollout(model, "CartPole-v1", [10.0], **kw)
+    assert all((r == 0).all() for r in seen) and len(seen) > 1
+    b = rollout(model, "CartPole-v1", [400.0], **kw)
+    assert a[0]["returns"] == b[0]["returns"]
+    seq = rollout_sequential(model, "CartPole-v1", [400.0], **kw)
+    assert seq[0]["returns"] == a[0]["returns"]
+    assert Preprocess.from_dict(cartpole_pre(True).to_dict()).zero_returns is True
+    old = {k: v for k, v in cartpole_pre().to_dict().items() if k != "zero_returns"}  # a run.json from before BC
+    assert Preprocess.from_dict(old).zero_returns is False

@@ -1,5 +1,6 @@
-"""masked_mse and dt_loss: value and gradient against the original DT trainer's torch expression (autograd) and
-against finite differences; zero gradient at padding, NaN-safe padding; float32; every backend."""
+"""masked_mse, the masked cross-entropy and dt_loss: value and gradient against the original DT trainer's torch
+expression and torch.nn.functional.cross_entropy (autograd) and against finite differences; hypothesis for padding
+and shift invariance; zero gradient at padding, NaN-safe padding; float32; every backend."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from conftest import numerical_grad, rel_error, require
 from minidt.backend import to_numpy
-from minidt.losses import dt_loss, masked_mse
+from minidt.losses import cross_entropy_backward, cross_entropy_forward, dt_loss, masked_mse
 
 
 def left_padded_mask(rng: np.random.Generator, B: int, K: int) -> np.ndarray:
@@ -131,3 +132,136 @@ def test_dt_loss_next_step_terms_need_two_steps():
     dt_loss(out, x, x, out[2], np.ones((2, 1)))  # actions alone are fine with K = 1
     with pytest.raises(ValueError, match="K >= 2"):
         dt_loss(out, x, x, out[2], np.ones((2, 1)), state_weight=1.0)
+
+
+# --- cross-entropy (discrete actions) ----------------------------------------------------------------------------
+
+def one_hot_targets(rng: np.random.Generator, B: int, K: int, A: int) -> tuple[np.ndarray, np.ndarray]:
+    """ids (B, K) and their one-hot rows (B, K, A), float64."""
+    ids = rng.integers(0, A, size=(B, K))
+    return ids, np.eye(A)[ids]
+
+
+def cross_entropy(logits, target, mask):
+    """(loss, dlogits) through the forward/backward pair."""
+    loss, cache = cross_entropy_forward(logits, target, mask)
+    return loss, cross_entropy_backward(cache)
+
+
+def torch_cross_entropy(torch, logits, ids, mask):
+    """torch.nn.functional.cross_entropy over the real steps (its default reduction: the mean), by autograd."""
+    z = torch.tensor(logits, requires_grad=True)
+    keep = torch.tensor(mask) > 0
+    loss = torch.nn.functional.cross_entropy(z[keep], torch.tensor(ids)[keep])
+    loss.backward()
+    return loss.item(), z.grad.numpy()
+
+
+def test_cross_entropy_matches_torch_and_finite_differences(torch, backend):
+    b, rng = backend, np.random.default_rng(4)
+    B, K, A = 4, 6, 5
+    logits = 3.0 * rng.normal(size=(B, K, A))
+    ids, target = one_hot_targets(rng, B, K, A)
+    mask = left_padded_mask(rng, B, K)
+    loss, dlogits = cross_entropy(b.asarray(logits), b.asarray(target), b.asarray(mask))
+    assert loss.shape == () and dlogits.shape == (B, K, A)
+    ref_loss, ref_dlogits = torch_cross_entropy(torch, logits, ids, mask)
+    assert rel_error(to_numpy(loss), ref_loss) <= 1e-12
+    assert rel_error(to_numpy(dlogits), ref_dlogits) <= 1e-12
+
+    def f():
+        return float(to_numpy(cross_entropy_forward(b.asarray(logits), b.asarray(target), b.asarray(mask))[0]))
+
+    assert rel_error(to_numpy(dlogits), numerical_grad(f, logits)) <= 1e-7
+    assert np.all(to_numpy(dlogits)[mask == 0] == 0)
+    # (softmax - one-hot) / N, written out
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    assert rel_error(to_numpy(dlogits), (p - target) * mask[..., None] / mask.sum()) <= 1e-12
+
+
+@given(st.integers(1, 4), st.integers(1, 6), st.integers(1, 5), st.floats(0.1, 30.0), st.integers(0, 2**32 - 1))
+def test_cross_entropy_matches_torch_any_shape_and_scale(B, K, A, scale, seed):
+    """Any shape, logits of standard deviation up to 30 (float32's overflow without the row max: checked below)."""
+    torch = require("torch")
+    rng = np.random.default_rng(seed)
+    logits = scale * rng.normal(size=(B, K, A))
+    ids, target = one_hot_targets(rng, B, K, A)
+    mask = left_padded_mask(rng, B, K)
+    loss, dlogits = cross_entropy(logits, target, mask)
+    ref_loss, ref_dlogits = torch_cross_entropy(torch, logits, ids, mask)
+    assert rel_error(loss, ref_loss) <= 1e-10 and rel_error(dlogits, ref_dlogits) <= 1e-10
+
+
+@given(st.integers(1, 4), st.integers(2, 6), st.integers(2, 5), st.integers(0, 2**32 - 1),
+       st.sampled_from([np.nan, np.inf, -np.inf, 1e30, -7.0]))
+def test_cross_entropy_ignores_what_padding_holds(B, K, A, seed, junk):
+    """Padded rows of the logits and of the target may hold anything (NaN, inf, huge, not one-hot): the loss and
+    the gradient at real steps are the same to the bit, and the gradient at padding is exactly 0."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(B, K, A))
+    _, target = one_hot_targets(rng, B, K, A)
+    mask = left_padded_mask(rng, B, K)
+    mask[0, 0] = 0  # at least one padded step
+    pad = mask == 0
+    loss, dlogits = cross_entropy(logits, target, mask)
+    garbage_logits, garbage_target = logits.copy(), target.copy()
+    garbage_logits[pad] = junk
+    garbage_target[pad] = rng.normal(size=(int(pad.sum()), A)) * 100
+    loss2, dlogits2 = cross_entropy(garbage_logits, garbage_target, mask)
+    assert float(loss2) == float(loss)
+    np.testing.assert_array_equal(dlogits2, dlogits)
+    assert np.all(dlogits2[pad] == 0)
+
+
+@given(st.integers(1, 4), st.integers(1, 6), st.integers(1, 5), st.integers(0, 2**32 - 1),
+       st.floats(-1e3, 1e3))
+def test_cross_entropy_is_shift_invariant_per_row(B, K, A, seed, c):
+    """softmax(z + c) = softmax(z): a constant added to a row's logits (a different one per row) changes neither
+    the loss nor its gradient (to round-off: the shifted logits are rounded)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(B, K, A))
+    _, target = one_hot_targets(rng, B, K, A)
+    mask = left_padded_mask(rng, B, K)
+    shift = c * rng.uniform(-1, 1, size=(B, K, 1))
+    loss, dlogits = cross_entropy(logits, target, mask)
+    loss2, dlogits2 = cross_entropy(logits + shift, target, mask)
+    assert abs(float(loss2) - float(loss)) <= 1e-12 * (1 + abs(c)) * (1 + float(loss))
+    assert np.max(np.abs(dlogits2 - dlogits)) <= 1e-12 * (1 + abs(c))
+
+
+def test_cross_entropy_float32_large_logits_and_bool_masks(backend):
+    """float32 in, float32 out; logits of 1e4 (exp would overflow float32 without the row max subtracted) give
+    finite values; bool, integer and float masks mean the same."""
+    b, rng = backend, np.random.default_rng(5)
+    logits = 1e4 * rng.normal(size=(3, 4, 3))
+    ids, target = one_hot_targets(rng, 3, 4, 3)
+    mask = left_padded_mask(rng, 3, 4)
+    loss, dlogits = cross_entropy(*(b.asarray(x, dtype="float32") for x in (logits, target, mask)))
+    assert loss.dtype == dlogits.dtype == b.xp.float32
+    assert np.isfinite(to_numpy(loss)) and np.isfinite(to_numpy(dlogits)).all()
+    ref = cross_entropy(logits, target, mask)
+    assert rel_error(to_numpy(loss), ref[0]) <= 1e-5 and rel_error(to_numpy(dlogits), ref[1]) <= 1e-5
+    for m in (mask.astype(bool), mask.astype(np.int64)):
+        np.testing.assert_array_equal(to_numpy(cross_entropy(b.asarray(logits), b.asarray(target), b.asarray(m))[1]),
+                                      to_numpy(cross_entropy(b.asarray(logits), b.asarray(target),
+                                                             b.asarray(mask))[1]))
+
+
+def test_dt_loss_discrete_is_the_cross_entropy_of_the_actions(torch, backend):
+    b, rng = backend, np.random.default_rng(6)
+    B, K, sd, A = 3, 5, 4, 3
+    preds = (rng.normal(size=(B, K, sd)), rng.normal(size=(B, K, A)), rng.normal(size=(B, K, 1)))
+    ids, actions = one_hot_targets(rng, B, K, A)
+    states, rtg = rng.normal(size=(B, K, sd)), rng.normal(size=(B, K, 1))
+    mask = left_padded_mask(rng, B, K)
+    args = (tuple(b.asarray(x) for x in preds), b.asarray(states), b.asarray(actions), b.asarray(rtg),
+            b.asarray(mask))
+    loss, (ds, da, dr) = dt_loss(*args, discrete=True)
+    ref_loss, ref_da = torch_cross_entropy(torch, preds[1], ids, mask)
+    assert ds is None and dr is None
+    assert rel_error(to_numpy(loss), ref_loss) <= 1e-12 and rel_error(to_numpy(da), ref_da) <= 1e-12
+    loss, grads = dt_loss(*args, state_weight=0.5, discrete=True)  # the extra terms stay MSEs
+    ref_state = 0.5 * to_numpy(masked_mse(b.asarray(preds[0][:, :-1]), b.asarray(states[:, 1:]),
+                                          b.asarray(mask[:, :-1] * mask[:, 1:]))[0])
+    assert rel_error(to_numpy(loss), ref_loss + ref_state) <= 1e-12

@@ -95,6 +95,31 @@ def test_a_training_step_reads_nothing_back():
     assert np.isfinite(float(minidt.to_numpy(loss))) and float(minidt.to_numpy(grad_norm)) > 0
 
 
+def discrete_batch(B: int = 4, K: int = 5, seed: int = 0) -> dict[str, np.ndarray]:
+    """batch() with one-hot actions of 3 discrete actions (padding: all-zero rows), as the sampler makes them."""
+    x = batch(B, K, seed)
+    ids = np.random.default_rng(seed).integers(0, 3, size=(B, K))
+    x["actions"] = np.eye(3, dtype=np.float32)[ids] * x["attention_mask"][..., None]
+    return x
+
+
+def test_a_discrete_training_step_reads_nothing_back():
+    """Cross-entropy on the logits, one-hot actions in: the same step, nothing read back either."""
+    config = DecisionTransformerConfig(**{**CONFIG, "act_dim": 3, "action_tanh": False, "discrete_actions": True})
+    model = DecisionTransformerModel(config, backend="strict", seed=0)
+    opt = AdamW(param_groups_no_decay(model.named_parameters(), 1e-4), lr=1e-3)
+    sched = LinearWarmup(opt, 3)
+    with device_reads() as reads:
+        for step in range(3):
+            loss, grad_norm = train_step(model, opt, sched, discrete_batch(seed=step), 0.25)
+        model.eval()
+        model.get_action(**discrete_batch())
+        x = {k: None if v is None else model.backend.asarray(v) for k, v in discrete_batch().items()}
+        model.get_action(**x)
+    assert reads == [], reads
+    assert 0 < float(minidt.to_numpy(loss)) < 2 * np.log(3)
+
+
 def test_a_td3bc_step_reads_nothing_back():
     """TD3+BC: host transitions in; the smoothing noise drawn on the host and moved with them; target, critic,
     the delayed actor (through the critic's backward), Polyak; two losses out on the device."""
@@ -130,14 +155,18 @@ def test_forward_and_get_action_read_nothing_back():
     assert reads == [], reads
 
 
-def test_the_trainer_reads_only_when_it_logs_or_saves(cache, tmp_path, monkeypatch):
+@pytest.mark.parametrize("discrete", [False, True])
+def test_the_trainer_reads_only_when_it_logs_or_saves(cache, tmp_path, monkeypatch, discrete):
     """Between two training steps the loop reads nothing, except after a step that logs (the window's mean loss
-    and gradient norm: one read), or checkpoints (the weights and moments, to write them)."""
+    and gradient norm: one read), or checkpoints (the weights and moments, to write them). Discrete actions and
+    behaviour cloning (CartPole, BC) too."""
     import minidt.train as t
+    from tiny_runs import cartpole_hdf5
 
-    s = t.TrainSettings(env="Pendulum-v1", dataset="medium-replay", steps=12, K=5, batch_size=4, hidden_size=8,
-                        n_layer=1, n_head=2, warmup_steps=3, log_every=4, checkpoint_every=12, final_eval_episodes=0,
-                        seed=0, backend="strict")
+    data = dict(env="CartPole-v1", dataset=str(cartpole_hdf5(tmp_path / "cartpole.hdf5")), algo="bc") if discrete \
+        else dict(env="Pendulum-v1", dataset="medium-replay")
+    s = t.TrainSettings(**data, steps=12, K=5, batch_size=4, hidden_size=8, n_layer=1, n_head=2, warmup_steps=3,
+                        log_every=4, checkpoint_every=12, final_eval_episodes=0, seed=0, backend="strict")
     real_step, after = t.train_step, []
     with device_reads() as reads:
         def step(*args, **kwargs):
@@ -191,3 +220,16 @@ def test_a_rollout_reads_once_per_environment_step():
     with device_reads() as reads:
         rollout(model, "Pendulum-v1", [-300.0], 4, pre, K=3, seed=1, max_steps=10)
     assert len(reads) == 10, reads
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_discrete_rollout_reads_the_logits_once_per_step(temperature):
+    """Argmax or sampling happens on the host, on the one read of the logits each step."""
+    from minidt.evaluate import Preprocess, rollout
+
+    model = DecisionTransformerModel(state_dim=4, act_dim=2, hidden_size=8, n_layer=1, n_head=2, max_ep_len=500,
+                                     discrete_actions=True, backend="strict", seed=0)
+    pre = Preprocess(np.zeros(4), np.ones(4), 100.0, np.zeros(0), np.zeros(0))
+    with device_reads() as reads:
+        out = rollout(model, "CartPole-v1", [100.0], 3, pre, K=3, seed=1, max_steps=6, temperature=temperature)
+    assert len(reads) == 6 and out[0]["length_mean"] == 6, reads

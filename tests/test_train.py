@@ -291,7 +291,7 @@ def test_the_console_says_what_it_trains(data, tmp_path, capsys):
     out, err = capsys.readouterr()
     params = build_model(s, 3, 1, 200).num_parameters()
     assert out.splitlines()[:3] == [
-        "training Pendulum-v1 on pendulum-random: 4 episodes, 800 steps; preset quick",
+        "training DT in Pendulum-v1 on pendulum-random: 4 episodes, 800 steps; preset quick",
         f"model: {params:,} parameters (hidden 8, layers 1, heads 2, context K 4); 2 steps of batch 4 on numpy "
         "(float32)",
         f"run directory: {tmp_path / 'run'}"]

@@ -43,3 +43,27 @@ def test_evaluate_video_writes_one_gif_per_target(cache, tmp_path, capsys):  # n
     one, both = iio.imread(tmp_path / "clips" / "target_-900.0.gif"), iio.imread(tmp_path / "clips" / "targets.gif")
     assert one.shape[1:3] == (SIZE, SIZE) and both.shape[1:3] == (SIZE, 2 * SIZE)
     assert len(one) == 200 // EVERY  # a whole Pendulum episode
+
+
+def test_discrete_clips_cartpole_and_key_to_door_and_bc(tmp_path):
+    """CartPole renders its argmax episode, the same as rollout's; Key-to-Door renders its rooms; a BC model plays
+    one clip with no target (bc.gif)."""
+    from test_evaluate import cartpole_model, cartpole_pre
+
+    from minidt import DecisionTransformerModel
+    from minidt.evaluate import Preprocess
+    from minidt.video import write_clips
+
+    model = cartpole_model()
+    clips = record(model, "CartPole-v1", [20.0, 200.0], cartpole_pre(), K=3, seed=2, max_steps=10)
+    expected = rollout(model, "CartPole-v1", [20.0, 200.0], 1, cartpole_pre(), K=3, seed=2, max_steps=10)
+    assert [c["return"] for c in clips] == [e["returns"][0] for e in expected]
+    assert clips[0]["frames"].shape[1:] == (SIZE, SIZE, 3)
+    (bc,) = record(model, "CartPole-v1", [20.0, 200.0], cartpole_pre(zero_returns=True), K=3, seed=2, max_steps=6)
+    assert bc["target_return"] is None
+    assert sorted(p.name for p in write_clips([bc], tmp_path)) == ["bc.gif", "targets.gif"]
+    k2d = DecisionTransformerModel(state_dim=7, act_dim=4, hidden_size=8, n_layer=1, n_head=2, max_ep_len=40,
+                                   discrete_actions=True, seed=0)
+    pre = Preprocess(np.zeros(7), np.ones(7), 1.0, np.zeros(0), np.zeros(0))
+    (clip,) = record(k2d, "minidt/KeyToDoor-v0", [1.0], pre, K=40, seed=0)
+    assert len(clip["frames"]) == 40 // EVERY and clip["return"] in (0.0, 1.0)

@@ -9,8 +9,9 @@
 
 from .delayed import delay_rewards
 from .envs import GYM_IDS, RETURN_SCALE, env_name, gym_spec
-from .generate import (DEFAULT_EPISODES, EXPERTS, MEDIUM_EPS, TIERS, cache_dir, collect_episodes,
-                       generate_dataset, generated_dataset_id, make_env, measure_reference_returns)
+from .experts import EXPERTS, MEDIUM_EPS
+from .generate import (DEFAULT_EPISODES, TIERS, cache_dir, collect_episodes, generate_dataset,
+                       generated_dataset_id, make_env, measure_reference_returns)
 from .readers import load_dataset, read_d4rl, read_minari
 from .sampler import SegmentSampler
 from .scores import REF_MAX_SCORE, REF_MIN_SCORE, describe_returns, normalized_score

@@ -1,7 +1,8 @@
 """Offline datasets generated in real gymnasium environments by scripted controllers, in D4RL's tiers.
 
 One policy family covers every tier: with probability eps take a uniform random action, otherwise the scripted
-expert's action plus Gaussian noise (std EXPERT_NOISE of the action half-range), clipped to the action box.
+expert's action (experts.py) plus Gaussian noise (std EXPERT_NOISE of the action half-range), clipped to the
+action box; in a discrete action space, the expert's action as it is.
 
     random          eps = 1
     expert          eps = 0                      (the scripted controller with small action noise)
@@ -37,53 +38,14 @@ from minari.data_collector import EpisodeBuffer
 from tqdm import tqdm  # not tqdm.auto: in a notebook without ipywidgets it warns (IProgress not found)
 
 from .envs import GYM_IDS, env_name
+from .experts import EXPERTS, MEDIUM_EPS
 from .scores import REF_MAX_SCORE, REF_MIN_SCORE
 
 GENERATOR_VERSION = 0  # the -vN of every generated id; bump it when a controller or a schedule changes
 TIERS = ("random", "medium", "expert", "medium-replay", "full-replay", "medium-expert")
 EXPERT_NOISE = 0.1  # expert action noise std, as a fraction of the action half-range
-DEFAULT_EPISODES = {"pendulum": 200, "mountaincar": 200, "invertedpendulum": 200}
-
-
-# --- the scripted experts ----------------------------------------------------------------------------------------
-
-def pendulum_expert(obs: np.ndarray) -> np.ndarray:
-    """Pendulum-v1, obs (cos th, sin th, thdot), th = 0 upright -> torque (1,) in [-2, 2].
-
-    Dynamics (g = 10, m = l = 1): thddot = 15 sin th + 3 u, which conserves E = thdot^2 / 2 + 15 cos th when u = 0
-    (E = 15 upright at rest) and gives dE/dt = 3 u thdot. Far from the top: pump energy towards 15 (u along thdot
-    while E < 15, against it when E > 15). Near the top: PD, u = -(12 th + 2.5 thdot), which makes the linearized
-    thddot = -21 th - 7.5 thdot stable; with |u| <= 2 it can hold th up to about 0.4 rad."""
-    c, s, thdot = (float(v) for v in obs)
-    th = np.arctan2(s, c)
-    if c > np.cos(0.5) and abs(thdot) < 4.0:
-        u = -(12.0 * th + 2.5 * thdot)
-    else:
-        E = 0.5 * thdot * thdot + 15.0 * c
-        u = 0.5 * (15.0 - E) * (1.0 if thdot >= 0 else -1.0)
-    return np.array([np.clip(u, -2.0, 2.0)])
-
-
-def mountaincar_expert(obs: np.ndarray) -> np.ndarray:
-    """MountainCarContinuous-v0, obs (x, v) -> force (1,): full force along the velocity (bang-bang). Each push
-    adds energy, so the car swings higher each time until it tops the right hill (about 105 steps)."""
-    return np.array([1.0 if obs[1] >= 0 else -1.0])
-
-
-def invertedpendulum_expert(obs: np.ndarray) -> np.ndarray:
-    """InvertedPendulum-v5, obs (x, th, xdot, thdot) -> force (1,) in [-3, 3]: state feedback u = k . obs, gains
-    found by hand (all positive: push the cart under the falling pole; the x and xdot terms keep it on the rail)."""
-    return np.clip(np.array([1.0, 30.0, 2.0, 5.0]) @ obs, -3.0, 3.0).reshape(1)
-
-
-EXPERTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "pendulum": pendulum_expert,
-    "mountaincar": mountaincar_expert,
-    "invertedpendulum": invertedpendulum_expert,
-}
-# Probability of a random action in the medium tier, tuned so that medium scores about 50 normalized: measured
-# 50.5, 50.7 and 50.6 (+- 0.6, 1.4, 1.4) over 1000, 1000 and 600 episodes with seed 0.
-MEDIUM_EPS = {"pendulum": 0.6, "mountaincar": 0.905, "invertedpendulum": 0.035}
+DEFAULT_EPISODES = {"pendulum": 200, "mountaincar": 200, "invertedpendulum": 200, "cartpole": 200, "acrobot": 200,
+                    "mountaincar-discrete": 200, "keytodoor": 10_000}  # Key-to-Door: the paper's larger dataset
 
 
 # --- rollouts ----------------------------------------------------------------------------------------------------
@@ -121,23 +83,30 @@ def episode_plan(env: str, tier: str, episodes: int) -> list[tuple[int, int, flo
     return [(TIERS.index(tier), i, float(e)) for i, e in enumerate(eps[tier])]
 
 
-def rollout(env: gym.Env, expert: Callable[[np.ndarray], np.ndarray], eps: float,
+def rollout(env: gym.Env, expert: Callable[[np.ndarray], "np.ndarray | int"], eps: float,
             seed: np.random.SeedSequence) -> EpisodeBuffer:
     """One episode -> minari.EpisodeBuffer: observations (T+1, obs_dim) (Minari keeps the final one),
-    actions (T, act_dim), rewards, terminations, truncations (T,), and the seed env.reset was given."""
+    actions (T, act_dim) (discrete: (T,) integers), rewards, terminations, truncations (T,), and the seed
+    env.reset was given."""
     env_seed, policy_seed = seed.spawn(2)  # independent streams for the environment and the policy
     reset_seed = int(env_seed.generate_state(1)[0])
     rng = np.random.default_rng(policy_seed)
-    low, high = env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64)
-    noise = EXPERT_NOISE * (high - low) / 2
+    space = env.action_space
+    if isinstance(space, gym.spaces.Discrete):
+        def act(obs: np.ndarray, random: bool) -> np.ndarray:
+            return np.asarray(space.start + rng.integers(space.n) if random else expert(obs), dtype=space.dtype)
+    else:
+        low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+        noise = EXPERT_NOISE * (high - low) / 2
+
+        def act(obs: np.ndarray, random: bool) -> np.ndarray:
+            a = rng.uniform(low, high) if random else np.clip(expert(obs) + noise * rng.standard_normal(low.shape),
+                                                              low, high)
+            return a.astype(space.dtype)
     obs, _ = env.reset(seed=reset_seed)
     observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
     while True:
-        if rng.random() < eps:
-            a = rng.uniform(low, high)
-        else:
-            a = np.clip(expert(obs) + noise * rng.standard_normal(low.shape), low, high)
-        a = a.astype(env.action_space.dtype)
+        a = act(obs, rng.random() < eps)
         obs, r, terminated, truncated, _ = env.step(a)
         observations.append(obs)
         actions.append(a)

@@ -23,8 +23,9 @@ from minari.dataset.minari_dataset import DATASET_ID_RE
 
 from ..validate import finite, host_array, said
 from .envs import env_name
+from .experts import EXPERTS
 from .generate import TIERS, cache_dir, generate_dataset, generated_env
-from .trajectories import Episode, TrajectoryDataset
+from .trajectories import Episode, TrajectoryDataset, one_hot
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 
@@ -60,10 +61,14 @@ def read_minari(dataset: str | os.PathLike, *, env: str | None = None) -> Trajec
         ds = minari.MinariDataset(data_path)
     except Exception as e:  # minari's own asserts and KeyErrors on a damaged dataset
         raise ValueError(f"{where}: minari cannot read it ({said(e)})") from None
-    for what, space in (("observation", ds.observation_space), ("action", ds.action_space)):
-        if not isinstance(space, gym.spaces.Box):
-            raise ValueError(f"Minari dataset {ds.id!r}: {what} space {type(space).__name__}; minidt reads Box "
-                             "(continuous vector) observations and actions only")
+    if not isinstance(ds.observation_space, gym.spaces.Box):
+        raise ValueError(f"Minari dataset {ds.id!r}: observation space {type(ds.observation_space).__name__}; "
+                         "minidt reads Box (continuous vector) observations only")
+    space = ds.action_space
+    if not isinstance(space, (gym.spaces.Box, gym.spaces.Discrete)):
+        raise ValueError(f"Minari dataset {ds.id!r}: action space {type(space).__name__}; minidt reads Box "
+                         "(continuous vector) and Discrete actions only")
+    discrete = isinstance(space, gym.spaces.Discrete)
     if data_format == "hdf5":
         where = f"Minari dataset file {str(data_path / 'main_data.hdf5')!r}"
         check_minari_hdf5(data_path / "main_data.hdf5", ds.total_episodes, where)
@@ -75,8 +80,10 @@ def read_minari(dataset: str | os.PathLike, *, env: str | None = None) -> Trajec
                 continue  # no step, nothing to learn from
             if len(ep.observations) not in (T, T + 1):
                 raise ValueError(f"{len(ep.observations)} observations for {T} steps; expected {T + 1} (or {T})")
+            actions = (one_hot("actions", np.asarray(ep.actions) - space.start, int(space.n)) if discrete
+                       else np.reshape(ep.actions, (len(ep.actions), -1)))
             episodes.append(Episode(observations=np.reshape(ep.observations[:T], (T, -1)),
-                                    actions=np.reshape(ep.actions, (len(ep.actions), -1)), rewards=ep.rewards,
+                                    actions=actions, rewards=ep.rewards,
                                     terminations=ep.terminations, truncations=ep.truncations))
     except Exception as e:  # an Episode's ValueError (NaN, lengths) or minari's on a damaged episode
         raise ValueError(f"{where}: episode_{i}: {e}" if isinstance(e, ValueError) else
@@ -88,7 +95,7 @@ def read_minari(dataset: str | os.PathLike, *, env: str | None = None) -> Trajec
                                 if isinstance(v, (str, int, float, bool, dict, list)) and "spec" not in k}
     metadata.update(source="minari", path=str(data_path))
     return TrajectoryDataset(episodes, name=ds.id, env_id=env or (ds.env_spec.id if ds.env_spec else None),
-                             metadata=metadata)
+                             metadata=metadata, discrete_actions=discrete)
 
 
 def minari_metadata(data_path: Path) -> dict[str, Any]:
@@ -156,11 +163,13 @@ def h5_dataset(where: str, group: Any, key: str, path: str | None = None) -> Any
     return x
 
 
-def read_d4rl(path: str | os.PathLike, *, env: str | None = None) -> TrajectoryDataset:
+def read_d4rl(path: str | os.PathLike, *, env: str | None = None, n_actions: int | None = None) -> TrajectoryDataset:
     """A D4RL hdf5 file: flat arrays observations (N, state_dim), actions (N, act_dim), rewards, terminals,
     timeouts (N,), one row per step. An episode ends at a row with terminals or timeouts set; rows after the last
     such row form a final episode marked truncated (the reference repo drops them; its return is a lower bound).
-    NaN or inf in observations, actions or rewards is refused, naming the key and the row.
+    NaN or inf in observations, actions or rewards is refused, naming the key and the row. Integer actions, (N,)
+    or (N, 1), are discrete: action ids, stored as one-hot rows of n_actions (default: the largest id + 1; the
+    environment's number of actions when it is known, as `minidt train` passes it).
 
     env: the environment, when the file name does not tell it (D4RL names do: "hopper-medium-v2.hdf5")."""
     path = Path(path)
@@ -182,6 +191,10 @@ def read_d4rl(path: str | os.PathLike, *, env: str | None = None) -> TrajectoryD
     if N == 0 or {len(obs), len(act), len(term), len(timeout)} != {N}:
         raise ValueError(f"{where}: expected the same non-zero number of rows in every key, got "
                          f"{[len(obs), len(act), N, len(term), len(timeout)]}")
+    discrete = act.dtype.kind in "iu"
+    if discrete:
+        n = int(act.max()) + 1 if n_actions is None else n_actions
+        act = one_hot(f"{where}: actions", act, n)
     obs, act = finite(f"{where}: observations", obs, "float32"), finite(f"{where}: actions", act, "float32")
     rew = finite(f"{where}: rewards", rew, "float64")
     term, timeout = term.astype(bool).reshape(N), timeout.astype(bool).reshape(N)
@@ -198,23 +211,24 @@ def read_d4rl(path: str | os.PathLike, *, env: str | None = None) -> TrajectoryD
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     return TrajectoryDataset(episodes, name=path.stem, env_id=env or env_name(path.stem),
-                             metadata={"source": "d4rl", "path": str(path)})
+                             metadata={"source": "d4rl", "path": str(path)}, discrete_actions=discrete)
 
 
 def load_dataset(spec: str | os.PathLike, env: str | None = None, *, episodes: int | None = None, seed: int = 0,
-                 progress: bool = True) -> TrajectoryDataset:
+                 progress: bool = True, n_actions: int | None = None) -> TrajectoryDataset:
     """A dataset from a tier name (generated for `env`; episodes and seed choose which one), a D4RL .hdf5 path,
-    a Minari dataset directory, or a local Minari id. Bad input raises a one-line ValueError that says what is
-    wrong and what is accepted."""
+    a Minari dataset directory, or a local Minari id. n_actions: the number of discrete actions of a D4RL file
+    with integer actions (read_d4rl). Bad input raises a one-line ValueError that says what is wrong and what is
+    accepted."""
     spec_str = str(spec)
     if spec_str in TIERS:
         if env is None:
-            raise ValueError(f"dataset {spec_str!r} is a generated tier: pass env= one of pendulum, mountaincar, "
-                             "invertedpendulum")
+            raise ValueError(f"dataset {spec_str!r} is a generated tier: pass env= one of "
+                             f"{', '.join(EXPERTS)}")
         return read_minari(generate_dataset(generated_env(env), spec_str, episodes, seed, progress=progress))
     path = Path(spec_str).expanduser()
     if path.suffix in (".hdf5", ".h5"):
-        return read_d4rl(path, env=env)
+        return read_d4rl(path, env=env, n_actions=n_actions)
     if path.is_dir():
         return read_minari(path, env=env)
     if DATASET_ID_RE.fullmatch(spec_str) and ("/" in spec_str or "-v" in spec_str):

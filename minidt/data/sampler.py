@@ -9,7 +9,8 @@ One batch row:
 What each slot holds (float32 unless noted):
     states          (s - state_mean) / state_std;  padding: the zero state normalized like the others, i.e.
                     -state_mean / state_std (the reference pads with 0 *before* normalizing)
-    actions         a;            padding -10 (the reference's value: far outside any action box)
+    actions         a;            padding -10 (the reference's value: far outside any action box); discrete
+                                  actions are one-hot rows, padding all zeros (no action)
     rewards         r;            padding 0
     returns_to_go   R_t / scale;  padding 0. R_t is the return from the row's own timestep, so row k's return
                     sits with row k's state (the reference takes K + 1 entries and the trainer drops the last)
@@ -41,6 +42,7 @@ class SegmentSampler:
             raise ValueError(f"sampler: expected K >= 1 and max_ep_len >= 1, got K={K}, max_ep_len={max_ep_len}")
         self.K, self.max_ep_len = K, max_ep_len
         self.scale = dataset.scale
+        self.pad_action = 0.0 if dataset.discrete_actions else PAD_ACTION
         self.state_mean, self.state_std = dataset.state_mean, dataset.state_std
         # Every episode laid end to end once, so a batch is a single fancy-indexing gather.
         self.lengths = dataset.lengths  # N
@@ -71,7 +73,7 @@ class SegmentSampler:
         flat = self.offsets[episode][:, None] + np.where(real, t, 0)  # B,K  any in-range row will do for padding
         pad_state = (0.0 - self.state_mean) / self.state_std  # state_dim
         states = np.where(real[..., None], (self.observations[flat] - self.state_mean) / self.state_std, pad_state)
-        actions = np.where(real[..., None], self.actions[flat], PAD_ACTION)
+        actions = np.where(real[..., None], self.actions[flat], self.pad_action)
         rewards = np.where(real, self.rewards[flat], 0.0)
         returns_to_go = np.where(real, self.rtg[flat], 0.0) / self.scale
         timesteps = np.where(real, np.minimum(t, self.max_ep_len - 1), 0)  # the embedding table ends there

@@ -19,6 +19,10 @@ REF_MIN_SCORE: dict[str, float] = {  # random policy
     "pendulum": -1233.246343,
     "mountaincar": -33.157944,
     "invertedpendulum": 5.029,
+    "cartpole": 21.781,
+    "acrobot": -499.196,
+    "mountaincar-discrete": -200.0,  # a random policy never reaches the flag in 200 steps
+    "keytodoor": 0.038,  # the success rate of 1000 episodes; exactly, 0.0441 (minidt.keytodoor.random_success_rate)
 }
 REF_MAX_SCORE: dict[str, float] = {  # expert policy
     "hopper": 3234.3,
@@ -27,6 +31,10 @@ REF_MAX_SCORE: dict[str, float] = {  # expert policy
     "pendulum": -157.123775,
     "mountaincar": 90.169419,
     "invertedpendulum": 994.463,
+    "cartpole": 500.0,
+    "acrobot": -91.124,
+    "mountaincar-discrete": -119.49,
+    "keytodoor": 1.0,
 }
 
 

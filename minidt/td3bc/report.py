@@ -30,7 +30,7 @@ def evaluate_actor(actor: Actor, env: str, episodes: int, pre: Preprocess, seed:
     "normalized_score_mean", "normalized_score_std" (when the environment has reference returns)}]."""
     from ..data import REF_MIN_SCORE, env_name, gym_spec, normalized_score
 
-    result = {"target_return": None, **rollout_actor(actor, gym_spec(env)["id"], episodes, pre.state_mean,
+    result = {"target_return": None, "policy": "TD3+BC", **rollout_actor(actor, gym_spec(env)["id"], episodes, pre.state_mean,
                                                      pre.state_std, seed=seed, progress=progress)}
     if env_name(env) in REF_MIN_SCORE:
         scores = normalized_score(env, np.array(result["returns"]))
