@@ -196,7 +196,8 @@ config = DecisionTransformerConfig(state_dim=7, act_dim=A, hidden_size=8, n_laye
                                    n_head=1, max_ep_len=40, discrete_actions=True)
 model = DecisionTransformerModel(config, dtype="float64", seed=0)
 layer = model.embed_action
-layer.bias.data = rng.standard_normal(layer.bias.shape)  # a nonzero bias (it starts at 0)
+# a nonzero bias (it starts at 0)
+layer.bias.data = rng.standard_normal(layer.bias.shape)
 W, b = to_numpy(layer.weight.data), to_numpy(layer.bias.data)  # (C, A), (C,)
 out = layer(np.eye(A)[ids])  # B,K,C  the Linear on one-hot rows
 E = W.T + b  # A,C  the embedding table
@@ -211,10 +212,12 @@ layer.backward(dout)  # dW (C, A) and db (C,) into .grad
 dE = embedding_backward(dout, lookup_cache)  # A,C
 err_w = rel_error(to_numpy(layer.weight.grad).T, dE)
 err_b = rel_error(to_numpy(layer.bias.grad), dE.sum(axis=0))
-print(f"dW^T vs the embedding's gradient {err_w:.1e}; db vs the sum of its rows {err_b:.1e}")
+print(f"dW^T vs the embedding's gradient {err_w:.1e}; "
+      f"db vs the sum of its rows {err_b:.1e}")
 assert err_w < 1e-12 and err_b < 1e-12
 if torch is not None:
-    table = torch.nn.Embedding.from_pretrained(torch.tensor(E))  # what the Atari code uses
+    # what the Atari code uses
+    table = torch.nn.Embedding.from_pretrained(torch.tensor(E))
     err_t = np.abs(table(torch.tensor(ids)).numpy() - to_numpy(out)).max()
     print(f"against torch.nn.Embedding: max difference {err_t:.1e}")
     assert err_t < 1e-15
@@ -278,7 +281,8 @@ for i in range(RANDOM_EPISODES):
     wins += reward
 simulated = wins / RANDOM_EPISODES
 se = np.sqrt(exact * (1 - exact) / RANDOM_EPISODES)
-print(f"random policy: exact {100 * exact:.2f} %, simulated {100 * simulated:.2f} % over "
+print(f"random policy: exact {100 * exact:.2f} %, "
+      f"simulated {100 * simulated:.2f} % over "
       f"{RANDOM_EPISODES} episodes (standard error {100 * se:.2f} points)")
 print("the paper's version of the task: 3.1 %")
 assert abs(simulated - exact) < 4 * se + 1e-9, (simulated, exact)
@@ -331,8 +335,8 @@ print(f"{int(data.returns.sum())} of {len(data)} episodes succeed "
 for name in LEARNERS:  # what each learner's batches hold
     s = settings(name)
     d, p, _ = load_data(s, progress=False)
-    batch = training_batch(SegmentSampler(d, K=s.K, max_ep_len=max_ep_len, seed=0), p, 256,
-                           discrete=True)
+    sampler = SegmentSampler(d, K=s.K, max_ep_len=max_ep_len, seed=0)
+    batch = training_batch(sampler, p, 256, discrete=True)
     rtg = batch["returns_to_go"][batch["attention_mask"] > 0]
     print(f"{name:>3}: {len(d):4d} episodes; returns-to-go in a batch: "
           f"{np.unique(rtg)}, {100 * rtg.mean():.1f} % of the real steps are 1")
@@ -412,16 +416,19 @@ show(fig, FIGURES / "12_learning.png")
 # less when asked for less.
 
 # %%
-PAPER = {"DT": 71.8, "BC": 1.4, "%BC": 69.9, "random": 3.1}  # 1,000 episodes, the paper's Table 5
+# 1,000 episodes, the paper's Table 5
+PAPER = {"DT": 71.8, "BC": 1.4, "%BC": 69.9, "random": 3.1}
 final = {name: curve[-1][1] for name, curve in curves.items()}
 print(f"{'policy':>8}  {'steps':>5}  {'success':>16}  {'paper':>7}")
 for name, p in final.items():
     se = np.sqrt(p * (1 - p) / EVAL_EPISODES)
-    print(f"{name:>8}  {STEPS[name]:5d}  {100 * p:6.1f} % +- {100 * se:4.1f}  {PAPER[name]:5.1f} %")
+    print(f"{name:>8}  {STEPS[name]:5d}  {100 * p:6.1f} % +- {100 * se:4.1f}  "
+          f"{PAPER[name]:5.1f} %")
 print(f"{'random':>8}  {'':>5}  {100 * exact:6.1f} % (exact)  {PAPER['random']:5.1f} %")
-asked = evaluate_targets(nets["DT"], ENV, [0.0, 0.5, 1.0], EVAL_EPISODES, pres["DT"], 40)
-print("DT asked for return", ", ".join(f"{r['target_return']:g}: {100 * r['success_rate']:.0f} %"
-                                        for r in asked))
+asked = evaluate_targets(nets["DT"], ENV, [0.0, 0.5, 1.0], EVAL_EPISODES, pres["DT"],
+                         40)
+print("DT asked for return", ", ".join(
+    f"{r['target_return']:g}: {100 * r['success_rate']:.0f} %" for r in asked))
 
 # %% [markdown]
 # What the full-size run printed (one training seed; $\pm$ is the standard error over the 100 evaluation
@@ -477,13 +484,15 @@ att = [a[:, 0] for a in att]  # one head: (episodes, 3K, 3K) per layer
 def pickup_step(episode) -> int:
     """The step whose action picked the key up."""
     obs = episode.observations
-    gone = np.flatnonzero((obs[:, 0] == 0) & (obs[:, 3] < 0))  # room 1, the key not in view
+    # room 1, the key not in view
+    gone = np.flatnonzero((obs[:, 0] == 0) & (obs[:, 3] < 0))
     # none: the key was taken by the room's last move, and the next state is room 2's
     return int(gone[0]) - 1 if len(gone) else PHASES[0] - 1
 
 
 def step_attention(probs: np.ndarray) -> np.ndarray:
-    """(3K, 3K) token attention -> (K, K): from each state token to each step's three tokens."""
+    """(3K, 3K) token attention -> (K, K): from each state token to each step's
+    three tokens."""
     return probs[1::3].reshape(40, 40, 3).sum(axis=-1)
 
 
@@ -498,7 +507,8 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
 for layer, ax in enumerate(axes):
     S = step_attention(att[layer][0])[pad:, pad:]  # the real steps only
     im = ax.imshow(S, cmap="viridis", vmin=0, vmax=min(1.0, S.max()))
-    ax.axvline(t_key, color="tab:red", lw=1.5, ls="--", label=f"key picked up (step {t_key})")
+    ax.axvline(t_key, color="tab:red", lw=1.5, ls="--",
+               label=f"key picked up (step {t_key})")
     ax.axhline(door_room - 0.5, color="w", lw=1, ls=":")
     ax.axvline(PHASES[0] - 0.5, color="w", lw=1, ls=":")
     ax.set_xlabel("attended step t'")
@@ -517,8 +527,9 @@ show(fig, FIGURES / "12_attention.png")
 
 # %%
 def pickup_share(att_layer: np.ndarray) -> tuple[float, float]:
-    """Mean over the successful episodes and their door-room state tokens: the attention on
-    steps t_k and t_k + 1, and what uniform attention over the visible steps would give."""
+    """Mean over the successful episodes and their door-room state tokens: the
+    attention on steps t_k and t_k + 1, and what uniform attention over the visible
+    steps would give."""
     got, uniform = [], []
     for i, e in enumerate(wins):
         episode = data[int(e)]
@@ -532,8 +543,8 @@ def pickup_share(att_layer: np.ndarray) -> tuple[float, float]:
 
 shares = [pickup_share(a) for a in att]
 for layer, (got, uniform) in enumerate(shares):
-    print(f"layer {layer + 1}: door-room state tokens put {100 * got:.1f} % of their attention "
-          f"on the pickup steps; uniform attention: {100 * uniform:.1f} % "
+    print(f"layer {layer + 1}: door-room state tokens put {100 * got:.1f} % of their "
+          f"attention on the pickup steps; uniform attention: {100 * uniform:.1f} % "
           f"({got / uniform:.1f} x), over {len(wins)} successful episodes")
 
 # %% [markdown]
@@ -592,9 +603,9 @@ def unmasked_loss(z: np.ndarray, y: np.ndarray) -> float:
 
 print(f"masked {float(loss):.6f}, unmasked {unmasked_loss(logits, target):.6f}")
 # The torch comparison catches it (torch sees the real rows only), and so does padding
-# invariance: put other garbage in the padded rows and the unmasked loss moves. On a batch
-# with no padding the two agree exactly, which is why tests draw left-padded batches (the
-# grader of assignment 7 pads a row of every input).
+# invariance: put other garbage in the padded rows and the unmasked loss moves. On a
+# batch with no padding the two agree exactly, which is why tests draw left-padded
+# batches (the grader of assignment 7 pads a row of every input).
 logits2 = logits.copy()
 logits2[mask == 0] = 5.0 * rng.standard_normal(logits2[mask == 0].shape)
 print(f"other garbage at padding: masked "
@@ -602,7 +613,8 @@ print(f"other garbage at padding: masked "
       f"{unmasked_loss(logits2, target):.6f}")
 z_full = rng.standard_normal((B, K, A))
 masked_full = float(cross_entropy_forward(z_full, target, np.ones((B, K)))[0])
-print(f"no padding: masked {masked_full:.6f}, unmasked {unmasked_loss(z_full, target):.6f}")
+print(f"no padding: masked {masked_full:.6f}, "
+      f"unmasked {unmasked_loss(z_full, target):.6f}")
 
 # %% [markdown]
 # :::{dropdown} Solution 3
@@ -616,17 +628,19 @@ print(f"no padding: masked {masked_full:.6f}, unmasked {unmasked_loss(z_full, ta
 # :::
 
 # %% tags=["hide-cell"]
-# Solution 4: the same measurement on BC's model (its return input zeroed, as it was trained).
+# Solution 4: the same measurement on BC's model (its return input zeroed, as it was
+# trained).
 bc = nets["BC"].module.eval()
 bc_window = dict(window, returns_to_go=np.zeros_like(window["returns_to_go"]))
 with minidt.no_grad():
-    bc_att = [to_numpy(a)[:, 0] for a in bc(**bc_window, output_attentions=True).attentions]
+    bc_out = bc(**bc_window, output_attentions=True)
+    bc_att = [to_numpy(a)[:, 0] for a in bc_out.attentions]
 for layer, (got, uniform) in enumerate(pickup_share(a) for a in bc_att):
     print(f"BC layer {layer + 1}: {100 * got:.1f} % on the pickup steps "
           f"(uniform {100 * uniform:.1f} %, {got / uniform:.1f} x)")
 # BC imitates a random policy: nothing it predicts depends on the key, so nothing
-# rewards looking back at the pickup. The full-size run: BC 0.7 and 1.0 x uniform (layers
-# 1 and 2), DT 0.8 and 0.7 x: after 800 steps, neither looks back at the key.
+# rewards looking back at the pickup. The full-size run: BC 0.7 and 1.0 x uniform
+# (layers 1 and 2), DT 0.8 and 0.7 x: after 800 steps, neither looks back at the key.
 
 # %% [markdown]
 # #### After you have done assignment 7
