@@ -41,8 +41,9 @@ def outputs(report) -> dict[str, str]:
     return {r.name: r.output for r in report.results}
 
 
-def test_six_assignments_with_points():
-    assert NAMES == ["linear_activations", "layernorm", "attention", "gpt2_block", "dt_embedding", "training"]
+def test_seven_assignments_with_points():
+    assert NAMES == ["linear_activations", "layernorm", "attention", "gpt2_block", "dt_embedding", "training",
+                     "cross_entropy"]
     for a in assignments().values():
         names = [name for name, _ in a.checks()]
         assert {n.rsplit(" ", 1)[-1] for n in names} == {"[numpy]"}  # the math, by default
@@ -81,12 +82,15 @@ def test_skeletons_keep_the_forward_math_and_ask_for_the_backward():
                "linear_activations": ["dx = dout @ weight.T", "gelu'(x) = Phi(x) + x phi(x)", "dW = x^T @ dout"],
                "gpt2_block": ["dx1 = dout + d(mlp branch)"],
                "dt_embedding": ["scatter-add of dR + ds + da"],
-               "training": ["dpred = 2 (pred - target) / n"]}
+               "training": ["dpred = 2 (pred - target) / n"],
+               "cross_entropy": ["exp(logp) - y", "softmax(logits) - target", "p - y", "p_c - y_c", "sum(y"]}
     for name, formulas in answers.items():
         text = get_assignment(name).source(solution=False)
         assert [f for f in formulas if f in text] == [], name
     ln = get_assignment("layernorm").source(solution=False)
     assert "xhat = (x - mean) * rstd" in ln and "(..., C)" in ln and "tutorials/04_layernorm.py" in ln
+    ce = get_assignment("cross_entropy").source(solution=False)
+    assert "logp = z - log(sum(exp(z)))" in ce and "(B, K, A)" in ce and "tutorials/12_" in ce
 
 
 # Planted bugs: name -> (assignment, edits, checks that must lose points, checks that must keep theirs, words the
@@ -698,6 +702,19 @@ def test_train_step_matches_torch_adamw_on_a_tiny_model(torch):
         assert loss == pytest.approx(float(want_loss), rel=1e-12)
     for n, p in ours.named_parameters():
         assert rel_error(p.data, tparams[n].detach().numpy()) < 1e-10, n
+
+
+def test_weighted_target_gradient_matches_torch(torch):
+    """The written part of assignment 7: d/dz of -sum_a y_a log softmax(z)_a for weights y of any sum, against
+    autograd, on logits large enough to need the row maximum."""
+    from minidt.coursework.cross_entropy import weighted_target_gradient
+
+    rng = np.random.default_rng(6)
+    z = rng.standard_normal((2, 3, 5)) * 3.0 + 800.0 * rng.choice((-1.0, 1.0), (2, 3, 1))
+    y = rng.uniform(0.0, 2.0, (2, 3, 5))
+    zt = torch.tensor(z, requires_grad=True)
+    (-(torch.tensor(y) * torch.log_softmax(zt, dim=-1)).sum()).backward()
+    assert rel_error(weighted_target_gradient(z, y), zt.grad.numpy()) < 1e-12
 
 
 def test_strict_backend_reference_outputs_are_strict_arrays():

@@ -141,15 +141,53 @@ def masked_mse(pred, target, mask):
     n = diff.shape[0] * diff.shape[1] * diff.shape[2]
     return xp.sum(diff * diff) / n, diff * (2.0 / n)
 """
+CROSS_ENTROPY_NO_MAX = """
+def cross_entropy_forward(logits, target, mask):
+    xp = array_namespace(logits)
+    real = (mask > 0)[..., None]
+    z = xp.where(real, logits, 0.0)
+    logp = z - xp.log(xp.sum(xp.exp(z), axis=-1, keepdims=True))  # planted: no row maximum subtracted
+    y = xp.where(real, target, 0.0)
+    n = xp.sum(xp.astype(real, logits.dtype))
+    return -xp.sum(y * logp) / n, (logp, y, real, n)
+"""
+CROSS_ENTROPY_UNMASKED_MEAN = """
+def cross_entropy_forward(logits, target, mask):
+    xp = array_namespace(logits)
+    z = logits - xp.max(logits, axis=-1, keepdims=True)
+    logp = z - xp.log(xp.sum(xp.exp(z), axis=-1, keepdims=True))
+    real = (mask > 0)[..., None]
+    n = xp.sum(xp.astype(real, logits.dtype))
+    return -xp.mean(xp.sum(target * logp, axis=-1)), (logp, target, real, n)  # planted: every step, padding too
+"""
+CROSS_ENTROPY_MEAN_OVER_ALL_SLOTS = """
+def cross_entropy_forward(logits, target, mask):
+    xp = array_namespace(logits)
+    real = (mask > 0)[..., None]
+    z = xp.where(real, logits, 0.0)
+    z = z - xp.max(z, axis=-1, keepdims=True)
+    logp = z - xp.log(xp.sum(xp.exp(z), axis=-1, keepdims=True))
+    y = xp.where(real, target, 0.0)
+    n = xp.sum(xp.astype(real, logits.dtype))
+    return -xp.sum(y * logp) / (mask.shape[0] * mask.shape[1]), (logp, y, real, n)  # planted: / (B K), not / N
+"""
+CROSS_ENTROPY_WITHOUT_1_OVER_N = """
+def cross_entropy_backward(cache):
+    xp = array_namespace(cache[0])
+    logp, y, real, n = cache
+    return xp.where(real, xp.exp(logp) - y, 0.0)  # planted: the mean's 1/N forgotten
+"""
 
 # name -> (assignment, source appended to the solution (a later def wins), the functions it is in, the share of
 # their points it must cost at least). A share below 1 where the mistake leaves checks right: the backward that
 # forgets the forward's scale still gets dv right (4 of its 6 checks lost), the LayerNorm backward without a term
 # still gets dweight and dbias (2 of 6), -inf for padding breaks the output and not the causality probe (1 of 2),
-# the scale forgotten in both passes costs 5 of their 8; an unmasked MSE is consistent with its own loss, whose
+# the scale forgotten in both passes costs 5 of their 8; a cross-entropy that sets padding aside but divides by
+# B K is invariant to what padding holds (1 of 2); an unmasked MSE is consistent with its own loss, whose
 # central differences it then passes where no NaN is in the padding. Elsewhere below 1: the inputs where the
 # mistake makes no difference (p = 0 for dropout, a joint norm below max_norm for clipping, no overflow for the
-# softmax, inputs near 0 where gelu's two forms agree to 1e-6 for the backward's finite differences).
+# softmax and the cross-entropy (3 of the 10 drawn inputs have no row moved by 800), inputs near 0 where gelu's
+# two forms agree to 1e-6 for the backward's finite differences).
 MISTAKES = {
     "attention without the scale": ("attention", ATTENTION_NO_SCALE, ("attention_forward", "attention_backward"),
                                     5 / 8),
@@ -173,6 +211,14 @@ MISTAKES = {
     "AdamW without bias correction": ("training", ADAMW_NO_BIAS_CORRECTION, ("adamw_step",), 0.9),
     "clipping each gradient by its own norm": ("training", CLIP_EACH, ("clip_grad_norm",), 0.6),
     "MSE not masked at padding": ("training", MSE_UNMASKED, ("masked_mse",), 0.7),
+    "cross-entropy without the row maximum": ("cross_entropy", CROSS_ENTROPY_NO_MAX, ("cross_entropy_forward",),
+                                              0.6),
+    "cross-entropy as a mean over every step, padding too": ("cross_entropy", CROSS_ENTROPY_UNMASKED_MEAN,
+                                                             ("cross_entropy_forward",), 1.0),
+    "cross-entropy padding set aside, but divided by B K": ("cross_entropy", CROSS_ENTROPY_MEAN_OVER_ALL_SLOTS,
+                                                            ("cross_entropy_forward",), 1 / 2),
+    "cross-entropy gradient without 1/N": ("cross_entropy", CROSS_ENTROPY_WITHOUT_1_OVER_N,
+                                           ("cross_entropy_backward",), 1.0),
 }
 
 

@@ -20,7 +20,7 @@ import importlib
 
 from .spec import Assignment
 
-MODULES = ("linear_activations", "layernorm", "attention", "gpt2_block", "dt_embedding", "training")
+MODULES = ("linear_activations", "layernorm", "attention", "gpt2_block", "dt_embedding", "training", "cross_entropy")
 
 
 def assignments() -> dict[str, Assignment]:
