@@ -3,7 +3,9 @@
 At every step t of every environment the model sees the last K steps of its own episode,
 (R_i, s_i, a_i) for i = t-K+1 .. t, where R is the return still wanted (divided by `scale`), s the normalized
 state and a the action taken (a zero placeholder at step t, which the state token cannot see anyway); it returns
-action_preds[:, -1], read at the token s_t. After the step, R_{t+1} = R_t - r_t / scale.
+action_preds[:, -1], read at the token s_t. After the step, R_{t+1} = R_t - r_t / scale; a model trained on
+rewards delayed to the episode's last step (Preprocess.delayed_rewards) saw the whole return at every step, so its
+R stays the target, as the reference's `mode == 'delayed'` keeps it.
 
 All episodes of all targets run at once in one gymnasium vector env (autoreset NEXT_STEP), with one batched
 `model.get_action` per step (the forward's lean path: only what action_preds[:, -1] needs); each episode counts
@@ -43,18 +45,24 @@ class Preprocess:
     action_low: np.ndarray  # act_dim: the env's bounds; the model acts in [-1, 1] (unused for discrete actions)
     action_high: np.ndarray
     zero_returns: bool = False  # behaviour cloning: the return input is 0 in training and in evaluation
+    delayed_rewards: bool = False  # trained on rewards delayed to the last step: the return-to-go stays the target
 
     def to_dict(self) -> dict:
         return {k: np.asarray(v).tolist() for k, v in vars(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocess":
-        zero_returns = d.get("zero_returns", False)  # absent from run.json files older than BC
-        if not isinstance(zero_returns, bool):
-            raise ValueError(f"zero_returns: expected true or false, got {zero_returns!r}")
+        flags = {k: d.get(k, False) for k in ("zero_returns", "delayed_rewards")}  # absent from older run.json files
+        for k, v in flags.items():
+            if not isinstance(v, bool):
+                raise ValueError(f"{k}: expected true or false, got {v!r}")
         return cls(np.asarray(d["state_mean"], np.float64), np.asarray(d["state_std"], np.float64),
                    float(d["scale"]), np.asarray(d["action_low"], np.float64),
-                   np.asarray(d["action_high"], np.float64), zero_returns)
+                   np.asarray(d["action_high"], np.float64), **flags)
+
+    def next_return(self, R: Any, reward: Any) -> Any:
+        """The return still wanted after earning `reward` with R still wanted (both float64, R divided by scale)."""
+        return R if self.delayed_rewards else R - reward / self.scale
 
     def normalize_actions(self, a: np.ndarray) -> np.ndarray:
         """env action -> [-1, 1] (what tanh can reach)."""
@@ -118,7 +126,8 @@ class EpisodeWindow:
 
         a = window.act(model, t, obs)    # s_t in, a_t (env units; discrete: action ids) out; the model sees
                                          # context(..., t, K)
-        window.earn(t, reward)           # R_{t+1} = R_t - r_t / scale (always 0 if pre.zero_returns)
+        window.earn(t, reward)           # R_{t+1} = R_t - r_t / scale (0 if pre.zero_returns, R_t if
+                                         # pre.delayed_rewards)
 
     discrete: pick actions from logits (`choose`) at `temperature`, episode i drawing from its own stream seeded
     seeds[i] (needed when temperature > 0)."""
@@ -155,7 +164,7 @@ class EpisodeWindow:
     def earn(self, t: int, reward: Any) -> None:
         """reward (N,) or a scalar: r_t, received after a_t; the return still wanted at t + 1 is R_t - r_t."""
         if t + 1 < self.L and not self.pre.zero_returns:
-            self.rtg[:, t + 1] = self.rtg[:, t].astype(np.float64) - reward / self.pre.scale
+            self.rtg[:, t + 1] = self.pre.next_return(self.rtg[:, t].astype(np.float64), reward)
 
 
 @no_grad()
@@ -231,7 +240,7 @@ def rollout_sequential(model: DecisionTransformerModel, env_id: str, targets: Se
                 returns[i, j] += reward
                 lengths[i, j] += 1
                 if t + 1 < L and not pre.zero_returns:
-                    rtg[0, t + 1] = float(rtg[0, t]) - float(reward) / pre.scale
+                    rtg[0, t + 1] = pre.next_return(float(rtg[0, t]), float(reward))
                 if terminated or truncated:
                     break
             env.close()

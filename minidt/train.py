@@ -196,7 +196,7 @@ def load_data(s: TrainSettings, progress: bool) -> tuple[Any, Preprocess, int]:
     if s.top_percent < 100:
         data = data.top_percent(s.top_percent)
     pre = Preprocess(data.state_mean, data.state_std, data.scale, env_spec["action_low"], env_spec["action_high"],
-                     zero_returns=s.algo == "bc")
+                     zero_returns=s.algo == "bc", delayed_rewards=s.delayed_rewards)
     return data, pre, env_spec["max_episode_steps"]
 
 

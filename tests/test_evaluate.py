@@ -199,3 +199,32 @@ def test_behaviour_cloning_sees_a_zero_return_input_and_ignores_the_target(monke
     assert Preprocess.from_dict(cartpole_pre(True).to_dict()).zero_returns is True
     old = {k: v for k, v in cartpole_pre().to_dict().items() if k != "zero_returns"}  # a run.json from before BC
     assert Preprocess.from_dict(old).zero_returns is False
+
+
+def test_delayed_rewards_model_keeps_its_return_to_go_at_the_target(monkeypatch):
+    """Trained on rewards delayed to the last step, a model saw the episode's whole return at every step; its
+    rollouts keep R at the target (the reference's mode 'delayed'), in both loops, and the flag survives run.json."""
+    model = cartpole_model()
+    seen = []
+    get_action = model.get_action
+
+    def spy(**batch):
+        seen.append(np.array(batch["returns_to_go"])[..., 0])  # N, K
+        return get_action(**batch)
+
+    monkeypatch.setattr(model, "get_action", spy)
+    pre = cartpole_pre()
+    pre.delayed_rewards = True
+    kw = dict(episodes=2, pre=pre, K=3, seed=0, max_steps=30)
+    a = rollout(model, "CartPole-v1", [40.0], **kw)
+    last = seen[-1]
+    assert len(seen) > 3 and np.allclose(last[last != 0], 40.0 / pre.scale)  # 1 a step earned: not subtracted
+    assert rollout_sequential(model, "CartPole-v1", [40.0], **kw)[0]["returns"] == a[0]["returns"]
+    seen.clear()
+    rollout(model, "CartPole-v1", [40.0], **{**kw, "pre": cartpole_pre()})
+    assert seen[-1].min() < 40.0 / 100.0 - 0.01  # the usual loop subtracts what was earned
+    assert Preprocess.from_dict(pre.to_dict()).delayed_rewards is True
+    old = {k: v for k, v in cartpole_pre().to_dict().items() if k != "delayed_rewards"}  # a run.json from before
+    assert Preprocess.from_dict(old).delayed_rewards is False
+    with pytest.raises(ValueError, match="^delayed_rewards: expected true or false, got 'yes'"):
+        Preprocess.from_dict({**old, "delayed_rewards": "yes"})
