@@ -192,7 +192,8 @@ def read_run_info(run_dir: "str | os.PathLike") -> RunInfo:
     except ValueError as e:
         raise ValueError(f"{path}: settings: {e}") from None
     try:
-        pre = Preprocess.from_dict(run["preprocess"])
+        # a run.json from before Preprocess kept delayed_rewards: the run's settings say whether it trained on them
+        pre = Preprocess.from_dict({"delayed_rewards": train_settings.delayed_rewards, **run["preprocess"]})
         returns = [float(r) for r in run["dataset_returns"]["all"]]
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: preprocess or dataset_returns is malformed ({type(e).__name__}: {e})") from None

@@ -130,6 +130,13 @@ def test_delayed_rewards_reach_both_trainers(data, tmp_path):
     for name in ("td3bc", "dt"):
         info = read_run_info(tmp_path / name)
         assert info.settings.delayed_rewards and info.dataset.endswith("-delayed"), name
+    dt = read_run_info(tmp_path / "dt")
+    assert dt.pre.delayed_rewards and dt.raw["preprocess"]["delayed_rewards"] is True  # DT's rollouts keep R
+    run_json = tmp_path / "dt" / "run.json"  # a run.json from before the flag: the settings say
+    older = json.loads(run_json.read_text())
+    del older["preprocess"]["delayed_rewards"]
+    run_json.write_text(json.dumps(older))
+    assert read_run_info(tmp_path / "dt").pre.delayed_rewards
     assert read_trainer_state(latest_checkpoint(tmp_path / "td3bc"), "td3bc")["total_it"] == 2
 
 
