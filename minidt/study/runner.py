@@ -229,7 +229,8 @@ def format_report(doc: dict, out: "str | os.PathLike") -> str:
     """What `minidt study` prints at the end: the table, the wall time with the machine's load, the files."""
     m = doc["machine"]
     load = ", ".join(f"{x:.2f}" for x in m["load_average_start"])
-    kept = f"; {doc['runs_kept']} runs kept from an earlier start" if doc["runs_kept"] else ""
+    n = doc["runs_kept"]
+    kept = f"; {n} run{'s' if n > 1 else ''} kept from an earlier start" if n else ""
     return (f"{Table.from_dict(doc['table']).text()}\n"
             f"wall time {duration(doc['wall_seconds'])} on {m['processes']} processes (estimated "
             f"{duration(doc['estimated_seconds'])}; load average at the start {load}){kept}\n"
