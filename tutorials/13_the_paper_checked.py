@@ -172,12 +172,13 @@ docs["context-length"] = show_study("context-length")
 # %% [markdown]
 # ## 4. Credit over a long gap (`key-to-door`, Table 6)
 #
-# Key-to-Door ([Discrete actions, BC and Key-to-Door](../docs/discrete.md)): pick up a key in the first room (10 steps),
-# wait in an empty one (20 steps), reach the door in the third (10 steps); reward 1 at the door only if the key
-# was picked up 30 or more steps before, and nothing in the observation says whether it was. The data is random
-# episodes, of which a few per cent succeed. The paper: DT 71.8 % success with 1,000 episodes and 94.6 % with
-# 10,000, %BC (BC on the successes) about as good, BC and CQL near the random policy. Ours: DT (2,000 steps), BC
-# and %BC (800 steps) on 1,000 and 10,000 episodes, 3 seeds, success over 100 episodes at target return 1.
+# Key-to-Door ([Discrete actions, BC and Key-to-Door](../docs/discrete.md)): pick up a key in the first room
+# (10 steps), wait in an empty one (20 steps), reach the door in the third (10 steps). The reward, 1 at the door,
+# comes only if the key was picked up more than 20 steps before, and nothing in the observation says whether it
+# was. The data is random episodes, of which a few per cent succeed. The paper: DT 71.8 % success with 1,000
+# episodes and 94.6 % with 10,000, %BC (BC on the successes) about as good, BC and CQL near the random policy.
+# Ours: DT (2,000 steps), BC and %BC (800 steps) on 1,000 and 10,000 episodes, 3 seeds, success over 100
+# episodes at target return 1.
 
 # %%
 docs["key-to-door"] = show_study("key-to-door")
