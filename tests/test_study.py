@@ -293,3 +293,38 @@ def test_a_score_is_success_in_percent_or_the_normalized_score() -> None:
     assert score({"normalized_score_mean": 61.5, "return_mean": -400.0}) == 61.5
     assert score({"return_mean": -400.0}) == -400.0
     assert best_decile(list(range(1, 21))) == 19.5 and best_decile([3.0, 1.0]) == 3.0
+
+
+# --- the committed full-size results (docs/studies/NAME/study.json, which tutorial 13 reads) --------------------
+
+COMMITTED = sorted((ROOT / "docs" / "studies").glob("*/study.json"))
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.parent.name)
+def test_committed_results_are_full_size_from_these_settings(path: Path) -> None:
+    """A committed study is full size, its runs are exactly the runs its study plans today with the same settings
+    (so the code's settings have not moved since the results were made), and its table is the one they make."""
+    from dataclasses import asdict
+
+    doc = json.loads(path.read_text())
+    name = path.parent.name
+    module = study_module(name)
+    assert (doc["study"], doc["smoke"], doc["config"]) == (name, False, module.config(False))
+    planned = module.plan(module.config(False), doc["seeds"])
+    assert [r["name"] for r in doc["runs"]] == [r.name for r in planned]
+    assert [r["settings"] for r in doc["runs"]] == [json.loads(json.dumps(asdict(r.settings))) for r in planned]
+    assert Table.from_dict(doc["table"]) == module.table(doc["config"], doc["runs"], doc["extra"])
+    assert (path.parent / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_readme_table_is_the_committed_key_to_door_one() -> None:
+    """README's Key-to-Door rows are the committed study's (docs/studies/key-to-door/study.json), cell for cell."""
+    doc = json.loads((ROOT / "docs" / "studies" / "key-to-door" / "study.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The paper's claims, checked"):]
+    section = section[:section.index("\n## ")]
+    rows = {row: cells for row, cells in doc["table"]["rows"]}
+    shown = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ")][1:]
+    assert [r[0].strip() for r in shown] == ["DT", "BC", "%BC", "random"]
+    assert all([c.strip() for c in r[1:]] == rows[r[0].strip()] for r in shown)
+    assert "minidt study key-to-door" in section
