@@ -7,6 +7,7 @@ the tutorials' relative links and pictures work unchanged):
     docs/*.md                the reference pages (the command line, run directories, ...), which the README links
                              to as docs/NAME.md: the same links work on GitHub and in the book
     docs/*.png, docs/*.gif   the pictures of the README and of those pages
+    docs/studies/NAME/       the studies' committed full-size results (study.json, NAME.png): tutorial 13 reads them
     tutorials/README.md      the tutorials' overview, with their names linked to their pages
     tutorials/NN_*.py        the tutorials, executed by myst-nb at build time (MINIDT_SMOKE=1: tiny sizes)
     assignments/*.md         one page per graded assignment, written now from minidt.coursework.assignments()
@@ -82,6 +83,8 @@ def stage(src: Path) -> None:
         shutil.copy2(p, src / "tutorials" / p.name)
     for p in [*DOCS.glob("*.png"), *DOCS.glob("*.gif"), *reference_pages()]:
         shutil.copy2(p, src / "docs" / p.name)
+    if (DOCS / "studies").is_dir():
+        shutil.copytree(DOCS / "studies", src / "docs" / "studies")
     shutil.copy2(DOCS / "api.md", src / "api.md")
     for name, text in assignment_pages(tutorials).items():
         (src / "assignments" / name).write_text(text)

@@ -161,6 +161,26 @@ def cmd_reference_returns(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from .study.runner import StudyFailed, StudyInterrupted, default_out, format_report, run_study
+    from .train import terminate_as_interrupt
+
+    out = args.out or default_out(args.name, args.smoke)
+    seeds = args.seeds or (2 if args.smoke else 3)
+    resume = f"minidt study {args.name} --out {out} --seeds {seeds}{' --smoke' if args.smoke else ''}"
+    try:
+        with terminate_as_interrupt():  # SIGTERM as Ctrl-C: every running run writes a checkpoint first
+            doc = run_study(args.name, out, seeds, args.smoke, progress=not args.quiet)
+    except StudyFailed as e:
+        print(f"minidt study: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        print(f"minidt study: interrupted{f' ({e})' if str(e) else ''}; resume with: {resume}", file=sys.stderr)
+        return 130
+    print(format_report(doc, out))
+    return 0
+
+
 # --- the parsers -------------------------------------------------------------------------------------------------
 
 def add_parity(sub: argparse._SubParsersAction) -> None:
@@ -284,9 +304,26 @@ def add_reference_returns(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_study(sub: argparse._SubParsersAction) -> None:
+    from .study import STUDIES  # the names only: the studies' modules load when one runs
+
+    s = sub.add_parser("study", help="check one of the paper's claims: train a study's runs over seeds, evaluate "
+                       "them, print the paper's numbers beside ours, write study.json and a figure")
+    s.add_argument("name", metavar="NAME", choices=tuple(STUDIES),
+                   help=f"one of {', '.join(STUDIES)} (what each runs: docs/studies.md)")
+    s.add_argument("--out", metavar="DIR", help="where study.json, the figure and the runs go (default "
+                   "runs/studies/NAME, -smoke with --smoke); the same command with the same DIR resumes an "
+                   "interrupted study")
+    s.add_argument("--seeds", type=positive_int, metavar="N",
+                   help="training seeds per setting, 0 to N-1 (default 3; with --smoke 2)")
+    s.add_argument("--smoke", action="store_true", help="tiny datasets, models and runs: seconds, for CI (the "
+                   "numbers mean nothing)")
+    s.add_argument("--quiet", action="store_true", help="no start-up summary, no progress bar")
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "parity": cmd_parity, "train": cmd_train, "generate": cmd_generate, "evaluate": cmd_evaluate,
-    "reference-returns": cmd_reference_returns}
+    "reference-returns": cmd_reference_returns, "study": cmd_study}
 
 
 def build_parser() -> ArgumentParser:
@@ -296,7 +333,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--version", action="version", version=f"minidt {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p.commands = sub.choices  # name -> its parser: main() reports an unknown flag as that command's error
-    for add in (add_parity, add_train, add_generate, add_evaluate, add_reference_returns):
+    for add in (add_parity, add_train, add_generate, add_evaluate, add_reference_returns, add_study):
         add(sub)
 
     from .coursework.cli import add_parsers as add_coursework_parsers  # minidt assignment, minidt grade

@@ -325,7 +325,7 @@ def walk(parser: argparse.ArgumentParser, prog: str = "minidt"):
 def test_every_flag_has_help():
     """Every flag of every command, and the positional arguments of the offline-RL commands and parity (the
     coursework's are minidt/coursework/cli.py's)."""
-    own = {f"minidt {c}" for c in ("parity", "train", "generate", "evaluate", "reference-returns")}
+    own = {f"minidt {c}" for c in ("parity", "train", "generate", "evaluate", "reference-returns", "study")}
     missing = [f"{cmd} {'/'.join(a.option_strings) or a.dest}" for cmd, a in walk(build_parser())
                if not a.help and not isinstance(a, argparse._SubParsersAction) and (a.option_strings or cmd in own)]
     assert not missing, missing
@@ -334,7 +334,7 @@ def test_every_flag_has_help():
 def test_every_flag_is_in_the_book():
     """The book's reference pages name every flag: docs/cli.md the offline-RL commands' and parity's,
     docs/coursework.md the coursework's (`minidt assignment ...`, `minidt grade`)."""
-    own = {f"minidt {c}" for c in ("parity", "train", "generate", "evaluate", "reference-returns")}
+    own = {f"minidt {c}" for c in ("parity", "train", "generate", "evaluate", "reference-returns", "study")}
     pages = {page: (ROOT / "docs" / page).read_text() for page in ("cli.md", "coursework.md")}
     missing = [f"{cmd} {flag}" for cmd, a in walk(build_parser()) for flag in a.option_strings
                if flag not in ("-h", "--help", "--version")
