@@ -11,9 +11,9 @@
 # %% [markdown]
 # # 13 · What the paper claims, checked
 #
-# *Full size: about 10 s on 2 idle CPU cores: it reads the studies' committed results (running the five studies
-# themselves, `minidt study NAME`, takes about 2 hours); `MINIDT_SMOKE=1`: under a minute (it reruns all five
-# at smoke size).*
+# *Full size: about 2 s on 2 idle CPU cores (1.5 s measured, load average 0.5): it reads the studies' committed
+# results (running the five studies themselves, `minidt study NAME`, took 1 h 53 min in all on 2 shared cores);
+# `MINIDT_SMOKE=1`: under a minute (it reruns all five at smoke size).*
 #
 # The earlier tutorials built the Decision Transformer and checked it against transformers to round-off. That
 # says the model is the paper's model. It does not say the paper's *claims* hold: that DT does better than
@@ -331,11 +331,10 @@ for env in envs:
         earned = np.mean([r["evaluations"][0]["return_mean"] for r in at])
         print(f"  K={K:<3d} loss {loss:.3f}  earns {earned:7.1f}")
 if cl is not None and not SMOKE:  # the numbers the text below quotes
-    quoted = {("K=1", "Pendulum-v1"): "13.2 ± 2.8", ("K=5", "Pendulum-v1"): "24.8 ± 5.1",
-              ("K=20", "Pendulum-v1"): "33.3 ± 8.8", ("K=50", "Pendulum-v1"): "43.7 ± 4.3",
-              ("K=1", "CartPole-v1"): "73.2 ± 1.2", ("K=5", "CartPole-v1"): "72.0 ± 1.1",
-              ("K=20", "CartPole-v1"): "73.8 ± 4.5", ("K=50", "CartPole-v1"): "73.9 ± 10.7"}
-    assert {k: cell(cl, *k) for k in quoted} == quoted
+    quoted = {"Pendulum-v1": ["13.2 ± 2.8", "24.8 ± 5.1", "33.3 ± 8.8", "43.7 ± 4.3"],
+              "CartPole-v1": ["73.2 ± 1.2", "72.0 ± 1.1", "73.8 ± 4.5", "73.9 ± 10.7"]}
+    assert {env: [cell(cl, f"K={K}", env) for K in (1, 5, 20, 50)]
+            for env in quoted} == quoted
     assert round(cl["wall_seconds"] / 60, 1) == 20.5
 
 # %% [markdown]
@@ -424,7 +423,33 @@ if ktd is not None and not SMOKE:  # the numbers the text below quotes
 
 # %%
 docs["return-conditioning"] = show_study("return-conditioning")
+rc = docs["return-conditioning"]
+if rc is not None and not SMOKE:  # the numbers the text below quotes
+    quoted = {"-1708.7": "-1163.1 ± 212.6", "-1281.6": "-1059.8 ± 173.9",
+              "-854.6": "-789.3 ± 74.9", "-427.6": "-438.2 ± 46.7",
+              "-81.4": "-190.9 ± 22.3", "-0.5": "-182.0 ± 13.8",
+              "426.5": "-252.7 ± 34.3"}
+    assert {k: cell(rc, k, "achieved") for k in quoted} == quoted
+    assert cell(rc, "-81.4", "normalized") == "96.9 ± 2.1"
+    rank = rc["table"]["cells"]["rank correlation"]
+    assert fmt(rank, 2) == "0.98 ± 0.03"
+    assert [round(v, 2) for v in rank["values"]] == [1, 1, 0.94]
+    assert round(rc["wall_seconds"] / 60, 1) == 5.3
 print(f"\nthis tutorial: {time.perf_counter() - t_start:.0f} s")
+
+# %% [markdown]
+# **What agrees.** Inside the data the return follows the target, as in Figure 4: Spearman's rank correlation of
+# achieved with target is 0.98 ± 0.03 (1 on two seeds, 0.94 on the third); asked for -854.6 DT earns -789.3 ±
+# 74.9, asked for -427.6 it earns -438.2 ± 46.7. Beyond the data's best it levels off: asked for 426.5, which no
+# Pendulum episode can earn (every reward is at most 0), it earns -252.7 ± 34.3, a little below what it earns at
+# the best 10 %'s mean (-190.9 ± 22.3, a normalized 96.9 ± 2.1) and at the data's best, -0.5 (-182.0 ± 13.8).
+#
+# **What does not.** At the bottom of the data the return does not go as low as asked: -1163.1 ± 212.6 for
+# -1708.7 and -1059.8 ± 173.9 for -1281.6, with the widest spreads of the table. We have not measured why. The
+# likeliest reason is that these targets lie at the edge of the data: the worst return is one episode's, and few
+# episodes earned near it, so the model has seen least of what it is asked for there, which is also where its
+# seeds disagree most. The paper's Figure 4 shows the same kind of flattening at the top of the data, not at the
+# bottom; a longer run or a dataset with more poor episodes would say whether ours is the budget or the data.
 
 # %% [markdown]
 # ## Exercises
