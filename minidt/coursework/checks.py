@@ -189,6 +189,19 @@ def returned(step: Step, fn: str, inplace: bool = True) -> Any:
     return step.value
 
 
+def returned_backward(step: Step, forward: str, backward: str) -> Any:
+    """What a backward returned; it is called with the reference forward's cache, and an exception it raised says
+    so (a hint on how to read that cache)."""
+    try:
+        return returned(step, backward)
+    except Failure as f:
+        if not f.exception:
+            raise
+        raise Failure(f"{f}\nhint: {backward} is called with the reference {forward}'s cache (so a mistake in your "
+                      f"{forward} costs its own points only), laid out as the docstring of {forward} says: does your "
+                      f"{backward} read it that way?", exception=True) from None
+
+
 def describe(v: Any) -> str:
     if isinstance(v, Arr):
         return f"a {v.backend or 'NumPy'} {'scalar' if v.scalar else 'array'} of shape {tuple(v.array.shape)}"

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .checks import (FD_STEP, FD_TOL, FORWARD_TOL, GRAD_TOL, PROBE_TOL, Call, Case, Draw, Failure, Kind, Step,
-                     compare, describe, host, left_padding_mask, returned)
+                     compare, describe, host, left_padding_mask, returned, returned_backward)
 
 FORWARD, BACKWARD = "cross_entropy_forward", "cross_entropy_backward"
 
@@ -96,14 +96,7 @@ class CrossEntropy:
                                   "(the mean is over the real steps, N of them, and every padded row is set aside "
                                   "with xp.where before anything is computed from it)")
             return
-        try:
-            raw = returned(steps[1], BACKWARD)
-        except Failure as f:
-            if not f.exception:
-                raise
-            raise Failure(f"{f}\nhint: {BACKWARD} is called with the reference {FORWARD}'s cache (so a mistake in "
-                          f"your {FORWARD} costs its own points only), laid out as the docstring of {FORWARD} says: "
-                          f"does your {BACKWARD} read it that way?", exception=True) from None
+        raw = returned_backward(steps[1], FORWARD, BACKWARD)
         dlogits = host(raw, backend, f"{BACKWARD}: dlogits")
         if dlogits.shape != u.shape:
             raise Failure(f"{BACKWARD}: dlogits has shape {dlogits.shape} ({describe(raw)}), expected {u.shape} "

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .checks import (FD_STEP, FD_TOL, FORWARD_TOL, GRAD_TOL, PROBE_TOL, Call, Case, Draw, Failure, Kind, Step,
-                     compare, describe, host, returned)
+                     compare, describe, host, returned, returned_backward)
 from .hints import precision_hint
 
 
@@ -191,14 +191,7 @@ class Pair:
                           f"{fd:.8g} (h = {FD_STEP:g}){precision_hint(lowest, 1.0)}")
 
     def _student_grads(self, steps: list[Step], backend: str, names: tuple[str, ...], case: Case) -> dict:
-        try:
-            raw = returned(steps[1], self.backward)
-        except Failure as f:
-            if not f.exception:
-                raise
-            raise Failure(f"{f}\nhint: {self.backward} is called with the reference {self.forward}'s cache (so a "
-                          f"mistake in your {self.forward} costs its own points only), laid out as the docstring of "
-                          f"{self.forward} says: does your {self.backward} read it that way?", exception=True) from None
+        raw = returned_backward(steps[1], self.forward, self.backward)
         try:
             grads = self.grads(raw)
         except Exception as e:  # a wrong structure: not a tuple, too short, not a dict
